@@ -1,0 +1,202 @@
+//! Putting the module into a Lua state, from Rust.
+//!
+//! * [`SystemLua`]: a state the module creates, its allocator accounted from the first byte:
+//!   every figure exact. This is what the `lua-system` runner uses.
+//! * [`install`]: the module in a state created elsewhere (`mlua::Lua::new()`), where it reads
+//!   what Lua reports and declares the rest unavailable (see [`Accounting::Observed`]).
+
+use std::ops::Deref;
+use std::ptr::NonNull;
+
+use mlua::{Function, LightUserData, Lua, StdLib, Table};
+
+use crate::ffi::state::{AccountedState, make_loader, read_stats};
+use crate::memory::MemStats;
+use crate::state::{Accounting, StateData};
+
+/// The module's record of a state, kept in mlua's app data.
+struct Installed {
+    data: NonNull<StateData>,
+    /// Set when the app data owns the record: for observed states, where mlua frees app data
+    /// only after closing the state, so the record outlives every call and finalizer.
+    _owner: Option<Box<StateData>>,
+}
+
+// SAFETY: `StateData` is `Sync` (atomics and a mutex); the pointer is only read through `&`.
+unsafe impl Send for Installed {}
+
+impl Installed {
+    fn data(&self) -> &StateData {
+        // SAFETY: the record lives until the state is closed, and so does this app data.
+        unsafe { self.data.as_ref() }
+    }
+}
+
+/// A Lua state created by the module: the standard libraries open, `require("system")`
+/// available, and every allocation accounted from the first byte.
+///
+/// Dereferences to [`mlua::Lua`]; dropping it closes the state.
+///
+/// ```
+/// # fn main() -> mlua::Result<()> {
+/// // SAFETY: no clone of the `Lua` outlives `lua`.
+/// let lua = unsafe { lua_system::SystemLua::new()? };
+/// let objects: i64 = lua.load(r#"
+///     local system = require("system")
+///     local n = system.heap_objects()
+///     local t = {}
+///     return system.heap_objects() - n
+/// "#).eval()?;
+/// assert_eq!(objects, 1); // the table
+/// # Ok(())
+/// # }
+/// ```
+pub struct SystemLua {
+    lua: std::mem::ManuallyDrop<Lua>,
+    /// Closes the state when dropped, after `lua`.
+    _state: AccountedState,
+}
+
+impl SystemLua {
+    /// A state with all standard libraries (`debug` and C modules included, as the `lua`
+    /// interpreter has them).
+    ///
+    /// # Safety
+    /// The module owns this state and closes it when the `SystemLua` is dropped. mlua cannot
+    /// know that, so no clone of the `Lua` (from [`Clone`], or [`mlua::WeakLua::upgrade`]) may be
+    /// used after that; handles such as `Table` or `Function` are safe (they report the state as
+    /// destroyed).
+    pub unsafe fn new() -> mlua::Result<SystemLua> {
+        // SAFETY: the caller's contract is ours.
+        unsafe { SystemLua::with_libs(StdLib::ALL) }
+    }
+
+    /// A state with the given standard libraries (the base library is always open).
+    ///
+    /// # Safety
+    /// As for [`SystemLua::new`].
+    pub unsafe fn with_libs(libs: StdLib) -> mlua::Result<SystemLua> {
+        let state = AccountedState::new(Accounting::Exact).ok_or_else(|| {
+            mlua::Error::MemoryError("lua-system: cannot create a Lua state".into())
+        })?;
+        // SAFETY: the handle lives in `SystemLua`, which drops it before closing the state; the
+        // caller promises the same for clones.
+        let lua = unsafe { state.lua() };
+        let data = state.data();
+        // mlua keeps one coroutine of its own (its reference stack); it is not the script's.
+        // SAFETY: `data` lives as long as `state`.
+        unsafe { data.as_ref() }.heap.hide_current_coroutines();
+        let system = SystemLua {
+            lua: std::mem::ManuallyDrop::new(lua),
+            _state: state,
+        };
+        system.lua.load_std_libs(libs)?;
+        system.lua.set_app_data(Installed { data, _owner: None });
+        register(&system.lua, data)?;
+        Ok(system)
+    }
+
+    /// The module's figures for this state, as `system.mem_stats()` reads them.
+    pub fn mem_stats(&self) -> mlua::Result<MemStats> {
+        mem_stats(&self.lua)
+    }
+}
+
+impl Deref for SystemLua {
+    type Target = Lua;
+
+    fn deref(&self) -> &Lua {
+        &self.lua
+    }
+}
+
+impl Drop for SystemLua {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here, before `self._state` closes the state.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.lua) };
+    }
+}
+
+/// Makes `require("system")` work in `lua`, a state created elsewhere, and returns the module
+/// table. Installing twice is harmless: the same records are reused.
+///
+/// The module cannot account the allocations of a state it did not create, so it reads what Lua
+/// reports (bytes in use, cycles, collector settings) and declares the rest unavailable, with
+/// the reason: see [`Accounting::Observed`]. Create the state with [`SystemLua`] for exact
+/// figures.
+pub fn install(lua: &Lua) -> mlua::Result<Table> {
+    let existing = lua
+        .app_data_ref::<Installed>()
+        .map(|installed| installed.data);
+    let data = match existing {
+        Some(data) => data,
+        None => {
+            let owner = Box::new(StateData::new(Accounting::Observed));
+            let data = NonNull::from(&*owner);
+            lua.set_app_data(Installed {
+                data,
+                _owner: Some(owner),
+            });
+            data
+        }
+    };
+    register(lua, data)
+}
+
+/// Puts the loader in `package.preload` (so `require` works again after
+/// `package.loaded.system = nil`) and the table in `package.loaded`.
+fn register(lua: &Lua, data: NonNull<StateData>) -> mlua::Result<Table> {
+    // SAFETY: `make_loader` is a well-behaved C function; `data` outlives the state.
+    let make_loader = unsafe { lua.create_c_function(make_loader)? };
+    let loader: Function = make_loader.call(LightUserData(data.as_ptr().cast()))?;
+    let module: Table = loader.call("system")?;
+    if let Ok(preload) = lua.named_registry_value::<Table>("_PRELOAD") {
+        preload.set("system", loader)?;
+    }
+    lua.register_module("system", &module)?;
+    Ok(module)
+}
+
+fn installed(lua: &Lua) -> mlua::Result<mlua::AppDataRef<'_, Installed>> {
+    lua.app_data_ref::<Installed>().ok_or_else(|| {
+        mlua::Error::runtime("lua-system: the module is not installed in this state")
+    })
+}
+
+/// The module's figures for `lua`, as `system.mem_stats()` reads them.
+pub fn mem_stats(lua: &Lua) -> mlua::Result<MemStats> {
+    let installed = installed(lua)?;
+    read_stats(lua, installed.data())
+}
+
+/// The state's memory limit in bytes (`None`: no limit).
+pub fn memory_limit(lua: &Lua) -> mlua::Result<Option<usize>> {
+    let installed = installed(lua)?;
+    let data = installed.data();
+    match data.accounting {
+        Accounting::Exact => Ok(data.heap.memory_limit()),
+        Accounting::Observed => {
+            // mlua has no getter: setting returns the previous limit, which is set back.
+            let limit = lua.set_memory_limit(0)?;
+            lua.set_memory_limit(limit)?;
+            Ok(Some(limit).filter(|&l| l != 0))
+        }
+    }
+}
+
+/// Sets the state's memory limit in bytes (`None`: no limit) and returns the previous one.
+/// Past the limit, an allocation fails and the script gets Lua's "not enough memory" error,
+/// which `pcall` can catch; freeing memory makes room again. A limit below the bytes in use is
+/// accepted and stops growth. Observed states use mlua's own limit.
+pub fn set_memory_limit(lua: &Lua, limit: Option<usize>) -> mlua::Result<Option<usize>> {
+    let installed = installed(lua)?;
+    let data = installed.data();
+    match data.accounting {
+        Accounting::Exact => Ok(data.heap.set_memory_limit(limit)),
+        Accounting::Observed => {
+            // mlua reads 0 as "no limit"; a limit of 0 bytes is as good as 1.
+            let previous = lua.set_memory_limit(limit.map_or(0, |l| l.max(1)))?;
+            Ok(Some(previous).filter(|&l| l != 0))
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Creating and closing states, building the module table, and the cycle sentinel.
+
+use std::ffi::{c_int, c_void};
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::NonNull;
+
+use mlua::ffi::{self, lua_State};
+
+use mlua::Lua;
+
+use super::Collector;
+use super::alloc::accounted;
+use super::call::push_function;
+use crate::memory::MemStats;
+use crate::module::FUNCTIONS;
+use crate::state::{Accounting, StateData};
+
+/// A state created by the module, with the module's allocator from its first byte, and the
+/// [`StateData`] that allocator records into. Dropping it closes the state, then frees the data.
+pub(crate) struct AccountedState {
+    l: NonNull<lua_State>,
+    data: NonNull<StateData>,
+}
+
+impl AccountedState {
+    /// Creates the state with the base library open, and mlua's handle on it. Returns `None` if
+    /// Lua could not allocate it.
+    pub(crate) fn new(accounting: Accounting) -> Option<AccountedState> {
+        let data = NonNull::from(Box::leak(Box::new(StateData::new(accounting))));
+        // SAFETY: `accounted` follows the lua_Alloc contract; `data` is freed only in `drop`,
+        // after `lua_close`.
+        let l = unsafe { ffi::lua_newstate(accounted, data.as_ptr().cast()) };
+        let Some(l) = NonNull::new(l) else {
+            // SAFETY: `data` came from `Box::leak` above and nothing else refers to it.
+            drop(unsafe { Box::from_raw(data.as_ptr()) });
+            return None;
+        };
+        let state = AccountedState { l, data };
+        // SAFETY: `l` is a fresh state; `open_base` runs under lua_pcall.
+        let opened = unsafe {
+            ffi::lua_atpanic(l.as_ptr(), on_panic);
+            ffi::lua_pushcfunction(l.as_ptr(), open_base);
+            ffi::lua_pcall(l.as_ptr(), 0, 0, 0) == ffi::LUA_OK
+        };
+        opened.then_some(state)
+    }
+
+    pub(crate) fn data(&self) -> NonNull<StateData> {
+        self.data
+    }
+
+    /// mlua's handle on the state (mlua registers it on first use, as for a Lua module).
+    ///
+    /// # Safety
+    /// Neither the returned `Lua` nor any clone of it may be used after `self` is dropped.
+    pub(crate) unsafe fn lua(&self) -> Lua {
+        // SAFETY: `l` is the main thread of a live state; per the contract for the lifetime.
+        unsafe { Lua::get_or_init_from_ptr(self.l.as_ptr()).clone() }
+    }
+}
+
+impl Drop for AccountedState {
+    fn drop(&mut self) {
+        // SAFETY: the state is not running (we hold it by value) and is never used again; the
+        // allocator's data outlives `lua_close` and is freed right after it.
+        unsafe {
+            ffi::lua_close(self.l.as_ptr());
+            drop(Box::from_raw(self.data.as_ptr()));
+        }
+    }
+}
+
+/// mlua's view of a state, for the Rust API: reads `MemStats` on the state's current thread.
+pub(crate) fn read_stats(lua: &Lua, data: &StateData) -> mlua::Result<MemStats> {
+    let mut stats = None;
+    // SAFETY: `exec_raw` runs the closure under lua_pcall on the locked state; reading the
+    // stats raises no Lua error.
+    unsafe {
+        lua.exec_raw::<()>((), |l| {
+            stats = Some(MemStats::read(data, &Collector::new(l)))
+        })?;
+    }
+    stats.ok_or_else(|| mlua::Error::runtime("lua-system: the statistics could not be read"))
+}
+
+unsafe extern "C-unwind" fn open_base(l: *mut lua_State) -> c_int {
+    // SAFETY: called under lua_pcall by `AccountedState::new`.
+    unsafe {
+        ffi::luaL_requiref(l, c"_G".as_ptr(), ffi::luaopen_base, 1);
+        ffi::lua_settop(l, 0);
+    }
+    0
+}
+
+/// What `luaL_newstate` installs: report an error raised outside any protected call. Lua
+/// aborts the process when this returns.
+unsafe extern "C-unwind" fn on_panic(l: *mut lua_State) -> c_int {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the error object is on top of the stack; a string is read without converting.
+        let message = unsafe {
+            if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
+                let mut len = 0;
+                let ptr = ffi::lua_tolstring(l, -1, &mut len);
+                String::from_utf8_lossy(std::slice::from_raw_parts(ptr.cast::<u8>(), len))
+                    .into_owned()
+            } else {
+                "error object is not a string".to_owned()
+            }
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "PANIC: unprotected error in call to Lua API ({message})"
+        );
+    }));
+    0
+}
+
+/// `lua_CFunction` making the `require` loader of the module: a closure of [`load_module`] over
+/// the state's [`StateData`], given as light userdata argument 1.
+///
+/// # Safety
+/// Called by Lua with a `StateData` pointer that lives as long as the state.
+pub(crate) unsafe extern "C-unwind" fn make_loader(l: *mut lua_State) -> c_int {
+    // SAFETY: per the contract; the argument becomes the closure's upvalue.
+    unsafe {
+        ffi::lua_settop(l, 1);
+        ffi::lua_pushcclosure(l, load_module, 1);
+    }
+    1
+}
+
+/// The module's loader (`package.preload.system`): builds the table of functions. The first
+/// time in a state it also reads the collector's settings and arms the cycle sentinel.
+unsafe extern "C-unwind" fn load_module(l: *mut lua_State) -> c_int {
+    // SAFETY: the upvalue was set by `make_loader`; `push_function` needs two slots, the
+    // sentinel three.
+    unsafe {
+        let data = ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const StateData;
+        ffi::lua_createtable(l, 0, FUNCTIONS.len() as c_int);
+        for entry in FUNCTIONS {
+            push_function(l, entry, data);
+            ffi::lua_setfield(l, -2, entry.name.as_ptr());
+        }
+        if (*data).gc.claim_sentinel() {
+            let _ = catch_unwind(AssertUnwindSafe(|| (*data).on_install(&Collector::new(l))));
+            arm_sentinel(l, data);
+        }
+    }
+    1
+}
+
+/// Creates the sentinel: an unreachable table whose finalizer counts a completed cycle and
+/// re-arms itself, so that every cycle finalizes it exactly once.
+unsafe fn arm_sentinel(l: *mut lua_State, data: *const StateData) {
+    // SAFETY: pushes and pops three values; `data` outlives the state.
+    unsafe {
+        ffi::lua_createtable(l, 0, 0);
+        ffi::lua_createtable(l, 0, 1);
+        ffi::lua_pushlightuserdata(l, data as *mut c_void);
+        ffi::lua_pushcclosure(l, on_sentinel_collected, 1);
+        ffi::lua_setfield(l, -2, c"__gc".as_ptr());
+        ffi::lua_setmetatable(l, -2);
+        ffi::lua_settop(l, -2);
+    }
+}
+
+/// The sentinel's `__gc`: a cycle has completed. Setting the metatable again marks the object
+/// for finalization once more (Lua 5.4 clears that mark before calling `__gc`), without
+/// allocating. While the state closes, Lua ignores the re-arming.
+unsafe extern "C-unwind" fn on_sentinel_collected(l: *mut lua_State) -> c_int {
+    // SAFETY: the upvalue was set by `arm_sentinel`; argument 1 is the sentinel.
+    unsafe {
+        let data = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const StateData);
+        let _ = catch_unwind(AssertUnwindSafe(|| data.on_cycle_end()));
+        if ffi::lua_getmetatable(l, 1) != 0 {
+            ffi::lua_setmetatable(l, 1);
+        }
+    }
+    0
+}

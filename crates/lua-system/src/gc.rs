@@ -1,0 +1,142 @@
+//! Collection, the GC percent (Go's GOGC) and cycle counting.
+//!
+//! * `gc()`: one full collection of the calling state (`collectgarbage("collect")`).
+//! * `set_gc_percent(p)`, `get_gc_percent()`: GOGC on the state's collector; the encoding for
+//!   each Lua version lives in `ffi/collector.rs`. A negative percent stops the collector and
+//!   reads back as -1, as in Go; a percent above what Lua can store is clamped (see README).
+//! * Cycles are counted by a sentinel object that every completed cycle finalizes once
+//!   (`ffi/state.rs`); the heap measured then is the base of `next_gc`.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::args;
+use crate::ffi::collector::{Busy, CollectError, DEFAULT_PERCENT, PERCENT_MAX};
+use crate::ffi::{Call, Collector, Reply};
+use crate::state::StateData;
+use crate::text::{Text, text};
+
+/// The collector-related record of one state.
+pub(crate) struct GcState {
+    /// The exact percent last set through the module, 0..=PERCENT_MAX.
+    percent: AtomicI64,
+    /// Completed cycles.
+    cycles: AtomicU64,
+    /// Live bytes when the last cycle ended; `u64::MAX` while unknown.
+    live_after_cycle: AtomicU64,
+    /// When the last cycle ended, in nanoseconds since the Unix epoch; 0 before the first.
+    last_cycle_unix_ns: AtomicU64,
+    /// Whether the cycle sentinel exists (one per state, however often the module is opened).
+    sentinel: AtomicBool,
+}
+
+const UNKNOWN: u64 = u64::MAX;
+
+impl GcState {
+    pub(crate) fn new() -> GcState {
+        GcState {
+            percent: AtomicI64::new(DEFAULT_PERCENT),
+            cycles: AtomicU64::new(0),
+            live_after_cycle: AtomicU64::new(UNKNOWN),
+            last_cycle_unix_ns: AtomicU64::new(0),
+            sentinel: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn cycles(&self) -> u64 {
+        self.cycles.load(Relaxed)
+    }
+
+    pub(crate) fn last_cycle_unix_ns(&self) -> u64 {
+        self.last_cycle_unix_ns.load(Relaxed)
+    }
+
+    pub(crate) fn live_after_cycle(&self) -> Option<u64> {
+        Some(self.live_after_cycle.load(Relaxed)).filter(|&b| b != UNKNOWN)
+    }
+
+    /// Before the first cycle, `next_gc` is based on the heap when the module was installed.
+    pub(crate) fn set_initial_base(&self, live_bytes: Option<u64>) {
+        if let Some(bytes) = live_bytes {
+            self.live_after_cycle.store(bytes, Relaxed);
+        }
+    }
+
+    pub(crate) fn requested_percent(&self) -> i64 {
+        self.percent.load(Relaxed)
+    }
+
+    pub(crate) fn set_requested_percent(&self, percent: i64) {
+        self.percent.store(percent, Relaxed);
+    }
+
+    pub(crate) fn record_cycle(&self, live_bytes: Option<u64>) {
+        if let Some(bytes) = live_bytes {
+            self.live_after_cycle.store(bytes, Relaxed);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        self.last_cycle_unix_ns.store(now, Relaxed);
+        self.cycles.store(self.cycles.load(Relaxed) + 1, Relaxed);
+    }
+
+    /// True the first time: the caller arms the sentinel.
+    pub(crate) fn claim_sentinel(&self) -> bool {
+        !self.sentinel.swap(true, Relaxed)
+    }
+}
+
+/// The GC percent in effect: -1 while the collector is stopped.
+pub(crate) fn current_percent(data: &StateData, collector: &Collector) -> Result<i64, Busy> {
+    if !collector.is_running()? {
+        return Ok(-1);
+    }
+    collector.percent(data.gc.requested_percent())
+}
+
+fn refused(call: &Call<'_>, error: CollectError) -> Text {
+    match error {
+        CollectError::Busy => text!("{}: {}", call.name(), Busy::REASON),
+        CollectError::Raised(message) => text!("{}: {}", call.name(), message),
+    }
+}
+
+/// `system.gc()`: a full collection; `true`.
+pub(crate) fn gc(call: &Call<'_>) -> Result<Reply, Text> {
+    call.collector().collect().map_err(|e| refused(call, e))?;
+    Ok(Reply::Boolean(true))
+}
+
+/// `system.get_gc_percent()`: the percent in effect, -1 while the collector is stopped.
+pub(crate) fn get_gc_percent(call: &Call<'_>) -> Result<Reply, Text> {
+    let percent = current_percent(call.data(), &call.collector())
+        .map_err(|_| refused(call, CollectError::Busy))?;
+    Ok(Reply::Integer(percent))
+}
+
+/// `system.set_gc_percent(p)`: sets GOGC, returns the previous value.
+pub(crate) fn set_gc_percent(call: &Call<'_>) -> Result<Reply, Text> {
+    let requested = args::integer(call, 1)?;
+    let data = call.data();
+    let collector = call.collector();
+    let previous =
+        current_percent(data, &collector).map_err(|_| refused(call, CollectError::Busy))?;
+    if requested < 0 {
+        collector
+            .stop()
+            .map_err(|_| refused(call, CollectError::Busy))?;
+        return Ok(Reply::Integer(previous));
+    }
+    let percent = requested.min(PERCENT_MAX);
+    collector
+        .apply_percent(percent)
+        .map_err(|e| refused(call, e))?;
+    data.gc.set_requested_percent(percent);
+    if previous < 0 {
+        collector
+            .restart()
+            .map_err(|_| refused(call, CollectError::Busy))?;
+    }
+    Ok(Reply::Integer(previous))
+}

@@ -1,0 +1,64 @@
+//! The Lua module `system`: memory statistics, garbage-collector control, parallelism, CPU
+//! count, hostname and process id, for Lua states embedded with [mlua].
+//!
+//! Scripts written for the Go original run unchanged: eleven functions, each returning
+//! `value, nil` on success and `nil, message` on failure. The Go runtime of the original is,
+//! here, the calling Lua state (its heap and collector) and the process it runs in; the README
+//! maps every function and `mem_stats()` field.
+//!
+//! ```
+//! # fn main() -> mlua::Result<()> {
+//! // SAFETY: no clone of the `Lua` outlives `lua` (see `SystemLua::new`).
+//! let lua = unsafe { lua_system::SystemLua::new()? };
+//! lua.load(r#"
+//!     local system = require("system")
+//!     local before = system.mem_stats().num_gc
+//!     assert(system.gc())
+//!     assert(system.mem_stats().num_gc > before)
+//!     local previous = system.set_gc_percent(50)   -- Go's GOGC
+//!     assert(previous == 100 and system.get_gc_percent() == 50)
+//!     local ok, err = system.set_gc_percent("fast")
+//!     assert(ok == nil and err:find("bad argument #1 to 'set_gc_percent'"))
+//! "#).exec()?;
+//! let stats = lua.mem_stats()?;
+//! assert_eq!(stats.alloc, Ok(stats.alloc.unwrap()));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! For a state created elsewhere, [`install`] adds the module with the figures Lua itself
+//! reports. The process-wide CPU limit behind `go_max_procs` is available to Rust hosts through
+//! [`max_procs`], [`set_max_procs`] and [`on_max_procs_change`].
+//!
+//! [mlua]: https://docs.rs/mlua
+
+mod alloc;
+mod args;
+mod embed;
+mod ffi;
+mod gc;
+mod host;
+mod memory;
+mod module;
+mod process;
+mod procs;
+mod runtime;
+mod state;
+mod text;
+
+pub use embed::{SystemLua, install, mem_stats, memory_limit, set_memory_limit};
+pub use memory::{Figure, MemStats, Unavailable};
+pub use mlua;
+pub use process::ProcessMemory;
+pub use procs::{
+    MAX_PROCS_CAP, SetMaxProcsError, Subscription, max_procs, num_cpu, on_max_procs_change,
+    set_max_procs,
+};
+pub use state::Accounting;
+pub use text::Text;
+
+/// With the `jemalloc` feature, jemalloc is the process's allocator, and the process heap
+/// figures of `mem_stats()` come from its statistics (see the README, "Process memory").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

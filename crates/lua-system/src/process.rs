@@ -1,0 +1,119 @@
+//! The process's memory, in Go's terms: what the allocator and the kernel report.
+//!
+//! | field | meaning here | source |
+//! |---|---|---|
+//! | `heap_in_use` | bytes in allocator pages/chunks that hold live blocks | allocator |
+//! | `heap_idle` | bytes the allocator holds with nothing live in them | allocator |
+//! | `heap_released` | the part of `heap_idle` returned to the OS, still reserved | allocator |
+//! | `heap_sys` | `heap_in_use + heap_idle`: heap memory obtained from the OS | allocator |
+//! | `mspan_in_use`, `mspan_sys` | the allocator's own metadata | allocator |
+//! | `stack_in_use`, `stack_sys` | the main thread's stack (`VmStk`) | kernel |
+//! | `sys` | private writable memory plus stack (`VmData + VmStk`): all memory obtained from the OS for data | kernel |
+//! | `rss` | resident memory (`VmRSS`) | kernel |
+//!
+//! Linux grows the main stack mapping as the stack deepens and never shrinks it, and labels no
+//! other thread's stack (they are ordinary private mappings, inside `sys`); so both stack
+//! figures are the main stack's mapping.
+
+use crate::ffi::allocator;
+use crate::text::{Text, text};
+
+/// The process figures of `mem_stats()`, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessMemory {
+    pub sys: u64,
+    pub heap_sys: u64,
+    pub heap_idle: u64,
+    pub heap_in_use: u64,
+    pub heap_released: u64,
+    pub stack_in_use: u64,
+    pub stack_sys: u64,
+    pub mspan_in_use: u64,
+    pub mspan_sys: u64,
+    /// Resident set size.
+    pub rss: u64,
+    /// Which allocator the heap figures come from: `"jemalloc"` or `"glibc"`.
+    pub source: &'static str,
+}
+
+/// Reads the figures now.
+pub fn read() -> Result<ProcessMemory, Text> {
+    let heap = allocator::read()?;
+    let kernel = KernelFigures::read()?;
+    Ok(ProcessMemory {
+        sys: kernel.data + kernel.stack,
+        heap_sys: heap.in_use + heap.idle,
+        heap_idle: heap.idle,
+        heap_in_use: heap.in_use,
+        heap_released: heap.released,
+        stack_in_use: kernel.stack,
+        stack_sys: kernel.stack,
+        mspan_in_use: heap.metadata,
+        mspan_sys: heap.metadata,
+        rss: kernel.rss,
+        source: heap.source,
+    })
+}
+
+/// What `/proc/self/status` says, in bytes.
+struct KernelFigures {
+    data: u64,
+    stack: u64,
+    rss: u64,
+}
+
+impl KernelFigures {
+    const PATH: &'static str = "/proc/self/status";
+
+    fn read() -> Result<KernelFigures, Text> {
+        let status = std::fs::read_to_string(Self::PATH)
+            .map_err(|e| text!("cannot read {}: {e}", Self::PATH))?;
+        Self::parse(&status)
+    }
+
+    fn parse(status: &str) -> Result<KernelFigures, Text> {
+        let field = |name: &str| -> Result<u64, Text> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+                .ok_or_else(|| text!("{} has no readable {name} line", Self::PATH))
+        };
+        Ok(KernelFigures {
+            data: field("VmData")?,
+            stack: field("VmStk")?,
+            rss: field("VmRSS")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_status() {
+        let status = "Name:\tx\nVmRSS:\t    2048 kB\nVmData:\t  10240 kB\nVmStk:\t     132 kB\n";
+        let k = KernelFigures::parse(status).unwrap();
+        assert_eq!(
+            (k.data, k.stack, k.rss),
+            (10240 * 1024, 132 * 1024, 2048 * 1024)
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error_naming_it() {
+        let e = KernelFigures::parse("VmRSS: 1 kB\n").err().unwrap();
+        assert!(e.as_str().contains("VmData"), "{e}");
+    }
+
+    #[test]
+    fn live_figures_hold_go_invariants() {
+        let p = read().unwrap();
+        assert_eq!(p.heap_sys, p.heap_idle + p.heap_in_use);
+        assert!(p.heap_released <= p.heap_idle);
+        assert!(p.sys >= p.heap_sys + p.stack_sys + p.mspan_sys, "{p:?}");
+    }
+}
