@@ -1,0 +1,172 @@
+//! Command-line options, parsed as the `lua` interpreter (lua.c) parses them.
+
+use std::fmt;
+
+pub const USAGE: &str = "\
+usage: lua-system [options] [script [args]]
+Available options are:
+  -e stat   execute string 'stat'
+  -i        enter interactive mode after executing 'script'
+  -l mod    require library 'mod' into global 'mod'
+  -l g=mod  require library 'mod' into global 'g'
+  -v        show version information
+  -E        ignore environment variables
+  -W        turn warnings on
+  --        stop handling options
+  -         stop handling options and execute stdin";
+
+/// An option acted on in command-line order, before the script runs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `-e stat`
+    Execute(String),
+    /// `-l mod` or `-l g=mod`
+    Require { global: String, module: String },
+    /// `-W`
+    WarningsOn,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    pub actions: Vec<Action>,
+    pub interactive: bool,
+    pub version: bool,
+    pub ignore_environment: bool,
+    /// Index in `argv` of the script (`-` for stdin), if any.
+    pub script: Option<usize>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadOption(pub String);
+
+impl fmt::Display for BadOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Options {
+    /// Parses `argv` (with the program name at index 0).
+    pub fn parse(argv: &[String]) -> Result<Options, BadOption> {
+        let mut options = Options::default();
+        let mut i = 1;
+        while i < argv.len() {
+            let arg = argv[i].as_str();
+            if !arg.starts_with('-') {
+                options.script = Some(i);
+                break;
+            }
+            match arg {
+                "--" => {
+                    options.script = (i + 1 < argv.len()).then_some(i + 1);
+                    break;
+                }
+                "-" => {
+                    options.script = Some(i);
+                    break;
+                }
+                "-E" => options.ignore_environment = true,
+                "-W" => options.actions.push(Action::WarningsOn),
+                "-i" => {
+                    options.interactive = true;
+                    options.version = true;
+                }
+                "-v" => options.version = true,
+                _ if arg.starts_with("-e") || arg.starts_with("-l") => {
+                    let value = if arg.len() > 2 {
+                        arg[2..].to_owned()
+                    } else {
+                        i += 1;
+                        match argv.get(i) {
+                            Some(value) if !value.starts_with('-') => value.clone(),
+                            _ => return Err(BadOption(format!("'{arg}' needs argument"))),
+                        }
+                    };
+                    options.actions.push(if arg.starts_with("-e") {
+                        Action::Execute(value)
+                    } else {
+                        match value.split_once('=') {
+                            Some((global, module)) => Action::Require {
+                                global: global.to_owned(),
+                                module: module.to_owned(),
+                            },
+                            None => Action::Require {
+                                global: value.clone(),
+                                module: value,
+                            },
+                        }
+                    });
+                }
+                _ => return Err(BadOption(format!("unrecognized option '{arg}'"))),
+            }
+            i += 1;
+        }
+        Ok(options)
+    }
+
+    /// True when nothing was asked for: lua.c then runs the REPL on a terminal, or stdin.
+    pub fn nothing_to_do(&self) -> bool {
+        self.script.is_none()
+            && !self.version
+            && !self.actions.iter().any(|a| matches!(a, Action::Execute(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, BadOption> {
+        let argv: Vec<String> = std::iter::once("lua-system")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        Options::parse(&argv)
+    }
+
+    #[test]
+    fn script_stops_option_handling() {
+        let o = parse(&["-W", "x.lua", "-e", "y"]).unwrap();
+        assert_eq!(o.script, Some(2));
+        assert_eq!(o.actions, vec![Action::WarningsOn]);
+    }
+
+    #[test]
+    fn execute_and_require_take_attached_or_next_values() {
+        let o = parse(&["-eprint(1)", "-l", "g=mod", "-lm"]).unwrap();
+        assert_eq!(
+            o.actions,
+            vec![
+                Action::Execute("print(1)".into()),
+                Action::Require {
+                    global: "g".into(),
+                    module: "mod".into()
+                },
+                Action::Require {
+                    global: "m".into(),
+                    module: "m".into()
+                },
+            ]
+        );
+        assert!(!o.nothing_to_do());
+    }
+
+    #[test]
+    fn dash_means_stdin_and_double_dash_ends_options() {
+        assert_eq!(parse(&["-"]).unwrap().script, Some(1));
+        assert_eq!(parse(&["--", "-x"]).unwrap().script, Some(2));
+        assert_eq!(parse(&["--"]).unwrap().script, None);
+    }
+
+    #[test]
+    fn bad_options_are_reported() {
+        assert_eq!(parse(&["-x"]).unwrap_err().0, "unrecognized option '-x'");
+        assert_eq!(parse(&["-e"]).unwrap_err().0, "'-e' needs argument");
+    }
+
+    #[test]
+    fn interactive_implies_version() {
+        let o = parse(&["-i"]).unwrap();
+        assert!(o.interactive && o.version);
+    }
+}
