@@ -1,0 +1,251 @@
+//! The runner as a process: options, the `arg` table, stdin, errors, exit status, examples.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn runner() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lua-system"));
+    command
+        .current_dir(repo_root())
+        .env_remove("LUA_INIT")
+        .env_remove("LUA_INIT_5_4");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    runner().args(args).output().unwrap()
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = runner()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn temp_script(name: &str, source: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lua-system-runner-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, source).unwrap();
+    path
+}
+
+#[test]
+fn execute_option_runs_code_with_the_module() {
+    let out = run(&[
+        "-e",
+        "local s = require('system'); print(s.num_goroutines(), math.type(s.allocated()))",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1\tinteger\n");
+}
+
+#[test]
+fn script_gets_arguments_in_arg_and_varargs() {
+    let script = temp_script(
+        "args.lua",
+        "print(arg[0] ~= nil, arg[1], arg[2], select('#', ...), ...)\n",
+    );
+    let out = run(&[script.to_str().unwrap(), "one", "two"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "true\tone\ttwo\t2\tone\ttwo\n");
+}
+
+#[test]
+fn negative_arg_indices_hold_the_interpreter_and_options() {
+    let script = temp_script("neg.lua", "print(arg[-1], arg[-2] ~= nil)\n");
+    let out = run(&["-W", script.to_str().unwrap()]);
+    assert_eq!(stdout(&out), "-W\ttrue\n", "{}", stderr(&out));
+}
+
+#[test]
+fn a_script_error_prints_message_and_traceback_on_stderr_and_exits_1() {
+    let script = temp_script("boom.lua", "local x = 1\nerror('boom')\n");
+    let out = run(&[script.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.starts_with("lua-system: "), "{err}");
+    assert!(err.contains("boom.lua:2: boom"), "{err}");
+    assert!(err.contains("stack traceback:"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn a_syntax_error_exits_1() {
+    let out = run(&["-e", "x = = 1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("(command line):1:"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_missing_script_exits_1() {
+    let out = run(&["/nonexistent/script.lua"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot open /nonexistent/script.lua"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_option_prints_usage_and_exits_1() {
+    let out = run(&["-z"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unrecognized option '-z'"));
+    assert!(stderr(&out).contains("usage: lua-system"));
+}
+
+#[test]
+fn version_option_prints_the_version() {
+    let out = run(&["-v"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with("lua-system "), "{}", stdout(&out));
+    assert!(stdout(&out).contains("Lua 5."), "{}", stdout(&out));
+}
+
+#[test]
+fn dash_runs_stdin_with_arguments() {
+    let out = run_with_stdin(&["-", "x"], "print(require('system').pid() > 0, ...)");
+    assert_eq!(stdout(&out), "true\tx\n", "{}", stderr(&out));
+}
+
+#[test]
+fn stdin_that_is_not_a_terminal_runs_as_a_script() {
+    let out = run_with_stdin(&[], "print('from stdin')");
+    assert_eq!(stdout(&out), "from stdin\n", "{}", stderr(&out));
+}
+
+#[test]
+fn interactive_mode_prints_expressions_and_continues_statements() {
+    let out = run_with_stdin(
+        &["-i"],
+        "1 + 2\nfor i = 1, 2 do\nprint('line', i)\nend\nerror('oops')\nprint('still here')\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("3\n"), "{text}");
+    assert!(text.contains("line\t1\nline\t2\n"), "{text}");
+    assert!(text.contains("still here"), "{text}");
+    assert!(stderr(&out).contains("oops"), "{}", stderr(&out));
+}
+
+#[test]
+fn require_option_sets_a_global() {
+    let out = run(&[
+        "-l",
+        "system",
+        "-l",
+        "sys=system",
+        "-e",
+        "print(system == sys, type(system.pid))",
+    ]);
+    assert_eq!(stdout(&out), "true\tfunction\n", "{}", stderr(&out));
+}
+
+#[test]
+fn lua_init_runs_first_unless_ignored() {
+    let out = runner()
+        .env("LUA_INIT", "greeting = 'hi'")
+        .args(["-e", "print(greeting)"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "hi\n");
+    let out = runner()
+        .env("LUA_INIT", "greeting = 'hi'")
+        .args(["-E", "-e", "print(greeting)"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "nil\n");
+}
+
+#[test]
+fn shebang_line_is_skipped_and_line_numbers_kept() {
+    let script = temp_script(
+        "shebang.lua",
+        "#!/usr/bin/env lua-system\nerror('line two')\n",
+    );
+    let out = run(&[script.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("shebang.lua:2: line two"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn warnings_are_off_until_turned_on() {
+    let out = run(&["-e", "warn('quiet')"]);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let out = run(&["-W", "-e", "warn('loud', 'er')"]);
+    assert_eq!(stderr(&out), "Lua warning: louder\n");
+    let out = run(&["-e", "warn('@on'); warn('now')"]);
+    assert_eq!(stderr(&out), "Lua warning: now\n");
+}
+
+#[test]
+fn os_exit_sets_the_status() {
+    assert_eq!(run(&["-e", "os.exit(3)"]).status.code(), Some(3));
+    assert_eq!(run(&["-e", "os.exit(true, true)"]).status.code(), Some(0));
+}
+
+#[test]
+fn every_example_runs() {
+    let mut ran = 0;
+    for entry in std::fs::read_dir(repo_root().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "lua") {
+            let out = run(&[path.to_str().unwrap()]);
+            assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+            assert!(!stdout(&out).is_empty());
+            ran += 1;
+        }
+    }
+    assert!(ran >= 3, "examples found: {ran}");
+}
+
+#[test]
+fn gc_tuning_example_shows_fewer_cycles_for_higher_percents() {
+    let out = run(&["examples/gc_tuning.lua"]);
+    let cycles: Vec<u64> = stdout(&out)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() == 4 && fields[0].parse::<u64>().is_ok())
+                .then(|| fields[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(cycles.len(), 3, "{}", stdout(&out));
+    assert!(cycles[0] > cycles[1] && cycles[1] > cycles[2], "{cycles:?}");
+}

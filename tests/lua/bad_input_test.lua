@@ -1,0 +1,101 @@
+-- Every function against bad input: wrong types, missing arguments, nil, NaN, +-inf,
+-- fractions, huge and negative numbers. Bad input answers nil and a message naming the
+-- function and the argument, never raises, never changes state.
+local T = require("testing")
+local system = require("system")
+
+local NAN = 0 / 0
+local INF = math.huge
+
+-- The state a bad call must leave unchanged.
+local function settings()
+  return { percent = system.get_gc_percent(), procs = system.go_max_procs(), running = collectgarbage("isrunning") }
+end
+
+local function unchanged(before, what)
+  local after = settings()
+  T.eq(after.percent, before.percent, what .. ": gc percent unchanged")
+  T.eq(after.procs, before.procs, what .. ": max procs unchanged")
+  T.eq(after.running, before.running, what .. ": collector state unchanged")
+end
+
+local function fails(name, args, ...)
+  local before = settings()
+  local ok, message = pcall(T.fails, name, system[name], args, ...)
+  if not ok then error(message, 2) end
+  unchanged(before, name)
+  return message
+end
+
+local WRONG_TYPES = {
+  { "a string", "fast", "got string" },
+  { "a numeric string", "50", "got string" },
+  { "a table", {}, "got table" },
+  { "a boolean", true, "got boolean" },
+  { "a function", print, "got function" },
+  { "a coroutine", coroutine.create(print), "got thread" },
+  { "userdata", io.stdout, "got userdata" },
+}
+
+T.test("set_gc_percent refuses a missing argument and nil", function()
+  fails("set_gc_percent", { n = 0 }, "bad argument #1 to 'set_gc_percent'", "number expected, got no value")
+  fails("set_gc_percent", { n = 1, nil }, "bad argument #1 to 'set_gc_percent'", "number expected, got nil")
+end)
+
+T.test("set_gc_percent refuses wrong types, with Lua's message", function()
+  for _, case in ipairs(WRONG_TYPES) do
+    local message = fails("set_gc_percent", { n = 1, case[2] }, "bad argument #1 to 'set_gc_percent'", case[3])
+    if case[1] == "a string" then
+      T.eq(message, "bad argument #1 to 'set_gc_percent' (number expected, got string)")
+    end
+  end
+end)
+
+T.test("set_gc_percent refuses NaN, infinities and fractions", function()
+  fails("set_gc_percent", { n = 1, NAN }, "bad argument #1 to 'set_gc_percent'", "integer expected, got nan")
+  fails("set_gc_percent", { n = 1, INF }, "integer expected, got inf")
+  fails("set_gc_percent", { n = 1, -INF }, "integer expected, got -inf")
+  fails("set_gc_percent", { n = 1, 1.5 }, "integer expected, got 1.5")
+  fails("set_gc_percent", { n = 1, -0.25 }, "integer expected, got -0.25")
+end)
+
+T.test("set_gc_percent accepts integral floats and clamps huge values", function()
+  T.eq(system.set_gc_percent(50.0), 100)
+  T.eq(system.get_gc_percent(), 50)
+  T.eq(system.set_gc_percent(2 ^ 63), 50)
+  T.eq(system.get_gc_percent(), 920)
+  T.eq(system.set_gc_percent(math.mininteger), 920)
+  T.eq(system.get_gc_percent(), -1)
+  system.set_gc_percent(100)
+end)
+
+T.test("go_max_procs refuses wrong types, zero, negatives, fractions, NaN, infinities", function()
+  for _, case in ipairs(WRONG_TYPES) do
+    fails("go_max_procs", { n = 1, case[2] }, "bad argument #1 to 'go_max_procs'", case[3])
+  end
+  fails("go_max_procs", { n = 1, 0 }, "bad argument #1 to 'go_max_procs'", "must be at least 1, got 0")
+  fails("go_max_procs", { n = 1, -3 }, "must be at least 1, got -3")
+  fails("go_max_procs", { n = 1, math.mininteger }, "must be at least 1")
+  fails("go_max_procs", { n = 1, -1e300 }, "must be at least 1")
+  fails("go_max_procs", { n = 1, 1.5 }, "integer expected, got 1.5")
+  fails("go_max_procs", { n = 1, NAN }, "integer expected, got nan")
+  fails("go_max_procs", { n = 1, INF }, "integer expected, got inf")
+  fails("go_max_procs", { n = 1, -INF }, "integer expected, got -inf")
+end)
+
+T.test("functions without parameters ignore extra arguments, as Lua's own do", function()
+  local junk = { "x", {}, NAN, INF, -1, 1.5, true }
+  for _, name in ipairs({ "allocated", "heap_objects", "get_gc_percent", "num_goroutines", "num_cpu",
+                          "hostname", "pid", "gc", "mem_stats" }) do
+    for _, value in ipairs(junk) do
+      T.ok(name, system[name], value)
+    end
+  end
+end)
+
+T.test("functions survive being called with a wrong self (method syntax)", function()
+  T.ok("allocated", system.allocated, system)
+  fails("set_gc_percent", { n = 1, system }, "got table")
+end)
+
+T.done()

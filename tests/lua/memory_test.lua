@@ -1,0 +1,140 @@
+-- mem_stats, allocated, heap_objects: fields, exactness, Go's invariants.
+local T = require("testing")
+local system = require("system")
+
+local SPEC_FIELDS = {
+  "alloc", "total_alloc", "sys", "heap_alloc", "heap_sys", "heap_idle", "heap_in_use",
+  "heap_released", "heap_objects", "stack_in_use", "stack_sys", "mspan_in_use", "mspan_sys",
+  "num_gc", "next_gc",
+}
+local EXTRA_FIELDS = { "mallocs", "frees", "last_gc", "gc_percent", "gc_percent_effective", "rss" }
+
+local function invariants(s, previous)
+  T.eq(s.alloc, s.heap_alloc, "alloc == heap_alloc")
+  T.check(s.total_alloc >= s.alloc, "total_alloc >= alloc")
+  T.eq(s.heap_sys, s.heap_idle + s.heap_in_use, "heap_sys == heap_idle + heap_in_use")
+  T.check(s.heap_released <= s.heap_idle, "heap_released <= heap_idle")
+  T.check(s.heap_in_use >= s.heap_alloc, "heap_in_use >= heap_alloc")
+  T.check(s.stack_in_use <= s.stack_sys, "stack_in_use <= stack_sys")
+  T.check(s.mspan_in_use <= s.mspan_sys, "mspan_in_use <= mspan_sys")
+  T.check(s.sys >= s.heap_sys + s.stack_sys + s.mspan_sys, "sys >= heap_sys + stack_sys + mspan_sys")
+  T.check(s.next_gc > 0, "next_gc > 0")
+  T.eq(s.heap_objects, s.mallocs - s.frees, "heap_objects == mallocs - frees")
+  if previous then
+    T.check(s.num_gc >= previous.num_gc, "num_gc never decreases")
+    T.check(s.total_alloc >= previous.total_alloc, "total_alloc never decreases")
+  end
+end
+
+T.test("mem_stats has every spec field and the extras, all integers", function()
+  local s = system.mem_stats()
+  for _, name in ipairs(SPEC_FIELDS) do T.eq(math.type(s[name]), "integer", name) end
+  for _, name in ipairs(EXTRA_FIELDS) do T.eq(math.type(s[name]), "integer", name) end
+  T.eq(s.accounting, "exact")
+  T.check(s.process_source == "jemalloc" or s.process_source == "glibc", "process_source")
+  T.eq(s.unavailable, nil, "nothing unavailable in an exact state")
+end)
+
+T.test("Go's invariants hold on every call, through allocation and collection", function()
+  local previous = system.mem_stats()
+  invariants(previous)
+  local keep = {}
+  for round = 1, 60 do
+    for i = 1, 500 do keep[#keep + 1] = { i, tostring(i) .. "x" } end
+    if round % 10 == 0 then keep = {}; system.gc() end
+    local s = system.mem_stats()
+    invariants(s, previous)
+    previous = s
+  end
+end)
+
+T.test("allocated() and heap_objects() equal mem_stats() figures", function()
+  local s = system.mem_stats()
+  local stats_size = system.allocated() - s.alloc -- the table itself and its fields
+  T.check(stats_size > 0, "the stats table is on the heap")
+  local a1 = system.allocated()
+  local a2 = system.allocated()
+  T.eq(a2, a1, "allocated() allocates nothing")
+  local o1 = system.heap_objects()
+  local o2 = system.heap_objects()
+  T.eq(o2, o1, "heap_objects() allocates nothing")
+end)
+
+-- Exact deltas need the collector stopped: otherwise a cycle may free earlier garbage meanwhile.
+local function without_collector(f)
+  local percent = system.set_gc_percent(-1)
+  local ok, err = pcall(f)
+  system.set_gc_percent(percent)
+  if not ok then error(err, 0) end
+end
+
+T.test("1000 new tables are exactly 1000 more objects and 1000 * sizeof(Table) bytes", function()
+  without_collector(function()
+    local keep = {}
+    for i = 1, 1000 do keep[i] = false end -- size the array part first
+    local objects, bytes = system.heap_objects(), system.allocated()
+    for i = 1, 1000 do keep[i] = {} end
+    T.eq(system.heap_objects() - objects, 1000, "heap_objects delta")
+    local per_table = (system.allocated() - bytes) / 1000
+    T.eq(math.type(per_table), "float")
+    T.check(per_table == math.floor(per_table), "every table the same size: " .. per_table)
+  end)
+  local bytes_before = system.allocated()
+  system.gc()
+  T.check(system.allocated() < bytes_before, "freed after collection")
+end)
+
+T.test("freeing objects lowers the count by exactly as many", function()
+  system.gc()
+  local keep = {}
+  for i = 1, 500 do keep[i] = {} end
+  local objects = system.heap_objects()
+  for i = 1, 500 do keep[i] = false end
+  system.gc()
+  T.eq(objects - system.heap_objects(), 500, "freed objects")
+end)
+
+T.test("a 10 MB string is 10 MB of heap, counted in every total", function()
+  local big, before, after
+  without_collector(function()
+    before = system.mem_stats()
+    big = string.rep("x", 10 * 1024 * 1024)
+    after = system.mem_stats()
+  end)
+  T.check(after.alloc - before.alloc >= 10 * 1024 * 1024, "alloc grew by the string")
+  T.check(after.total_alloc - before.total_alloc >= 10 * 1024 * 1024, "total_alloc grew")
+  T.check(after.heap_in_use >= after.alloc, "process heap holds it")
+  T.check(after.sys >= after.alloc, "sys holds it")
+  invariants(after, before)
+  big = nil
+  system.gc()
+  T.check(system.allocated() < after.alloc - 9 * 1024 * 1024, "released by the collector")
+end)
+
+T.test("total_alloc never decreases while alloc goes up and down", function()
+  local last = system.mem_stats().total_alloc
+  for _ = 1, 20 do
+    local t = {}
+    for i = 1, 1000 do t[i] = i end
+    t = nil
+    system.gc()
+    local s = system.mem_stats()
+    T.check(s.total_alloc >= last, "monotonic")
+    last = s.total_alloc
+  end
+end)
+
+T.test("next_gc follows the live heap and the GC percent", function()
+  system.gc()
+  local s = system.mem_stats()
+  -- Lua's rule: (live after the cycle / 100) * pause, pause = 100 + effective percent.
+  local live_bound = s.alloc
+  T.check(s.next_gc >= (live_bound // 100) * (100 + s.gc_percent_effective) * 9 // 10, "next_gc near pause * live")
+  system.set_gc_percent(300)
+  system.gc()
+  local wider = system.mem_stats()
+  T.check(wider.next_gc > s.next_gc * 2, "a larger percent pushes the next cycle further")
+  system.set_gc_percent(100)
+end)
+
+T.done()

@@ -1,0 +1,122 @@
+-- num_goroutines, go_max_procs, num_cpu.
+local T = require("testing")
+local system = require("system")
+
+-- The CPUs a thread of this process may run on, from the kernel.
+local PID = system.pid()
+
+-- The CPUs thread `tid` of this process may run on (the whole process when tid is nil).
+local function allowed_cpus(tid)
+  local path = tid and ("/proc/" .. PID .. "/task/" .. tid .. "/status") or ("/proc/" .. PID .. "/status")
+  local f = assert(io.open(path))
+  local status = f:read("a")
+  f:close()
+  local list = status:match("Cpus_allowed_list:%s*(%S+)")
+  local count = 0
+  for part in list:gmatch("[^,]+") do
+    local a, b = part:match("(%d+)-(%d+)")
+    if a then count = count + tonumber(b) - tonumber(a) + 1 else count = count + 1 end
+  end
+  return count
+end
+
+local function threads()
+  local tids = {}
+  -- /proc/self would be `ls` itself: name this process by its pid.
+  for tid in io.popen("ls /proc/" .. PID .. "/task"):lines() do tids[#tids + 1] = tid end
+  return tids
+end
+
+T.test("a fresh state has one goroutine: the main thread", function()
+  T.eq(system.num_goroutines(), 1)
+end)
+
+T.test("1000 suspended coroutines add 1000; once collected they no longer count", function()
+  system.gc()
+  local base = system.num_goroutines()
+  local cos = {}
+  for i = 1, 1000 do
+    cos[i] = coroutine.create(function() coroutine.yield() end)
+    coroutine.resume(cos[i])
+  end
+  T.eq(system.num_goroutines(), base + 1000)
+  cos = nil
+  system.gc()
+  T.eq(system.num_goroutines(), base)
+end)
+
+T.test("a finished coroutine counts until it is collected", function()
+  system.gc()
+  local base = system.num_goroutines()
+  local co = coroutine.create(function() end)
+  coroutine.resume(co)
+  T.eq(coroutine.status(co), "dead")
+  T.eq(system.num_goroutines(), base + 1)
+  co = nil
+  system.gc()
+  T.eq(system.num_goroutines(), base)
+end)
+
+T.test("every function works from inside a coroutine", function()
+  local co = coroutine.wrap(function()
+    T.eq(system.num_goroutines() >= 2, true)
+    T.ok("mem_stats", system.mem_stats)
+    T.ok("gc", system.gc)
+    T.ok("set_gc_percent", system.set_gc_percent, 100)
+    T.ok("get_gc_percent", system.get_gc_percent)
+    T.ok("allocated", system.allocated)
+    T.ok("heap_objects", system.heap_objects)
+    T.ok("go_max_procs", system.go_max_procs)
+    T.ok("num_cpu", system.num_cpu)
+    T.ok("hostname", system.hostname)
+    T.ok("pid", system.pid)
+    coroutine.yield()
+    return "done"
+  end)
+  co()
+  T.eq(co(), "done")
+end)
+
+T.test("num_cpu matches the CPUs the process may use", function()
+  local cpus = system.num_cpu()
+  T.check(cpus >= 1)
+  T.eq(cpus, allowed_cpus(nil), "affinity at start")
+end)
+
+T.test("go_max_procs() without argument (or nil) changes nothing", function()
+  local procs = system.go_max_procs()
+  T.check(procs >= 1)
+  T.eq(system.go_max_procs(nil), procs)
+  T.eq(system.go_max_procs(), procs)
+end)
+
+T.test("go_max_procs(n) narrows every thread's CPU affinity, and widens it back", function()
+  local cpus = system.num_cpu()
+  local original = system.go_max_procs()
+  T.eq(system.go_max_procs(1), original, "returns the previous value")
+  T.eq(system.go_max_procs(), 1)
+  for _, tid in ipairs(threads()) do T.eq(allowed_cpus(tid), 1, "thread " .. tid .. " on one CPU") end
+  T.eq(system.go_max_procs(cpus), 1)
+  for _, tid in ipairs(threads()) do T.eq(allowed_cpus(tid), cpus, "thread " .. tid .. " widened") end
+  system.go_max_procs(original)
+end)
+
+T.test("go_max_procs above the CPU count is kept, and capped at 1024 like Go", function()
+  local original = system.go_max_procs()
+  system.go_max_procs(system.num_cpu() + 3)
+  T.eq(system.go_max_procs(), system.num_cpu() + 3)
+  system.go_max_procs(1e300)
+  T.eq(system.go_max_procs(), 1024)
+  system.go_max_procs(original)
+end)
+
+T.test("the spec's resource check example runs", function()
+  local cpus, err = system.num_cpu()
+  if err then error(err) end
+  local procs, err2 = system.go_max_procs()
+  if err2 then error(err2) end
+  if procs < cpus then system.go_max_procs(cpus) end
+  T.check(system.go_max_procs() >= cpus)
+end)
+
+T.done()
