@@ -113,7 +113,7 @@ impl MemStats {
             next_gc,
             gc_percent,
             gc_percent_effective,
-            process: process::read(),
+            process: process::read().and_then(|p| covers_state(p, alloc)),
         }
     }
 
@@ -180,6 +180,22 @@ impl MemStats {
                 }
             });
         }
+    }
+}
+
+/// The state's heap is part of the process heap, so statistics reporting less in use than the
+/// state holds describe another allocator than the one serving the state (glibc's figures
+/// while `LD_PRELOAD` or valgrind replaced `malloc`, for instance). They are then declared
+/// unreadable rather than reported wrong.
+fn covers_state(process: ProcessMemory, alloc: Figure<u64>) -> Result<ProcessMemory, Text> {
+    match alloc {
+        Ok(alloc) if process.heap_in_use < alloc => Err(text!(
+            "the {} statistics report {} bytes in use, less than the {alloc} this state holds: \
+             the process allocator is not the one they describe",
+            process.source,
+            process.heap_in_use
+        )),
+        _ => Ok(process),
     }
 }
 

@@ -15,6 +15,10 @@
 //! other thread's stack (they are ordinary private mappings, inside `sys`); so both stack
 //! figures are the main stack's mapping.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
 use crate::ffi::allocator;
 use crate::text::{Text, text};
 
@@ -66,10 +70,27 @@ struct KernelFigures {
 impl KernelFigures {
     const PATH: &'static str = "/proc/self/status";
 
+    /// Reads `/proc/<pid>/status` through a file kept open: opening it costs as much as reading
+    /// it. The file is named by pid, not `self`, and reopened when the pid changes, so a forked
+    /// child reads its own.
     fn read() -> Result<KernelFigures, Text> {
-        let status = std::fs::read_to_string(Self::PATH)
-            .map_err(|e| text!("cannot read {}: {e}", Self::PATH))?;
-        Self::parse(&status)
+        static STATUS: Mutex<Option<(u32, File)>> = Mutex::new(None);
+        let pid = std::process::id();
+        let mut cached = STATUS.lock().unwrap_or_else(|poison| poison.into_inner());
+        let file = match cached.take() {
+            Some((owner, file)) if owner == pid => file,
+            _ => {
+                let path = format!("/proc/{pid}/status");
+                File::open(&path).map_err(|e| text!("cannot open {path}: {e}"))?
+            }
+        };
+        let mut buffer = [0u8; 8192];
+        let read = file.read_at(&mut buffer, 0);
+        *cached = Some((pid, file));
+        let len = read.map_err(|e| text!("cannot read {}: {e}", Self::PATH))?;
+        let status =
+            std::str::from_utf8(&buffer[..len]).map_err(|_| text!("{} is not text", Self::PATH))?;
+        Self::parse(status)
     }
 
     fn parse(status: &str) -> Result<KernelFigures, Text> {

@@ -24,27 +24,52 @@ pub(crate) struct AllocatorStats {
 
 #[cfg(feature = "jemalloc")]
 pub(crate) fn read() -> Result<AllocatorStats, Text> {
-    use crate::text::text;
-    use tikv_jemalloc_ctl::{epoch, raw, stats};
+    use std::sync::OnceLock;
+    use tikv_jemalloc_ctl::{Access, AsName, Mib, epoch, stats};
 
-    let failed = |e: tikv_jemalloc_ctl::Error| text!("jemalloc statistics are unreadable: {e}");
-    // jemalloc publishes its statistics when the epoch advances.
-    epoch::advance().map_err(failed)?;
-    let active = stats::active::read().map_err(failed)?;
-    let metadata = stats::metadata::read().map_err(failed)?;
-    let retained = stats::retained::read().map_err(failed)?;
-    // SAFETY: these three controls are `size_t` (jemalloc manual, MALLCTL_ARENAS_ALL = 4096).
-    let (page, dirty, muzzy) = unsafe {
-        (
-            raw::read::<usize>(b"arenas.page\0").map_err(failed)?,
-            raw::read::<usize>(b"stats.arenas.4096.pdirty\0").map_err(failed)?,
-            raw::read::<usize>(b"stats.arenas.4096.pmuzzy\0").map_err(failed)?,
-        )
-    };
+    /// Controls resolved once: looking a name up costs more than reading it.
+    struct Controls {
+        epoch: tikv_jemalloc_ctl::epoch_mib,
+        active: stats::active_mib,
+        metadata: stats::metadata_mib,
+        retained: stats::retained_mib,
+        dirty_pages: Mib<[usize; 4]>,
+        muzzy_pages: Mib<[usize; 4]>,
+        page: usize,
+    }
+
+    fn resolve() -> tikv_jemalloc_ctl::Result<Controls> {
+        Ok(Controls {
+            epoch: epoch::mib()?,
+            active: stats::active::mib()?,
+            metadata: stats::metadata::mib()?,
+            retained: stats::retained::mib()?,
+            // MALLCTL_ARENAS_ALL (4096): the sum over all arenas.
+            dirty_pages: b"stats.arenas.4096.pdirty\0".name().mib()?,
+            muzzy_pages: b"stats.arenas.4096.pmuzzy\0".name().mib()?,
+            page: b"arenas.page\0".name().read()?,
+        })
+    }
+
+    static CONTROLS: OnceLock<Result<Controls, String>> = OnceLock::new();
+    let failed =
+        |e: &dyn std::fmt::Display| crate::text::text!("jemalloc statistics are unreadable: {e}");
+    let c = CONTROLS
+        .get_or_init(|| resolve().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| failed(e))?;
+    // jemalloc publishes fresh statistics when the epoch advances.
+    c.epoch.advance().map_err(|e| failed(&e))?;
+    let read =
+        |mib: &Mib<[usize; 4]>| -> Result<usize, Text> { mib.read().map_err(|e| failed(&e)) };
+    let (dirty, muzzy) = (read(&c.dirty_pages)?, read(&c.muzzy_pages)?);
+    let active = c.active.read().map_err(|e| failed(&e))?;
+    let metadata = c.metadata.read().map_err(|e| failed(&e))?;
+    let retained = c.retained.read().map_err(|e| failed(&e))?;
     Ok(AllocatorStats {
         in_use: active as u64,
-        idle: ((dirty + muzzy) * page + retained) as u64,
-        released: (muzzy * page + retained) as u64,
+        idle: ((dirty + muzzy) * c.page + retained) as u64,
+        released: (muzzy * c.page + retained) as u64,
         metadata: metadata as u64,
         source: "jemalloc",
     })
