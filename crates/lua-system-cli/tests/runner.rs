@@ -249,3 +249,44 @@ fn gc_tuning_example_shows_fewer_cycles_for_higher_percents() {
     assert_eq!(cycles.len(), 3, "{}", stdout(&out));
     assert!(cycles[0] > cycles[1] && cycles[1] > cycles[2], "{cycles:?}");
 }
+
+#[test]
+fn on_a_terminal_without_a_script_the_repl_starts() {
+    // `script` (util-linux) runs the runner on a pseudo-terminal.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` command to provide a terminal");
+        return;
+    }
+    let command = format!("{} -W", env!("CARGO_BIN_EXE_lua-system"));
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(repo_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in [
+        "s = require('system')",
+        "s.num_goroutines()",
+        "for i = 1, 2 do",
+        "print('n', i)",
+        "end",
+    ] {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        writeln!(stdin, "{line}").unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    stdin.write_all(b"\x04").unwrap(); // end of input
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("lua-system "), "version banner: {text}");
+    assert!(text.contains("1\tnil"), "expression printed: {text}");
+    assert!(text.contains(">> "), "continuation prompt: {text}");
+    assert!(
+        text.contains("n\t1") && text.contains("n\t2"),
+        "loop ran: {text}"
+    );
+}
