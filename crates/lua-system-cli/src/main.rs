@@ -20,9 +20,7 @@ use crate::options::{Action, Options, USAGE};
 pub const PROGNAME: &str = "lua-system";
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     let options = match Options::parse(&argv) {
         Ok(options) => options,
         Err(bad) => {
@@ -53,8 +51,7 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
     if options.version {
         print_version(&lua);
     }
-    lua.globals()
-        .set("arg", arg_table(&lua, argv, options.script)?)?;
+    lua.globals().set("arg", arg_table(&lua, argv, options.script)?)?;
     if !options.ignore_environment {
         run_lua_init(&lua)?;
     }
@@ -89,10 +86,7 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
 
 fn print_version(lua: &Lua) {
     let lua_version: String = lua.globals().get("_VERSION").unwrap_or_default();
-    println!(
-        "{PROGNAME} {} -- {lua_version} with the system module",
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("{PROGNAME} {} -- {lua_version} with the system module", env!("CARGO_PKG_VERSION"));
 }
 
 /// `arg[0]` is the script, negative indices the interpreter and its options, positive ones the
@@ -116,12 +110,7 @@ fn run_lua_init(lua: &Lua) -> mlua::Result<()> {
         },
     };
     match code.strip_prefix('@') {
-        Some(path) => run_chunk(
-            lua,
-            &read_file(path)?,
-            &format!("@{path}"),
-            MultiValue::new(),
-        ),
+        Some(path) => run_chunk(lua, &read_file(path)?, &format!("@{path}"), MultiValue::new()),
         None => lua.load(code.as_str()).set_name(name).exec(),
     }
 }
@@ -129,32 +118,22 @@ fn run_lua_init(lua: &Lua) -> mlua::Result<()> {
 fn run_script(lua: &Lua, argv: &[String], index: usize) -> mlua::Result<()> {
     let name = &argv[index];
     let from_stdin = name == "-" && argv.get(index - 1).is_none_or(|previous| previous != "--");
-    let (source, chunk_name) = if from_stdin {
-        (read_stdin()?, "=stdin".to_owned())
-    } else {
-        (read_file(name)?, format!("@{name}"))
-    };
-    let args = argv[index + 1..]
-        .iter()
-        .map(|a| lua.create_string(a).map(Value::String))
-        .collect::<mlua::Result<_>>()?;
+    let (source, chunk_name) =
+        if from_stdin { (read_stdin()?, "=stdin".to_owned()) } else { (read_file(name)?, format!("@{name}")) };
+    let args =
+        argv[index + 1..].iter().map(|a| lua.create_string(a).map(Value::String)).collect::<mlua::Result<_>>()?;
     run_chunk(lua, &source, &chunk_name, args)
 }
 
 fn run_chunk(lua: &Lua, source: &[u8], name: &str, args: MultiValue) -> mlua::Result<()> {
-    lua.load(skip_shebang(source))
-        .set_name(name)
-        .call::<()>(args)
+    lua.load(skip_shebang(source)).set_name(name).call::<()>(args)
 }
 
 /// As `luaL_loadfile`: a first line starting with `#` is skipped (its newline kept, so line
 /// numbers stay right).
 fn skip_shebang(source: &[u8]) -> Vec<u8> {
     if source.first() == Some(&b'#') {
-        let end = source
-            .iter()
-            .position(|&b| b == b'\n')
-            .unwrap_or(source.len());
+        let end = source.iter().position(|&b| b == b'\n').unwrap_or(source.len());
         source[end..].to_vec()
     } else {
         source.to_vec()
@@ -167,9 +146,7 @@ fn read_file(path: &str) -> mlua::Result<Vec<u8>> {
 
 fn read_stdin() -> mlua::Result<Vec<u8>> {
     let mut source = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut source)
-        .map_err(|e| mlua::Error::runtime(format!("cannot read stdin: {e}")))?;
+    std::io::stdin().read_to_end(&mut source).map_err(|e| mlua::Error::runtime(format!("cannot read stdin: {e}")))?;
     Ok(source)
 }
 

@@ -86,14 +86,10 @@ impl Options {
                         Action::Execute(value)
                     } else {
                         match value.split_once('=') {
-                            Some((global, module)) => Action::Require {
-                                global: global.to_owned(),
-                                module: module.to_owned(),
-                            },
-                            None => Action::Require {
-                                global: value.clone(),
-                                module: value,
-                            },
+                            Some((global, module)) => {
+                                Action::Require { global: global.to_owned(), module: module.to_owned() }
+                            }
+                            None => Action::Require { global: value.clone(), module: value },
                         }
                     });
                 }
@@ -106,9 +102,7 @@ impl Options {
 
     /// True when nothing was asked for: lua.c then runs the REPL on a terminal, or stdin.
     pub fn nothing_to_do(&self) -> bool {
-        self.script.is_none()
-            && !self.version
-            && !self.actions.iter().any(|a| matches!(a, Action::Execute(_)))
+        self.script.is_none() && !self.version && !self.actions.iter().any(|a| matches!(a, Action::Execute(_)))
     }
 }
 
@@ -117,10 +111,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Options, BadOption> {
-        let argv: Vec<String> = std::iter::once("lua-system")
-            .chain(args.iter().copied())
-            .map(String::from)
-            .collect();
+        let argv: Vec<String> = std::iter::once("lua-system").chain(args.iter().copied()).map(String::from).collect();
         Options::parse(&argv)
     }
 
@@ -138,14 +129,8 @@ mod tests {
             o.actions,
             vec![
                 Action::Execute("print(1)".into()),
-                Action::Require {
-                    global: "g".into(),
-                    module: "mod".into()
-                },
-                Action::Require {
-                    global: "m".into(),
-                    module: "m".into()
-                },
+                Action::Require { global: "g".into(), module: "mod".into() },
+                Action::Require { global: "m".into(), module: "m".into() },
             ]
         );
         assert!(!o.nothing_to_do());

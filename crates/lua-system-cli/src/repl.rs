@@ -39,19 +39,12 @@ fn read_chunk(lua: &Lua, editor: &mut DefaultEditor) -> Option<mlua::Result<Func
         }
     };
     let _ = editor.add_history_entry(source.as_str());
-    if let Ok(function) = lua
-        .load(format!("return {source}"))
-        .set_name("=stdin")
-        .into_function()
-    {
+    if let Ok(function) = lua.load(format!("return {source}")).set_name("=stdin").into_function() {
         return Some(Ok(function));
     }
     loop {
         match lua.load(source.as_str()).set_name("=stdin").into_function() {
-            Err(mlua::Error::SyntaxError {
-                incomplete_input: true,
-                ..
-            }) => match editor.readline(">> ") {
+            Err(mlua::Error::SyntaxError { incomplete_input: true, .. }) => match editor.readline(">> ") {
                 Ok(line) => {
                     let _ = editor.add_history_entry(line.as_str());
                     source.push('\n');
@@ -65,10 +58,7 @@ fn read_chunk(lua: &Lua, editor: &mut DefaultEditor) -> Option<mlua::Result<Func
 }
 
 fn print_values(lua: &Lua, values: MultiValue) {
-    let result = lua
-        .globals()
-        .get::<Function>("print")
-        .and_then(|print| print.call::<()>(values));
+    let result = lua.globals().get::<Function>("print").and_then(|print| print.call::<()>(values));
     if let Err(error) = result {
         eprintln!("{PROGNAME}: error calling 'print' ({})", report(&error));
     }

@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 fn run_script(name: &str) {
@@ -22,15 +19,8 @@ fn run_script(name: &str) {
         .expect("run lua-system");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{name}_test.lua failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(
-        stdout.contains(" passed, 0 failed"),
-        "{name}_test.lua did not finish:\n{stdout}\n{stderr}"
-    );
+    assert!(output.status.success(), "{name}_test.lua failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(stdout.contains(" passed, 0 failed"), "{name}_test.lua did not finish:\n{stdout}\n{stderr}");
 }
 
 macro_rules! lua_tests {

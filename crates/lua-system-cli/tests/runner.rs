@@ -5,18 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 fn runner() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lua-system"));
-    command
-        .current_dir(repo_root())
-        .env_remove("LUA_INIT")
-        .env_remove("LUA_INIT_5_4");
+    command.current_dir(repo_root()).env_remove("LUA_INIT").env_remove("LUA_INIT_5_4");
     command
 }
 
@@ -25,19 +19,9 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
-    let mut child = runner()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    let mut child =
+        runner().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -59,20 +43,14 @@ fn temp_script(name: &str, source: &str) -> PathBuf {
 
 #[test]
 fn execute_option_runs_code_with_the_module() {
-    let out = run(&[
-        "-e",
-        "local s = require('system'); print(s.num_goroutines(), math.type(s.allocated()))",
-    ]);
+    let out = run(&["-e", "local s = require('system'); print(s.num_goroutines(), math.type(s.allocated()))"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "1\tinteger\n");
 }
 
 #[test]
 fn script_gets_arguments_in_arg_and_varargs() {
-    let script = temp_script(
-        "args.lua",
-        "print(arg[0] ~= nil, arg[1], arg[2], select('#', ...), ...)\n",
-    );
+    let script = temp_script("args.lua", "print(arg[0] ~= nil, arg[1], arg[2], select('#', ...), ...)\n");
     let out = run(&[script.to_str().unwrap(), "one", "two"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "true\tone\ttwo\t2\tone\ttwo\n");
@@ -101,22 +79,14 @@ fn a_script_error_prints_message_and_traceback_on_stderr_and_exits_1() {
 fn a_syntax_error_exits_1() {
     let out = run(&["-e", "x = = 1"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("(command line):1:"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("(command line):1:"), "{}", stderr(&out));
 }
 
 #[test]
 fn a_missing_script_exits_1() {
     let out = run(&["/nonexistent/script.lua"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("cannot open /nonexistent/script.lua"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("cannot open /nonexistent/script.lua"), "{}", stderr(&out));
 }
 
 #[test]
@@ -149,10 +119,8 @@ fn stdin_that_is_not_a_terminal_runs_as_a_script() {
 
 #[test]
 fn interactive_mode_prints_expressions_and_continues_statements() {
-    let out = run_with_stdin(
-        &["-i"],
-        "1 + 2\nfor i = 1, 2 do\nprint('line', i)\nend\nerror('oops')\nprint('still here')\n",
-    );
+    let out =
+        run_with_stdin(&["-i"], "1 + 2\nfor i = 1, 2 do\nprint('line', i)\nend\nerror('oops')\nprint('still here')\n");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("3\n"), "{text}");
@@ -163,45 +131,23 @@ fn interactive_mode_prints_expressions_and_continues_statements() {
 
 #[test]
 fn require_option_sets_a_global() {
-    let out = run(&[
-        "-l",
-        "system",
-        "-l",
-        "sys=system",
-        "-e",
-        "print(system == sys, type(system.pid))",
-    ]);
+    let out = run(&["-l", "system", "-l", "sys=system", "-e", "print(system == sys, type(system.pid))"]);
     assert_eq!(stdout(&out), "true\tfunction\n", "{}", stderr(&out));
 }
 
 #[test]
 fn lua_init_runs_first_unless_ignored() {
-    let out = runner()
-        .env("LUA_INIT", "greeting = 'hi'")
-        .args(["-e", "print(greeting)"])
-        .output()
-        .unwrap();
+    let out = runner().env("LUA_INIT", "greeting = 'hi'").args(["-e", "print(greeting)"]).output().unwrap();
     assert_eq!(stdout(&out), "hi\n");
-    let out = runner()
-        .env("LUA_INIT", "greeting = 'hi'")
-        .args(["-E", "-e", "print(greeting)"])
-        .output()
-        .unwrap();
+    let out = runner().env("LUA_INIT", "greeting = 'hi'").args(["-E", "-e", "print(greeting)"]).output().unwrap();
     assert_eq!(stdout(&out), "nil\n");
 }
 
 #[test]
 fn shebang_line_is_skipped_and_line_numbers_kept() {
-    let script = temp_script(
-        "shebang.lua",
-        "#!/usr/bin/env lua-system\nerror('line two')\n",
-    );
+    let script = temp_script("shebang.lua", "#!/usr/bin/env lua-system\nerror('line two')\n");
     let out = run(&[script.to_str().unwrap()]);
-    assert!(
-        stderr(&out).contains("shebang.lua:2: line two"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("shebang.lua:2: line two"), "{}", stderr(&out));
 }
 
 #[test]
@@ -242,8 +188,7 @@ fn gc_tuning_example_shows_fewer_cycles_for_higher_percents() {
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.len() == 4 && fields[0].parse::<u64>().is_ok())
-                .then(|| fields[1].parse().unwrap())
+            (fields.len() == 4 && fields[0].parse::<u64>().is_ok()).then(|| fields[1].parse().unwrap())
         })
         .collect();
     assert_eq!(cycles.len(), 3, "{}", stdout(&out));
@@ -267,13 +212,7 @@ fn on_a_terminal_without_a_script_the_repl_starts() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    for line in [
-        "s = require('system')",
-        "s.num_goroutines()",
-        "for i = 1, 2 do",
-        "print('n', i)",
-        "end",
-    ] {
+    for line in ["s = require('system')", "s.num_goroutines()", "for i = 1, 2 do", "print('n', i)", "end"] {
         std::thread::sleep(std::time::Duration::from_millis(150));
         writeln!(stdin, "{line}").unwrap();
     }
@@ -285,8 +224,5 @@ fn on_a_terminal_without_a_script_the_repl_starts() {
     assert!(text.contains("lua-system "), "version banner: {text}");
     assert!(text.contains("1\tnil"), "expression printed: {text}");
     assert!(text.contains(">> "), "continuation prompt: {text}");
-    assert!(
-        text.contains("n\t1") && text.contains("n\t2"),
-        "loop ran: {text}"
-    );
+    assert!(text.contains("n\t1") && text.contains("n\t2"), "loop ran: {text}");
 }

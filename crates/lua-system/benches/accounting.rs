@@ -66,12 +66,8 @@ fn accounting(c: &mut Criterion) {
         // SAFETY: the `Lua` is not cloned.
         let exact = unsafe { SystemLua::with_libs(StdLib::ALL_SAFE).unwrap() };
         let run_exact = workload(&exact, source);
-        group.bench_function("mlua Lua::new", |b| {
-            b.iter(|| run_plain.call::<i64>(()).unwrap())
-        });
-        group.bench_function("SystemLua (accounted)", |b| {
-            b.iter(|| run_exact.call::<i64>(()).unwrap())
-        });
+        group.bench_function("mlua Lua::new", |b| b.iter(|| run_plain.call::<i64>(()).unwrap()));
+        group.bench_function("SystemLua (accounted)", |b| b.iter(|| run_exact.call::<i64>(()).unwrap()));
         group.finish();
     }
 }

@@ -113,9 +113,7 @@ impl Heap {
     /// Marks the coroutines alive now as the embedding library's own (mlua keeps one to hold
     /// references): they are not the script's and are not reported.
     pub(crate) fn hide_current_coroutines(&self) {
-        self.coroutines
-            .hidden
-            .store(self.coroutines.live.load(Relaxed), Relaxed);
+        self.coroutines.hidden.store(self.coroutines.live.load(Relaxed), Relaxed);
     }
 
     pub(crate) fn live_bytes(&self) -> u64 {
@@ -123,11 +121,7 @@ impl Heap {
     }
 
     pub(crate) fn figures(&self) -> HeapFigures {
-        HeapFigures {
-            total_bytes: self.total_bytes.get(),
-            mallocs: self.mallocs.get(),
-            frees: self.frees.get(),
-        }
+        HeapFigures { total_bytes: self.total_bytes.get(), mallocs: self.mallocs.get(), frees: self.frees.get() }
     }
 
     /// Coroutines alive, not counting the main thread or hidden ones.
@@ -163,10 +157,7 @@ struct Coroutines {
 
 impl Coroutines {
     fn remember(&self, address: usize, size: usize) -> bool {
-        let mut addresses = self
-            .addresses
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
         if addresses.try_reserve(1).is_err() {
             return false;
         }
@@ -181,10 +172,7 @@ impl Coroutines {
         if size != self.block_size.load(Relaxed) || self.live.load(Relaxed) == 0 {
             return;
         }
-        let mut addresses = self
-            .addresses
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
         if addresses.remove(&address) {
             self.live.store(addresses.len(), Relaxed);
         }

@@ -16,13 +16,8 @@ pub(crate) fn bad_argument(call: &Call<'_>, n: i32, problem: fmt::Arguments<'_>)
 /// beyond the 64-bit range (`1e300`) saturate to `i64::MIN`/`i64::MAX`; each function then
 /// clamps or refuses them. Fractions, NaN and infinities are refused.
 pub(crate) fn integer(call: &Call<'_>, n: i32) -> Result<i64, Text> {
-    optional_integer(call, n)?.ok_or_else(|| {
-        bad_argument(
-            call,
-            n,
-            format_args!("number expected, got {}", call.arg(n).type_name()),
-        )
-    })
+    optional_integer(call, n)?
+        .ok_or_else(|| bad_argument(call, n, format_args!("number expected, got {}", call.arg(n).type_name())))
 }
 
 /// Like [`integer`], but absent and `nil` give `None`.
@@ -31,16 +26,8 @@ pub(crate) fn optional_integer(call: &Call<'_>, n: i32) -> Result<Option<i64>, T
         Arg::Absent | Arg::Nil => Ok(None),
         Arg::Integer(value) => Ok(Some(value)),
         Arg::Float(value) if value.is_finite() && value.fract() == 0.0 => Ok(Some(value as i64)),
-        Arg::Float(value) => Err(bad_argument(
-            call,
-            n,
-            format_args!("integer expected, got {}", LuaNumber(value)),
-        )),
-        other => Err(bad_argument(
-            call,
-            n,
-            format_args!("number expected, got {}", other.type_name()),
-        )),
+        Arg::Float(value) => Err(bad_argument(call, n, format_args!("integer expected, got {}", LuaNumber(value)))),
+        other => Err(bad_argument(call, n, format_args!("number expected, got {}", other.type_name()))),
     }
 }
 

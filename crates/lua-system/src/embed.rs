@@ -76,9 +76,8 @@ impl SystemLua {
     /// # Safety
     /// As for [`SystemLua::new`].
     pub unsafe fn with_libs(libs: StdLib) -> mlua::Result<SystemLua> {
-        let state = AccountedState::new(Accounting::Exact).ok_or_else(|| {
-            mlua::Error::MemoryError("lua-system: cannot create a Lua state".into())
-        })?;
+        let state = AccountedState::new(Accounting::Exact)
+            .ok_or_else(|| mlua::Error::MemoryError("lua-system: cannot create a Lua state".into()))?;
         // SAFETY: the handle lives in `SystemLua`, which drops it before closing the state; the
         // caller promises the same for clones.
         let lua = unsafe { state.lua() };
@@ -86,10 +85,7 @@ impl SystemLua {
         // mlua keeps one coroutine of its own (its reference stack); it is not the script's.
         // SAFETY: `data` lives as long as `state`.
         unsafe { data.as_ref() }.heap.hide_current_coroutines();
-        let system = SystemLua {
-            lua: std::mem::ManuallyDrop::new(lua),
-            _state: state,
-        };
+        let system = SystemLua { lua: std::mem::ManuallyDrop::new(lua), _state: state };
         system.lua.load_std_libs(libs)?;
         system.lua.set_app_data(Installed { data, _owner: None });
         register(&system.lua, data)?;
@@ -125,18 +121,13 @@ impl Drop for SystemLua {
 /// the reason: see [`Accounting::Observed`]. Create the state with [`SystemLua`] for exact
 /// figures.
 pub fn install(lua: &Lua) -> mlua::Result<Table> {
-    let existing = lua
-        .app_data_ref::<Installed>()
-        .map(|installed| installed.data);
+    let existing = lua.app_data_ref::<Installed>().map(|installed| installed.data);
     let data = match existing {
         Some(data) => data,
         None => {
             let owner = Box::new(StateData::new(Accounting::Observed));
             let data = NonNull::from(&*owner);
-            lua.set_app_data(Installed {
-                data,
-                _owner: Some(owner),
-            });
+            lua.set_app_data(Installed { data, _owner: Some(owner) });
             data
         }
     };
@@ -158,9 +149,8 @@ fn register(lua: &Lua, data: NonNull<StateData>) -> mlua::Result<Table> {
 }
 
 fn installed(lua: &Lua) -> mlua::Result<mlua::AppDataRef<'_, Installed>> {
-    lua.app_data_ref::<Installed>().ok_or_else(|| {
-        mlua::Error::runtime("lua-system: the module is not installed in this state")
-    })
+    lua.app_data_ref::<Installed>()
+        .ok_or_else(|| mlua::Error::runtime("lua-system: the module is not installed in this state"))
 }
 
 /// The module's figures for `lua`, as `system.mem_stats()` reads them.

@@ -28,6 +28,9 @@ pub(crate) struct GcState {
     last_cycle_unix_ns: AtomicU64,
     /// Whether the cycle sentinel exists (one per state, however often the module is opened).
     sentinel: AtomicBool,
+    /// Whether the module stopped the collector: Lua 5.1 cannot be asked.
+    stopped: AtomicBool,
+    installed: AtomicBool,
 }
 
 const UNKNOWN: u64 = u64::MAX;
@@ -40,6 +43,8 @@ impl GcState {
             live_after_cycle: AtomicU64::new(UNKNOWN),
             last_cycle_unix_ns: AtomicU64::new(0),
             sentinel: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            installed: AtomicBool::new(false),
         }
     }
 
@@ -74,22 +79,38 @@ impl GcState {
         if let Some(bytes) = live_bytes {
             self.live_after_cycle.store(bytes, Relaxed);
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         self.last_cycle_unix_ns.store(now, Relaxed);
         self.cycles.store(self.cycles.load(Relaxed) + 1, Relaxed);
     }
 
-    /// True the first time: the caller arms the sentinel.
+    pub(crate) fn set_stopped(&self, stopped: bool) {
+        self.stopped.store(stopped, Relaxed);
+    }
+
+    /// True if no sentinel exists: the caller arms one.
     pub(crate) fn claim_sentinel(&self) -> bool {
         !self.sentinel.swap(true, Relaxed)
+    }
+
+    /// The sentinel could not come back (out of memory in Lua 5.1, 5.2 or LuaJIT): the next
+    /// load of the module arms a new one.
+    #[cfg(any(feature = "lua51", feature = "lua52", feature = "luajit"))]
+    pub(crate) fn release_sentinel(&self) {
+        self.sentinel.store(false, Relaxed);
+    }
+
+    /// Whether the module has read the collector's settings in this state (first load).
+    pub(crate) fn installed(&self) -> bool {
+        self.installed.swap(true, Relaxed)
     }
 }
 
 /// The GC percent in effect: -1 while the collector is stopped.
 pub(crate) fn current_percent(data: &StateData, collector: &Collector) -> Result<i64, Busy> {
-    if !collector.is_running()? {
+    // Lua 5.1 cannot say whether its collector runs: the module's own record answers.
+    let running = collector.is_running()?.unwrap_or(!data.gc.stopped.load(Relaxed));
+    if !running {
         return Ok(-1);
     }
     collector.percent(data.gc.requested_percent())
@@ -110,8 +131,7 @@ pub(crate) fn gc(call: &Call<'_>) -> Result<Reply, Text> {
 
 /// `system.get_gc_percent()`: the percent in effect, -1 while the collector is stopped.
 pub(crate) fn get_gc_percent(call: &Call<'_>) -> Result<Reply, Text> {
-    let percent = current_percent(call.data(), &call.collector())
-        .map_err(|_| refused(call, CollectError::Busy))?;
+    let percent = current_percent(call.data(), &call.collector()).map_err(|_| refused(call, CollectError::Busy))?;
     Ok(Reply::Integer(percent))
 }
 
@@ -120,23 +140,19 @@ pub(crate) fn set_gc_percent(call: &Call<'_>) -> Result<Reply, Text> {
     let requested = args::integer(call, 1)?;
     let data = call.data();
     let collector = call.collector();
-    let previous =
-        current_percent(data, &collector).map_err(|_| refused(call, CollectError::Busy))?;
+    let busy = |_| refused(call, CollectError::Busy);
+    let previous = current_percent(data, &collector).map_err(busy)?;
     if requested < 0 {
-        collector
-            .stop()
-            .map_err(|_| refused(call, CollectError::Busy))?;
+        collector.stop().map_err(busy)?;
+        data.gc.set_stopped(true);
         return Ok(Reply::Integer(previous));
     }
     let percent = requested.min(PERCENT_MAX);
-    collector
-        .apply_percent(percent)
-        .map_err(|e| refused(call, e))?;
+    collector.apply_percent(percent).map_err(|e| refused(call, e))?;
     data.gc.set_requested_percent(percent);
     if previous < 0 {
-        collector
-            .restart()
-            .map_err(|_| refused(call, CollectError::Busy))?;
+        collector.restart().map_err(busy)?;
+        data.gc.set_stopped(false);
     }
     Ok(Reply::Integer(previous))
 }

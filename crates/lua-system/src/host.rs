@@ -15,7 +15,5 @@ pub(crate) fn hostname(call: &Call<'_>) -> Result<Reply, Text> {
 /// `system.pid()`: `getpid(2)`.
 pub(crate) fn pid(call: &Call<'_>) -> Result<Reply, Text> {
     let _ = call;
-    Ok(Reply::Integer(
-        rustix::process::getpid().as_raw_nonzero().get() as i64,
-    ))
+    Ok(Reply::Integer(rustix::process::getpid().as_raw_nonzero().get() as i64))
 }

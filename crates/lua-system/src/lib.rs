@@ -51,8 +51,7 @@ pub use memory::{Figure, MemStats, Unavailable};
 pub use mlua;
 pub use process::{ProcessMemory, read as process_memory};
 pub use procs::{
-    MAX_PROCS_CAP, SetMaxProcsError, Subscription, max_procs, num_cpu, on_max_procs_change,
-    set_max_procs,
+    MAX_PROCS_CAP, SetMaxProcsError, Subscription, max_procs, num_cpu, on_max_procs_change, set_max_procs,
 };
 pub use state::Accounting;
 pub use text::Text;

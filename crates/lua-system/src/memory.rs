@@ -76,22 +76,14 @@ impl MemStats {
         let exact = data.accounting == Accounting::Exact;
         let heap = data.heap.figures();
         let owned = |value: u64| {
-            if exact {
-                Ok(value)
-            } else {
-                Err(Unavailable::NotOurAllocator)
-            }
+            if exact { Ok(value) } else { Err(Unavailable::NotOurAllocator) }
         };
         let alloc = match data.owned_live_bytes() {
             Some(bytes) => Ok(bytes),
-            None => collector
-                .heap_bytes()
-                .map_err(|Busy| Unavailable::CollectorBusy),
+            None => collector.heap_bytes().map_err(|Busy| Unavailable::CollectorBusy),
         };
-        let gc_percent =
-            current_percent(data, collector).map_err(|Busy| Unavailable::CollectorBusy);
-        let gc_percent_effective =
-            gc_percent.map(|p| if p < 0 { -1 } else { effective_percent(p) });
+        let gc_percent = current_percent(data, collector).map_err(|Busy| Unavailable::CollectorBusy);
+        let gc_percent_effective = gc_percent.map(|p| if p < 0 { -1 } else { effective_percent(p) });
         let next_gc = match gc_percent_effective {
             Ok(-1) => Ok(i64::MAX as u64),
             Ok(effective) => data
@@ -218,10 +210,7 @@ pub(crate) fn allocated(call: &Call<'_>) -> Result<Reply, Text> {
     let data = call.data();
     let bytes = match data.owned_live_bytes() {
         Some(bytes) => bytes,
-        None => call
-            .collector()
-            .heap_bytes()
-            .map_err(|Busy| unavailable(call, Unavailable::CollectorBusy))?,
+        None => call.collector().heap_bytes().map_err(|Busy| unavailable(call, Unavailable::CollectorBusy))?,
     };
     Ok(Reply::Integer(saturate(bytes)))
 }

@@ -88,8 +88,7 @@ impl KernelFigures {
         let read = file.read_at(&mut buffer, 0);
         *cached = Some((pid, file));
         let len = read.map_err(|e| text!("cannot read {}: {e}", Self::PATH))?;
-        let status =
-            std::str::from_utf8(&buffer[..len]).map_err(|_| text!("{} is not text", Self::PATH))?;
+        let status = std::str::from_utf8(&buffer[..len]).map_err(|_| text!("{} is not text", Self::PATH))?;
         Self::parse(status)
     }
 
@@ -102,11 +101,7 @@ impl KernelFigures {
                 .map(|kib| kib * 1024)
                 .ok_or_else(|| text!("{} has no readable {name} line", Self::PATH))
         };
-        Ok(KernelFigures {
-            data: field("VmData")?,
-            stack: field("VmStk")?,
-            rss: field("VmRSS")?,
-        })
+        Ok(KernelFigures { data: field("VmData")?, stack: field("VmStk")?, rss: field("VmRSS")? })
     }
 }
 
@@ -118,10 +113,7 @@ mod tests {
     fn parses_proc_status() {
         let status = "Name:\tx\nVmRSS:\t    2048 kB\nVmData:\t  10240 kB\nVmStk:\t     132 kB\n";
         let k = KernelFigures::parse(status).unwrap();
-        assert_eq!(
-            (k.data, k.stack, k.rss),
-            (10240 * 1024, 132 * 1024, 2048 * 1024)
-        );
+        assert_eq!((k.data, k.stack, k.rss), (10240 * 1024, 132 * 1024, 2048 * 1024));
     }
 
     #[test]

@@ -64,10 +64,8 @@ impl Drop for ListenerGuard {
 fn procs() -> &'static Procs {
     PROCS.get_or_init(|| {
         let cpus = affinity::usable_cpus();
-        let from_env = std::env::var("GOMAXPROCS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|&n| n >= 1);
+        let from_env =
+            std::env::var("GOMAXPROCS").ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|&n| n >= 1);
         let default = std::thread::available_parallelism().map_or(cpus.len(), |n| n.get());
         let current = from_env.unwrap_or(default).min(MAX_PROCS_CAP);
         if from_env.is_some() && current < cpus.len() {
@@ -75,11 +73,7 @@ fn procs() -> &'static Procs {
             // and a later `set_max_procs` reports the error.
             let _ = affinity::restrict_process(&cpus[..current], &cpus);
         }
-        Procs {
-            current: AtomicUsize::new(current),
-            cpus,
-            changes: Mutex::new(Listeners::default()),
-        }
+        Procs { current: AtomicUsize::new(current), cpus, changes: Mutex::new(Listeners::default()) }
     })
 }
 
@@ -110,13 +104,8 @@ impl fmt::Display for SetMaxProcsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SetMaxProcsError::Zero => f.write_str("the limit must be at least 1"),
-            SetMaxProcsError::FromListener => {
-                f.write_str("cannot change the limit from a change listener")
-            }
-            SetMaxProcsError::Affinity(e) => write!(
-                f,
-                "cannot set the CPU affinity of the process's threads: {e}"
-            ),
+            SetMaxProcsError::FromListener => f.write_str("cannot change the limit from a change listener"),
+            SetMaxProcsError::Affinity(e) => write!(f, "cannot set the CPU affinity of the process's threads: {e}"),
         }
     }
 }
@@ -134,18 +123,14 @@ pub fn set_max_procs(n: usize) -> Result<usize, SetMaxProcsError> {
     }
     let procs = procs();
     let n = n.min(MAX_PROCS_CAP);
-    let changes = procs
-        .changes
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
+    let changes = procs.changes.lock().unwrap_or_else(|poison| poison.into_inner());
     let previous = procs.current.load(Relaxed);
     if n == previous {
         return Ok(previous);
     }
     let usable = |limit: usize| &procs.cpus[..limit.min(procs.cpus.len())];
     if usable(n) != usable(previous) {
-        affinity::restrict_process(usable(n), usable(previous))
-            .map_err(SetMaxProcsError::Affinity)?;
+        affinity::restrict_process(usable(n), usable(previous)).map_err(SetMaxProcsError::Affinity)?;
     }
     procs.current.store(n, Relaxed);
     let _guard = ListenerGuard::enter();
@@ -158,13 +143,8 @@ pub fn set_max_procs(n: usize) -> Result<usize, SetMaxProcsError> {
 /// Runs `listener(previous, current)` after every change of the limit, on the thread that made
 /// it, until the returned [`Subscription`] is dropped. Listeners run one change at a time, in
 /// order; they must not change the limit themselves.
-pub fn on_max_procs_change(
-    listener: impl Fn(usize, usize) + Send + Sync + 'static,
-) -> Subscription {
-    let mut changes = procs()
-        .changes
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
+pub fn on_max_procs_change(listener: impl Fn(usize, usize) + Send + Sync + 'static) -> Subscription {
+    let mut changes = procs().changes.lock().unwrap_or_else(|poison| poison.into_inner());
     let id = changes.next_id;
     changes.next_id += 1;
     changes.listeners.push((id, Box::new(listener)));
@@ -180,10 +160,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut changes = procs()
-            .changes
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut changes = procs().changes.lock().unwrap_or_else(|poison| poison.into_inner());
         changes.listeners.retain(|(id, _)| *id != self.id);
     }
 }
@@ -198,9 +175,7 @@ mod affinity {
     /// The CPUs in this thread's affinity mask (at least one).
     pub(super) fn usable_cpus() -> Vec<usize> {
         match sched_getaffinity(None) {
-            Ok(set) => (0..CpuSet::MAX_CPU)
-                .filter(|&cpu| set.is_set(cpu))
-                .collect(),
+            Ok(set) => (0..CpuSet::MAX_CPU).filter(|&cpu| set.is_set(cpu)).collect(),
             Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
         }
     }
@@ -215,13 +190,7 @@ mod affinity {
 
     fn threads() -> io::Result<BTreeSet<i32>> {
         std::fs::read_dir("/proc/self/task")?
-            .map(|entry| {
-                Ok(entry?
-                    .file_name()
-                    .to_str()
-                    .and_then(|name| name.parse().ok())
-                    .unwrap_or(0))
-            })
+            .map(|entry| Ok(entry?.file_name().to_str().and_then(|name| name.parse().ok()).unwrap_or(0)))
             .filter(|tid: &io::Result<i32>| !matches!(tid, Ok(0)))
             .collect()
     }

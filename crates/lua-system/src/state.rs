@@ -37,11 +37,12 @@ pub(crate) struct StateData {
 
 impl StateData {
     pub(crate) fn new(accounting: Accounting) -> StateData {
-        StateData {
-            heap: Heap::new(),
-            gc: GcState::new(),
-            accounting,
-        }
+        StateData { heap: Heap::new(), gc: GcState::new(), accounting }
+    }
+
+    /// Whether the allocator counts coroutines (see `ffi/coroutines.rs` for the other way).
+    pub(crate) fn coroutines_by_allocator(&self) -> bool {
+        crate::ffi::coroutines::ALLOCATOR_SEES_THREADS && self.accounting == Accounting::Exact
     }
 
     /// Bytes in use, when the module's own accounts hold them.

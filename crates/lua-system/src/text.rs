@@ -36,10 +36,7 @@ impl Text {
 
 impl Default for Text {
     fn default() -> Self {
-        Text {
-            len: 0,
-            buf: [0; CAPACITY],
-        }
+        Text { len: 0, buf: [0; CAPACITY] }
     }
 }
 
@@ -89,9 +86,6 @@ mod tests {
 
     #[test]
     fn short_text_round_trips() {
-        assert_eq!(
-            text!("bad argument #{} to '{}'", 1, "gc").as_str(),
-            "bad argument #1 to 'gc'"
-        );
+        assert_eq!(text!("bad argument #{} to '{}'", 1, "gc").as_str(), "bad argument #1 to 'gc'");
     }
 }

@@ -54,11 +54,8 @@ fn many_threads_each_with_a_state_call_every_function_at_once() {
             std::thread::spawn(move || {
                 // SAFETY: the `Lua` is not cloned.
                 let lua = unsafe { SystemLua::new().unwrap() };
-                let cycles: i64 = lua
-                    .load(EVERY_FUNCTION.replace("ROUNDS", "50"))
-                    .set_name(format!("thread {t}"))
-                    .eval()
-                    .unwrap();
+                let cycles: i64 =
+                    lua.load(EVERY_FUNCTION.replace("ROUNDS", "50")).set_name(format!("thread {t}")).eval().unwrap();
                 assert!(cycles >= 50, "each state counted its own cycles: {cycles}");
             })
         })
@@ -76,9 +73,7 @@ fn listeners_hear_every_change_in_order_and_stop_when_dropped() {
     let heard = Arc::new(Mutex::new(Vec::new()));
     let subscription = {
         let heard = Arc::clone(&heard);
-        lua_system::on_max_procs_change(move |previous, current| {
-            heard.lock().unwrap().push((previous, current))
-        })
+        lua_system::on_max_procs_change(move |previous, current| heard.lock().unwrap().push((previous, current)))
     };
     let first = if original == 1 { 2 } else { 1 };
     lua_system::set_max_procs(first).unwrap();
@@ -103,9 +98,7 @@ fn a_change_from_lua_reaches_rust_listeners() {
     };
     // SAFETY: the `Lua` is not cloned.
     let lua = unsafe { SystemLua::new().unwrap() };
-    lua.load("require('system').go_max_procs(1)")
-        .exec()
-        .unwrap();
+    lua.load("require('system').go_max_procs(1)").exec().unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(lua_system::max_procs(), 1);
     drop(_subscription);
@@ -127,10 +120,7 @@ fn a_listener_cannot_change_the_limit_itself() {
     drop(subscription);
     lua_system::set_max_procs(original).unwrap();
     let answer = result.lock().unwrap().take().unwrap();
-    assert_eq!(
-        answer,
-        Err("cannot change the limit from a change listener".to_owned())
-    );
+    assert_eq!(answer, Err("cannot change the limit from a change listener".to_owned()));
 }
 
 #[test]
@@ -140,18 +130,11 @@ fn new_threads_inherit_the_limit() {
     lua_system::set_max_procs(1).unwrap();
     let allowed = std::thread::spawn(|| {
         let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("Cpus_allowed_list:"))
-            .unwrap()
-            .to_owned()
+        status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap().to_owned()
     })
     .join()
     .unwrap();
     lua_system::set_max_procs(original).unwrap();
     let cpus = allowed.split(':').nth(1).unwrap().trim();
-    assert!(
-        !cpus.contains(',') && !cpus.contains('-'),
-        "one CPU: {allowed}"
-    );
+    assert!(!cpus.contains(',') && !cpus.contains('-'), "one CPU: {allowed}");
 }

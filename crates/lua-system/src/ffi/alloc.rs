@@ -14,11 +14,11 @@ use crate::state::StateData;
 
 const ALIGN: usize = ffi::SYS_MIN_ALIGN;
 
-/// Whether a new block is a coroutine. When `ptr` is NULL, Lua 5.4 passes the type of the
-/// object being created in `osize` (`LUA_TTHREAD` for a thread).
+/// Whether a new block is a coroutine. When `ptr` is NULL, Lua 5.2 and later pass the type of
+/// the object being created in `osize` (`LUA_TTHREAD` for a thread); 5.1 and LuaJIT pass 0.
 #[inline]
 fn is_thread_tag(osize: usize) -> bool {
-    osize == ffi::LUA_TTHREAD as usize
+    super::coroutines::ALLOCATOR_SEES_THREADS && osize == ffi::LUA_TTHREAD as usize
 }
 
 /// The allocator of accounted states; its `ud` is the state's [`StateData`].
@@ -40,12 +40,7 @@ pub(crate) unsafe extern "C" fn accounted(
             heap.record_free(block as usize, osize);
             // SAFETY: Lua passes the size the block was allocated or last resized with, and
             // that size formed a valid layout then.
-            unsafe {
-                dealloc(
-                    block.cast(),
-                    Layout::from_size_align_unchecked(osize, ALIGN),
-                )
-            };
+            unsafe { dealloc(block.cast(), Layout::from_size_align_unchecked(osize, ALIGN)) };
         }
         return ptr::null_mut();
     }
@@ -64,10 +59,7 @@ pub(crate) unsafe extern "C" fn accounted(
             return ptr::null_mut();
         }
         // The state's first block is its main thread; later thread blocks are coroutines.
-        if is_thread_tag(osize)
-            && heap.figures().mallocs > 0
-            && !heap.record_coroutine(new as usize, nsize)
-        {
+        if is_thread_tag(osize) && heap.figures().mallocs > 0 && !heap.record_coroutine(new as usize, nsize) {
             // SAFETY: allocated just above with `layout`.
             unsafe { dealloc(new, layout) };
             return ptr::null_mut();
@@ -81,13 +73,7 @@ pub(crate) unsafe extern "C" fn accounted(
     }
     // SAFETY: `block` was allocated here with size `osize` (see `dealloc` above); `nsize` is
     // non-zero and forms a valid layout.
-    let resized = unsafe {
-        realloc(
-            block.cast(),
-            Layout::from_size_align_unchecked(osize, ALIGN),
-            nsize,
-        )
-    };
+    let resized = unsafe { realloc(block.cast(), Layout::from_size_align_unchecked(osize, ALIGN), nsize) };
     if resized.is_null() {
         if nsize <= osize {
             // Lua assumes a shrink cannot fail and would keep using the old size.

@@ -52,16 +52,11 @@ pub(crate) fn read() -> Result<AllocatorStats, Text> {
     }
 
     static CONTROLS: OnceLock<Result<Controls, String>> = OnceLock::new();
-    let failed =
-        |e: &dyn std::fmt::Display| crate::text::text!("jemalloc statistics are unreadable: {e}");
-    let c = CONTROLS
-        .get_or_init(|| resolve().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| failed(e))?;
+    let failed = |e: &dyn std::fmt::Display| crate::text::text!("jemalloc statistics are unreadable: {e}");
+    let c = CONTROLS.get_or_init(|| resolve().map_err(|e| e.to_string())).as_ref().map_err(|e| failed(e))?;
     // jemalloc publishes fresh statistics when the epoch advances.
     c.epoch.advance().map_err(|e| failed(&e))?;
-    let read =
-        |mib: &Mib<[usize; 4]>| -> Result<usize, Text> { mib.read().map_err(|e| failed(&e)) };
+    let read = |mib: &Mib<[usize; 4]>| -> Result<usize, Text> { mib.read().map_err(|e| failed(&e)) };
     let (dirty, muzzy) = (read(&c.dirty_pages)?, read(&c.muzzy_pages)?);
     let active = c.active.read().map_err(|e| failed(&e))?;
     let metadata = c.metadata.read().map_err(|e| failed(&e))?;

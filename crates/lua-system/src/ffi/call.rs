@@ -89,6 +89,12 @@ impl<'a> Call<'a> {
         unsafe { Collector::new(self.l) }
     }
 
+    /// Coroutines recorded by the `coroutine.create`/`wrap` wrappers (see `coroutines.rs`).
+    pub(crate) fn recorded_coroutines(&self) -> u64 {
+        // SAFETY: `self.l` is running; a C function has room for LUA_MINSTACK values.
+        unsafe { super::coroutines::count_recorded(self.l) }
+    }
+
     /// Argument `n` (1-based). Never raises.
     pub(crate) fn arg(&self, n: c_int) -> Arg {
         let l = self.l;
@@ -119,11 +125,7 @@ impl<'a> Call<'a> {
 /// # Safety
 /// `l` is a running state with room for two values; `data` outlives every call of the closure
 /// (it lives until the state is closed).
-pub(crate) unsafe fn push_function(
-    l: *mut lua_State,
-    entry: &'static Entry,
-    data: *const StateData,
-) {
+pub(crate) unsafe fn push_function(l: *mut lua_State, entry: &'static Entry, data: *const StateData) {
     // SAFETY: per the contract; light userdata and C closures over them need no metatables.
     unsafe {
         ffi::lua_pushlightuserdata(l, entry as *const Entry as *mut c_void);
@@ -141,14 +143,9 @@ unsafe extern "C-unwind" fn trampoline(l: *mut lua_State) -> c_int {
         let data = ffi::lua_touserdata(l, ffi::lua_upvalueindex(2)) as *const StateData;
         (&*entry, &*data)
     };
-    let outcome = match catch_unwind(AssertUnwindSafe(|| {
-        (entry.function)(&Call { l, data, entry })
-    })) {
+    let outcome = match catch_unwind(AssertUnwindSafe(|| (entry.function)(&Call { l, data, entry }))) {
         Ok(outcome) => outcome,
-        Err(_panic) => Err(text!(
-            "{}: internal error (a panic was caught)",
-            entry.name()
-        )),
+        Err(_panic) => Err(text!("{}: internal error (a panic was caught)", entry.name())),
     };
     // From here on this frame holds only `Copy` data: a memory error raised while pushing
     // may `longjmp` over it.

@@ -1,15 +1,20 @@
 //! `lua_gc`, and everything that depends on how a Lua version encodes its collector settings.
+//! This is the one place that knows the differences between Lua versions' collectors.
 //!
 //! Go's GOGC percent `p` means: start a cycle when the heap has grown `p`% over the live size
-//! after the previous one. Lua 5.4 expresses the same with the *pause* of its incremental
-//! collector (a cycle starts when the heap reaches `pause`% of the live size), so
-//! `pause = 100 + p`; in generational mode the *major multiplier* plays that role, so
-//! `majormul = p`. Lua 5.4 stores both divided by 4 in a byte: the representable pauses are
-//! 0, 4, ..., 1020, so `p` is clamped to 0..=920 and takes effect rounded down to a multiple of 4.
-//! The module remembers the exact `p` it was given, so `get_gc_percent` returns it unchanged.
+//! after the previous one. Lua's incremental collector expresses the same with its *pause* (a
+//! cycle starts when the heap reaches `pause`% of the live size after the last one), so
+//! `pause = 100 + p` in every version. How the pause is stored differs:
 //!
-//! While Lua runs finalizers during a collection it answers -1 to every `lua_gc` request; that
-//! is reported as [`Busy`].
+//! | version | request | storage | `p` range | default pause |
+//! |---|---|---|---|---|
+//! | 5.1, 5.2, 5.3, LuaJIT | `LUA_GCSETPAUSE` (answers the previous value) | an integer: exact | 0..=1_000_000 (module's cap, against overflow in Lua's threshold arithmetic) | 200 (GOGC 100) |
+//! | 5.4 | `LUA_GCSETPAUSE` / `LUA_GCINC`; generational mode: major multiplier = `p` (`LUA_GCGEN`) | divided by 4 in a byte: steps of 4 | 0..=920 | 200 (GOGC 100) |
+//! | 5.5 | `LUA_GCPARAM, LUA_GCPPAUSE` (read with -1) | an 8-bit float: 4-bit exponent, 5-bit mantissa | 0..=396_700 | 250 (GOGC 150) |
+//!
+//! The module remembers the exact `p` it set, so `get_gc_percent` returns it unchanged even where
+//! Lua stores an approximation. Lua 5.4 and 5.5 answer -1 to every request while they run
+//! finalizers during a collection ([`Busy`]); 5.1, 5.2, 5.3 and LuaJIT always answer.
 
 use std::ffi::c_int;
 
@@ -21,36 +26,27 @@ use crate::text::{Text, text};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Busy;
 
-/// Why a requested collection did not happen.
+impl Busy {
+    /// Why, for messages.
+    pub(crate) const REASON: &'static str =
+        "Lua refuses collector requests while it runs finalizers during a collection";
+}
+
+/// Why a requested collection or setting did not happen.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum CollectError {
     Busy,
-    /// A finalizer raised an error that Lua propagated (Lua 5.4 turns them into warnings, so
-    /// this is only a memory error while reporting one).
+    /// A finalizer raised an error that Lua propagated (5.1 to 5.3 do; 5.4 and 5.5 turn such
+    /// errors into warnings).
     Raised(Text),
 }
 
-/// The largest GC percent Lua 5.4 can represent: pause 1020 = 100 + 920.
-pub(crate) const PERCENT_MAX: i64 = 920;
+pub(crate) use version::{DEFAULT_PERCENT, PERCENT_MAX, effective_percent};
 
-/// Lua 5.4's default pause, 200, is Go's default GOGC, 100.
-pub(crate) const DEFAULT_PERCENT: i64 = 100;
-
-/// The percent the collector really uses for `percent` (clamped to 0..=PERCENT_MAX first).
-pub(crate) fn effective_percent(percent: i64) -> i64 {
-    pause_for(percent) as i64 - 100
-}
-
-/// The heap size at which the next cycle starts, computed as Lua 5.4 does in `setpause`:
+/// The heap size at which the next cycle starts, computed as Lua does when a cycle ends:
 /// `(live / 100) * pause`, where `live` is the heap after the last cycle.
 pub(crate) fn next_cycle_at(live_after_cycle: u64, effective_percent: i64) -> u64 {
     (live_after_cycle / 100).saturating_mul((100 + effective_percent.max(0)) as u64)
-}
-
-/// The pause Lua stores for `percent`: `100 + percent` rounded down to a multiple of 4.
-fn pause_for(percent: i64) -> c_int {
-    let pause = 100 + percent.clamp(0, PERCENT_MAX) as c_int;
-    pause / 4 * 4
 }
 
 /// The collector of the state a module function was called from.
@@ -65,15 +61,19 @@ impl Collector {
         Collector { l }
     }
 
+    /// A request that neither collects nor runs finalizers, so cannot raise.
     fn request(&self, what: c_int, data: c_int) -> Result<c_int, Busy> {
-        // SAFETY: these requests neither collect nor run finalizers, so they cannot raise.
+        // SAFETY: `l` is running; see above.
         let answer = unsafe { ffi::lua_gc(self.l, what, data) };
-        if answer == -1 { Err(Busy) } else { Ok(answer) }
+        if answer == -1 && version::REFUSES_WHEN_BUSY { Err(Busy) } else { Ok(answer) }
     }
 
-    pub(crate) fn is_running(&self) -> Result<bool, Busy> {
-        self.request(ffi::LUA_GCISRUNNING, 0)
-            .map(|running| running != 0)
+    /// Whether the collector runs (`None` when the version cannot tell: Lua 5.1).
+    pub(crate) fn is_running(&self) -> Result<Option<bool>, Busy> {
+        match version::IS_RUNNING {
+            Some(what) => self.request(what, 0).map(|running| Some(running != 0)),
+            None => Ok(None),
+        }
     }
 
     /// Bytes in use, as Lua counts them (exactly: Lua adds up every size it gives its allocator).
@@ -90,20 +90,8 @@ impl Collector {
     /// `collectgarbage("incremental", ...)`) and the pause itself is translated back; a pause
     /// under 100 reads as 0, since a negative percent means "off".
     pub(crate) fn percent(&self, requested: i64) -> Result<i64, Busy> {
-        let pause = self.pause()?;
-        Ok(if pause == pause_for(requested) {
-            requested
-        } else {
-            (pause as i64 - 100).max(0)
-        })
-    }
-
-    /// Reads the pause. Lua 5.4 has no read-only request for it: `LUA_GCSETPAUSE` answers the
-    /// previous value, which is then written back unchanged (it is a multiple of 4, so exact).
-    fn pause(&self) -> Result<c_int, Busy> {
-        let pause = self.request(ffi::LUA_GCSETPAUSE, 200)?;
-        self.request(ffi::LUA_GCSETPAUSE, pause)?;
-        Ok(pause)
+        let pause = version::read_pause(self)?;
+        Ok(if pause == version::stored_pause(requested) { requested } else { (pause - 100).max(0) })
     }
 
     pub(crate) fn stop(&self) -> Result<(), Busy> {
@@ -114,15 +102,9 @@ impl Collector {
         self.request(ffi::LUA_GCRESTART, 0).map(drop)
     }
 
-    /// Applies `percent` (already clamped to 0..=PERCENT_MAX) in whichever mode the collector is.
-    ///
-    /// Lua 5.4 can only tell the mode by switching to one: `LUA_GCINC` sets the pause and
-    /// answers the previous mode. In incremental mode (the default) that is all. In
-    /// generational mode the collector is switched back with the new major multiplier, which
-    /// makes Lua run one full collection.
+    /// Applies `percent` (clamped to 0..=PERCENT_MAX).
     pub(crate) fn apply_percent(&self, percent: i64) -> Result<(), CollectError> {
-        let percent = percent.clamp(0, PERCENT_MAX) as ffi::lua_Integer;
-        self.protected(apply_percent_raw, percent)
+        version::apply_percent(self, percent.clamp(0, PERCENT_MAX))
     }
 
     /// A full collection (`collectgarbage("collect")`), under `lua_pcall`.
@@ -131,24 +113,17 @@ impl Collector {
     }
 
     /// Runs `f(argument)` under `lua_pcall`; `f` answers false if Lua refused (busy).
-    fn protected(
-        &self,
-        f: ffi::lua_CFunction,
-        argument: ffi::lua_Integer,
-    ) -> Result<(), CollectError> {
+    fn protected(&self, f: ffi::lua_CFunction, argument: ffi::lua_Integer) -> Result<(), CollectError> {
         let l = self.l;
-        // SAFETY: pushes a light C function and an integer (no allocation), calls it protected,
-        // and pops what it left: the stack is as it was.
+        // SAFETY: pushes a C function and an integer, calls it protected, and pops what it
+        // left: the stack is as it was. (Lua 5.1 allocates for the function: a memory error
+        // there is caught by the pcall like any other.)
         unsafe {
             ffi::lua_pushcfunction(l, f);
             ffi::lua_pushinteger(l, argument);
             let status = ffi::lua_pcall(l, 1, 1, 0);
             let outcome = if status == ffi::LUA_OK {
-                if ffi::lua_toboolean(l, -1) != 0 {
-                    Ok(())
-                } else {
-                    Err(CollectError::Busy)
-                }
+                if ffi::lua_toboolean(l, -1) != 0 { Ok(()) } else { Err(CollectError::Busy) }
             } else {
                 Err(CollectError::Raised(error_text(l)))
             };
@@ -158,7 +133,7 @@ impl Collector {
     }
 }
 
-/// The error object on top of the stack, as text, without allocating.
+/// The error object on top of the stack, as text, without allocating in Lua.
 unsafe fn error_text(l: *mut lua_State) -> Text {
     // SAFETY: `lua_tolstring` on a string value does not convert, so it cannot raise.
     unsafe {
@@ -174,35 +149,186 @@ unsafe fn error_text(l: *mut lua_State) -> Text {
 }
 
 unsafe extern "C-unwind" fn collect_raw(l: *mut lua_State) -> c_int {
-    // SAFETY: called by `Collector::protected` with one integer argument.
+    // SAFETY: called by `Collector::protected`.
     unsafe {
-        let done = ffi::lua_gc(l, ffi::LUA_GCCOLLECT, 0) != -1;
+        let done = ffi::lua_gc(l, ffi::LUA_GCCOLLECT, 0) != -1 || !version::REFUSES_WHEN_BUSY;
         ffi::lua_pushboolean(l, done as c_int);
     }
     1
 }
 
-unsafe extern "C-unwind" fn apply_percent_raw(l: *mut lua_State) -> c_int {
-    // SAFETY: called by `Collector::protected` with the percent as argument 1.
-    unsafe {
-        let percent = ffi::lua_tointegerx(l, 1, std::ptr::null_mut()) as c_int;
-        let previous_mode = ffi::lua_gc(l, ffi::LUA_GCINC, pause_for(percent as i64), 0, 0);
-        let done = match previous_mode {
-            -1 => false,
-            ffi::LUA_GCGEN => {
-                // A major multiplier of 0 cannot be passed (0 means "unchanged"); 1 is stored
-                // as 1 / 4 = 0, the same value.
-                ffi::lua_gc(l, ffi::LUA_GCGEN, 0, percent.max(1)) != -1
+/// Lua 5.1, 5.2, 5.3 and LuaJIT: an integer pause, set and read with `LUA_GCSETPAUSE`.
+#[cfg(any(feature = "lua51", feature = "lua52", feature = "lua53", feature = "luajit"))]
+mod version {
+    use super::*;
+
+    pub(crate) const PERCENT_MAX: i64 = 1_000_000;
+    pub(crate) const DEFAULT_PERCENT: i64 = 100;
+    pub(super) const REFUSES_WHEN_BUSY: bool = false;
+
+    /// 5.1 has no way to ask; LuaJIT 2.1 adds 5.2's request (number 9).
+    #[cfg(feature = "lua51")]
+    pub(super) const IS_RUNNING: Option<c_int> = None;
+    #[cfg(feature = "luajit")]
+    pub(super) const IS_RUNNING: Option<c_int> = Some(9);
+    #[cfg(any(feature = "lua52", feature = "lua53"))]
+    pub(super) const IS_RUNNING: Option<c_int> = Some(ffi::LUA_GCISRUNNING);
+
+    pub(crate) fn effective_percent(percent: i64) -> i64 {
+        percent.clamp(0, PERCENT_MAX)
+    }
+
+    pub(super) fn stored_pause(percent: i64) -> i64 {
+        100 + percent.clamp(0, PERCENT_MAX)
+    }
+
+    /// `LUA_GCSETPAUSE` answers the previous pause; it is written back unchanged.
+    pub(super) fn read_pause(collector: &Collector) -> Result<i64, Busy> {
+        let pause = collector.request(ffi::LUA_GCSETPAUSE, 200)?;
+        collector.request(ffi::LUA_GCSETPAUSE, pause)?;
+        Ok(pause as i64)
+    }
+
+    pub(super) fn apply_percent(collector: &Collector, percent: i64) -> Result<(), CollectError> {
+        collector
+            .request(ffi::LUA_GCSETPAUSE, stored_pause(percent) as c_int)
+            .map(drop)
+            .map_err(|Busy| CollectError::Busy)
+    }
+}
+
+/// Lua 5.4: the pause divided by 4 in a byte; generational mode has a major multiplier instead.
+#[cfg(feature = "lua54")]
+mod version {
+    use super::*;
+
+    pub(crate) const PERCENT_MAX: i64 = 920;
+    pub(crate) const DEFAULT_PERCENT: i64 = 100;
+    pub(super) const REFUSES_WHEN_BUSY: bool = true;
+    pub(super) const IS_RUNNING: Option<c_int> = Some(ffi::LUA_GCISRUNNING);
+
+    /// The pause Lua stores for `percent`: `100 + percent` rounded down to a multiple of 4.
+    pub(super) fn stored_pause(percent: i64) -> i64 {
+        (100 + percent.clamp(0, PERCENT_MAX)) / 4 * 4
+    }
+
+    pub(crate) fn effective_percent(percent: i64) -> i64 {
+        stored_pause(percent) - 100
+    }
+
+    /// Lua 5.4 has no read-only request for the pause: `LUA_GCSETPAUSE` answers the previous
+    /// value, which is written back unchanged (a multiple of 4, so exact).
+    pub(super) fn read_pause(collector: &Collector) -> Result<i64, Busy> {
+        let pause = collector.request(ffi::LUA_GCSETPAUSE, 200)?;
+        collector.request(ffi::LUA_GCSETPAUSE, pause)?;
+        Ok(pause as i64)
+    }
+
+    /// Lua 5.4 can only tell the mode by switching to one: `LUA_GCINC` sets the pause and
+    /// answers the previous mode. In incremental mode (the default) that is all. In
+    /// generational mode the collector is switched back with the new major multiplier, which
+    /// makes Lua run one full collection; it runs under `lua_pcall`.
+    pub(super) fn apply_percent(collector: &Collector, percent: i64) -> Result<(), CollectError> {
+        collector.protected(apply_percent_raw, percent)
+    }
+
+    unsafe extern "C-unwind" fn apply_percent_raw(l: *mut lua_State) -> c_int {
+        // SAFETY: called by `Collector::protected` with the percent as argument 1.
+        unsafe {
+            let percent = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
+            let previous_mode = ffi::lua_gc(l, ffi::LUA_GCINC, stored_pause(percent) as c_int, 0, 0);
+            let done = match previous_mode {
+                -1 => false,
+                ffi::LUA_GCGEN => {
+                    // A major multiplier of 0 cannot be passed (0 means "unchanged"); 1 is
+                    // stored as 1 / 4 = 0, the same value.
+                    ffi::lua_gc(l, ffi::LUA_GCGEN, 0, (percent as c_int).max(1)) != -1
+                }
+                _ => true,
+            };
+            ffi::lua_pushboolean(l, done as c_int);
+        }
+        1
+    }
+}
+
+/// Lua 5.5: the pause is an 8-bit float (`luaO_codeparam`), set and read with `LUA_GCPARAM`.
+#[cfg(feature = "lua55")]
+mod version {
+    use super::*;
+
+    pub(crate) const PERCENT_MAX: i64 = 396_700;
+    pub(crate) const DEFAULT_PERCENT: i64 = 150;
+    pub(super) const REFUSES_WHEN_BUSY: bool = true;
+    pub(super) const IS_RUNNING: Option<c_int> = Some(ffi::LUA_GCISRUNNING);
+
+    /// `luaO_codeparam`: a percentage as a byte, 4 bits of exponent, 4 (+1 implicit) of mantissa,
+    /// rounding up.
+    pub(super) fn encode(percent: u32) -> u8 {
+        if u64::from(percent) >= (0x1F_u64 << (0xF - 7 - 1)) * 100 {
+            return 0xFF;
+        }
+        let p = (percent * 128).div_ceil(100);
+        if p < 0x10 {
+            p as u8
+        } else {
+            let log = (u32::BITS - p.leading_zeros()) - 5; // ceil(log2(p + 1)) - 5
+            (((p >> log) - 0x10) | ((log + 1) << 4)) as u8
+        }
+    }
+
+    /// `luaO_applyparam(p, 100)`: the percentage a byte stands for.
+    pub(super) fn decode(code: u8) -> i64 {
+        let mut mantissa = i64::from(code & 0xF);
+        let mut exponent = i32::from(code >> 4);
+        if exponent > 0 {
+            exponent -= 1;
+            mantissa += 0x10;
+        }
+        exponent -= 7;
+        if exponent >= 0 { (100 * mantissa) << exponent } else { (100 * mantissa) >> -exponent }
+    }
+
+    pub(super) fn stored_pause(percent: i64) -> i64 {
+        decode(encode((100 + percent.clamp(0, PERCENT_MAX)) as u32))
+    }
+
+    pub(crate) fn effective_percent(percent: i64) -> i64 {
+        stored_pause(percent) - 100
+    }
+
+    pub(super) fn read_pause(collector: &Collector) -> Result<i64, Busy> {
+        // SAFETY: `LUA_GCPARAM` with -1 only reads; `l` is running.
+        let pause = unsafe { ffi::lua_gc(collector.l, ffi::LUA_GCPARAM, ffi::LUA_GCPPAUSE, -1) };
+        if pause == -1 { Err(Busy) } else { Ok(pause as i64) }
+    }
+
+    pub(super) fn apply_percent(collector: &Collector, percent: i64) -> Result<(), CollectError> {
+        let pause = (100 + percent) as c_int;
+        // SAFETY: sets one parameter; `l` is running.
+        let answer = unsafe { ffi::lua_gc(collector.l, ffi::LUA_GCPARAM, ffi::LUA_GCPPAUSE, pause) };
+        if answer == -1 { Err(CollectError::Busy) } else { Ok(()) }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_default_pause_250_survives_encoding() {
+            assert_eq!(decode(encode(250)), 250);
+            assert_eq!(decode(encode(100)), 100);
+        }
+
+        #[test]
+        fn encoding_rounds_up_and_is_monotonic() {
+            let mut last = 0;
+            for percent in 0..=400_000u32 {
+                let value = decode(encode(percent));
+                assert!(value >= last, "monotonic at {percent}");
+                assert!(value >= i64::from(percent).min(396_800) - 1, "rounds up at {percent}: {value}");
+                last = value;
             }
-            _ => true,
-        };
-        ffi::lua_pushboolean(l, done as c_int);
+        }
     }
-    1
-}
-
-impl Busy {
-    /// Why, for messages.
-    pub(crate) const REASON: &'static str =
-        "Lua refuses collector requests while it runs finalizers during a collection";
 }

@@ -17,6 +17,7 @@ pub(crate) mod alloc;
 pub(crate) mod allocator;
 pub(crate) mod call;
 pub(crate) mod collector;
+pub(crate) mod coroutines;
 pub(crate) mod state;
 
 pub(crate) use call::{Arg, Call, Reply};

@@ -12,6 +12,7 @@ use mlua::Lua;
 use super::Collector;
 use super::alloc::accounted;
 use super::call::push_function;
+use super::coroutines;
 use crate::memory::MemStats;
 use crate::module::FUNCTIONS;
 use crate::state::{Accounting, StateData};
@@ -30,7 +31,7 @@ impl AccountedState {
         let data = NonNull::from(Box::leak(Box::new(StateData::new(accounting))));
         // SAFETY: `accounted` follows the lua_Alloc contract; `data` is freed only in `drop`,
         // after `lua_close`.
-        let l = unsafe { ffi::lua_newstate(accounted, data.as_ptr().cast()) };
+        let l = unsafe { new_state(data.as_ptr().cast()) };
         let Some(l) = NonNull::new(l) else {
             // SAFETY: `data` came from `Box::leak` above and nothing else refers to it.
             drop(unsafe { Box::from_raw(data.as_ptr()) });
@@ -77,11 +78,20 @@ pub(crate) fn read_stats(lua: &Lua, data: &StateData) -> mlua::Result<MemStats> 
     // SAFETY: `exec_raw` runs the closure under lua_pcall on the locked state; reading the
     // stats raises no Lua error.
     unsafe {
-        lua.exec_raw::<()>((), |l| {
-            stats = Some(MemStats::read(data, &Collector::new(l)))
-        })?;
+        lua.exec_raw::<()>((), |l| stats = Some(MemStats::read(data, &Collector::new(l))))?;
     }
     stats.ok_or_else(|| mlua::Error::runtime("lua-system: the statistics could not be read"))
+}
+
+/// `lua_newstate`; Lua 5.5 also takes a hash seed, made as `luaL_newstate` makes it.
+unsafe fn new_state(ud: *mut c_void) -> *mut lua_State {
+    // SAFETY: `accounted` follows the lua_Alloc contract; `ud` per `AccountedState::new`.
+    unsafe {
+        #[cfg(feature = "lua55")]
+        return ffi::lua_newstate(accounted, ud, ffi::luaL_makeseed(std::ptr::null_mut()));
+        #[cfg(not(feature = "lua55"))]
+        return ffi::lua_newstate(accounted, ud);
+    }
 }
 
 unsafe extern "C-unwind" fn open_base(l: *mut lua_State) -> c_int {
@@ -102,16 +112,12 @@ unsafe extern "C-unwind" fn on_panic(l: *mut lua_State) -> c_int {
             if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
                 let mut len = 0;
                 let ptr = ffi::lua_tolstring(l, -1, &mut len);
-                String::from_utf8_lossy(std::slice::from_raw_parts(ptr.cast::<u8>(), len))
-                    .into_owned()
+                String::from_utf8_lossy(std::slice::from_raw_parts(ptr.cast::<u8>(), len)).into_owned()
             } else {
                 "error object is not a string".to_owned()
             }
         };
-        let _ = writeln!(
-            std::io::stderr(),
-            "PANIC: unprotected error in call to Lua API ({message})"
-        );
+        let _ = writeln!(std::io::stderr(), "PANIC: unprotected error in call to Lua API ({message})");
     }));
     0
 }
@@ -142,40 +148,88 @@ unsafe extern "C-unwind" fn load_module(l: *mut lua_State) -> c_int {
             push_function(l, entry, data);
             ffi::lua_setfield(l, -2, entry.name.as_ptr());
         }
-        if (*data).gc.claim_sentinel() {
+        if !(*data).gc.installed() {
             let _ = catch_unwind(AssertUnwindSafe(|| (*data).on_install(&Collector::new(l))));
+        }
+        if (*data).gc.claim_sentinel() {
             arm_sentinel(l, data);
         }
+        coroutines::track(l, &*data);
     }
     1
 }
 
-/// Creates the sentinel: an unreachable table whose finalizer counts a completed cycle and
-/// re-arms itself, so that every cycle finalizes it exactly once.
+/// Creates the sentinel: an unreachable zero-size userdata whose finalizer counts a completed
+/// cycle, so that every cycle finalizes it exactly once. Userdata take `__gc` in every version
+/// (tables do not in 5.1 and LuaJIT).
 unsafe fn arm_sentinel(l: *mut lua_State, data: *const StateData) {
     // SAFETY: pushes and pops three values; `data` outlives the state.
     unsafe {
-        ffi::lua_createtable(l, 0, 0);
         ffi::lua_createtable(l, 0, 1);
         ffi::lua_pushlightuserdata(l, data as *mut c_void);
         ffi::lua_pushcclosure(l, on_sentinel_collected, 1);
         ffi::lua_setfield(l, -2, c"__gc".as_ptr());
-        ffi::lua_setmetatable(l, -2);
+        new_sentinel(l);
         ffi::lua_settop(l, -2);
     }
 }
 
-/// The sentinel's `__gc`: a cycle has completed. Setting the metatable again marks the object
-/// for finalization once more (Lua 5.4 clears that mark before calling `__gc`), without
-/// allocating. While the state closes, Lua ignores the re-arming.
+/// Makes a sentinel with the metatable on top of the stack (left there), and drops it.
+unsafe extern "C-unwind" fn new_sentinel(l: *mut lua_State) -> c_int {
+    // SAFETY: the metatable is on top; one slot is pushed and popped.
+    unsafe {
+        ffi::lua_newuserdata(l, 0);
+        ffi::lua_pushvalue(l, -2);
+        ffi::lua_setmetatable(l, -2);
+        ffi::lua_settop(l, -2);
+    }
+    0
+}
+
+/// The sentinel's `__gc`: a cycle has completed. The sentinel then comes back for the next one.
 unsafe extern "C-unwind" fn on_sentinel_collected(l: *mut lua_State) -> c_int {
     // SAFETY: the upvalue was set by `arm_sentinel`; argument 1 is the sentinel.
     unsafe {
         let data = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const StateData);
         let _ = catch_unwind(AssertUnwindSafe(|| data.on_cycle_end()));
         if ffi::lua_getmetatable(l, 1) != 0 {
-            ffi::lua_setmetatable(l, 1);
+            rearm(l);
         }
     }
     0
+}
+
+/// Lua 5.3, 5.4 and 5.5 clear an object's "finalized" mark before calling its `__gc`: setting
+/// the metatable again marks it for finalization once more, without allocating. While the state
+/// closes, Lua ignores that.
+///
+/// # Safety
+/// The sentinel is argument 1 and its metatable on top of the stack.
+#[cfg(any(feature = "lua53", feature = "lua54", feature = "lua55"))]
+unsafe fn rearm(l: *mut lua_State) {
+    // SAFETY: per the contract.
+    unsafe {
+        ffi::lua_setmetatable(l, 1);
+    }
+}
+
+/// Lua 5.1, 5.2 and LuaJIT finalize an object once: a new sentinel replaces it, made under
+/// `lua_pcall` because a finalizer's error would propagate to whatever triggered the collection
+/// in these versions. If even that fails (out of memory), counting stops until the module is
+/// loaded again.
+///
+/// # Safety
+/// The sentinel's metatable is on top of the stack.
+#[cfg(any(feature = "lua51", feature = "lua52", feature = "luajit"))]
+unsafe fn rearm(l: *mut lua_State) {
+    // SAFETY: per the contract; the pcall leaves one value (nothing or the error), popped.
+    unsafe {
+        ffi::lua_pushcfunction(l, new_sentinel);
+        ffi::lua_insert(l, -2);
+        if ffi::lua_pcall(l, 1, 0, 0) != ffi::LUA_OK {
+            ffi::lua_settop(l, -2);
+            let data = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const StateData);
+            data.gc.release_sentinel();
+        }
+    }
 }
