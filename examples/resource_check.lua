@@ -23,7 +23,7 @@ end
 local previous = system.go_max_procs(1)
 local f = io.open("/proc/" .. system.pid() .. "/status")
 if f then
-  print("with go_max_procs(1): Cpus_allowed_list " .. f:read("a"):match("Cpus_allowed_list:%s*(%S+)"))
+  print("with go_max_procs(1): Cpus_allowed_list " .. f:read("*a"):match("Cpus_allowed_list:%s*(%S+)"))
   f:close()
 end
 system.go_max_procs(previous)

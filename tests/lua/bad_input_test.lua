@@ -9,7 +9,8 @@ local INF = math.huge
 
 -- The state a bad call must leave unchanged.
 local function settings()
-  return { percent = system.get_gc_percent(), procs = system.go_max_procs(), running = collectgarbage("isrunning") }
+  local ok, running = pcall(collectgarbage, "isrunning") -- not in Lua 5.1
+  return { percent = system.get_gc_percent(), procs = system.go_max_procs(), running = ok and running }
 end
 
 local function unchanged(before, what)
@@ -33,7 +34,7 @@ local WRONG_TYPES = {
   { "a table", {}, "got table" },
   { "a boolean", true, "got boolean" },
   { "a function", print, "got function" },
-  { "a coroutine", coroutine.create(print), "got thread" },
+  { "a coroutine", coroutine.create(function() end), "got thread" },
   { "userdata", io.stdout, "got userdata" },
 }
 
@@ -60,13 +61,13 @@ T.test("set_gc_percent refuses NaN, infinities and fractions", function()
 end)
 
 T.test("set_gc_percent accepts integral floats and clamps huge values", function()
-  T.eq(system.set_gc_percent(50.0), 100)
+  T.eq(system.set_gc_percent(50.0), T.default_percent)
   T.eq(system.get_gc_percent(), 50)
   T.eq(system.set_gc_percent(2 ^ 63), 50)
-  T.eq(system.get_gc_percent(), 920)
-  T.eq(system.set_gc_percent(math.mininteger), 920)
+  T.eq(system.get_gc_percent(), T.percent_max)
+  T.eq(system.set_gc_percent(T.mininteger), T.percent_max)
   T.eq(system.get_gc_percent(), -1)
-  system.set_gc_percent(100)
+  system.set_gc_percent(T.default_percent)
 end)
 
 T.test("go_max_procs refuses wrong types, zero, negatives, fractions, NaN, infinities", function()
@@ -75,7 +76,7 @@ T.test("go_max_procs refuses wrong types, zero, negatives, fractions, NaN, infin
   end
   fails("go_max_procs", { n = 1, 0 }, "bad argument #1 to 'go_max_procs'", "must be at least 1, got 0")
   fails("go_max_procs", { n = 1, -3 }, "must be at least 1, got -3")
-  fails("go_max_procs", { n = 1, math.mininteger }, "must be at least 1")
+  fails("go_max_procs", { n = 1, T.mininteger }, "must be at least 1")
   fails("go_max_procs", { n = 1, -1e300 }, "must be at least 1")
   fails("go_max_procs", { n = 1, 1.5 }, "integer expected, got 1.5")
   fails("go_max_procs", { n = 1, NAN }, "integer expected, got nan")
@@ -85,8 +86,9 @@ end)
 
 T.test("functions without parameters ignore extra arguments, as Lua's own do", function()
   local junk = { "x", {}, NAN, INF, -1, 1.5, true }
-  for _, name in ipairs({ "allocated", "heap_objects", "get_gc_percent", "num_goroutines", "num_cpu",
-                          "hostname", "pid", "gc", "mem_stats" }) do
+  local names = { "allocated", "get_gc_percent", "num_goroutines", "num_cpu", "hostname", "pid", "gc", "mem_stats" }
+  if T.exact then names[#names + 1] = "heap_objects" end
+  for _, name in ipairs(names) do
     for _, value in ipairs(junk) do
       T.ok(name, system[name], value)
     end

@@ -4,7 +4,7 @@ local system = require("system")
 
 local function read(path)
   local f = assert(io.open(path))
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -22,8 +22,8 @@ T.test("pid() in a child process is the child's id", function()
   -- A child runner reports its own pid, different from ours and matching its /proc/self.
   local cmd = string.format("%q -e %q", arg[-1] or "lua-system",
     'local s = require("system"); local f = io.open("/proc/self/stat"); ' ..
-    'print(s.pid() == tonumber(f:read("a"):match("^(%d+)")) and s.pid())')
-  local out = io.popen(cmd):read("a")
+    'print(s.pid() == tonumber(f:read("*a"):match("^(%d+)")) and s.pid())')
+  local out = io.popen(cmd):read("*a")
   local child = tonumber(out:match("(%d+)"))
   T.check(child and child ~= system.pid(), "child pid " .. tostring(out))
 end)

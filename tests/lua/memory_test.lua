@@ -8,31 +8,46 @@ local SPEC_FIELDS = {
   "num_gc", "next_gc",
 }
 local EXTRA_FIELDS = { "mallocs", "frees", "last_gc", "gc_percent", "gc_percent_effective", "rss" }
+-- What the module cannot measure in a state it did not create (README, "Accounting modes").
+local NOT_MEASURED = {
+  exact = {},
+  interposed = { total_alloc = true, heap_objects = true, mallocs = true, frees = true },
+  observed = { total_alloc = true, heap_objects = true, mallocs = true, frees = true, next_gc = true },
+}
 
 local function invariants(s, previous)
   T.eq(s.alloc, s.heap_alloc, "alloc == heap_alloc")
-  T.check(s.total_alloc >= s.alloc, "total_alloc >= alloc")
+  if s.total_alloc then T.check(s.total_alloc >= s.alloc, "total_alloc >= alloc") end
   T.eq(s.heap_sys, s.heap_idle + s.heap_in_use, "heap_sys == heap_idle + heap_in_use")
   T.check(s.heap_released <= s.heap_idle, "heap_released <= heap_idle")
   T.check(s.heap_in_use >= s.heap_alloc, "heap_in_use >= heap_alloc")
   T.check(s.stack_in_use <= s.stack_sys, "stack_in_use <= stack_sys")
   T.check(s.mspan_in_use <= s.mspan_sys, "mspan_in_use <= mspan_sys")
   T.check(s.sys >= s.heap_sys + s.stack_sys + s.mspan_sys, "sys >= heap_sys + stack_sys + mspan_sys")
-  T.check(s.next_gc > 0, "next_gc > 0")
-  T.eq(s.heap_objects, s.mallocs - s.frees, "heap_objects == mallocs - frees")
+  if s.next_gc then T.check(s.next_gc > 0, "next_gc > 0") end
+  if s.heap_objects then T.eq(s.heap_objects, s.mallocs - s.frees, "heap_objects == mallocs - frees") end
   if previous then
     T.check(s.num_gc >= previous.num_gc, "num_gc never decreases")
-    T.check(s.total_alloc >= previous.total_alloc, "total_alloc never decreases")
+    if s.total_alloc then T.check(s.total_alloc >= previous.total_alloc, "total_alloc never decreases") end
   end
 end
 
-T.test("mem_stats has every spec field and the extras, all integers", function()
+T.test("mem_stats has every spec field and the extras as integers, or declares why not", function()
   local s = system.mem_stats()
-  for _, name in ipairs(SPEC_FIELDS) do T.eq(math.type(s[name]), "integer", name) end
-  for _, name in ipairs(EXTRA_FIELDS) do T.eq(math.type(s[name]), "integer", name) end
-  T.eq(s.accounting, "exact")
+  local missing = NOT_MEASURED[s.accounting]
+  T.check(missing, "known accounting mode: " .. tostring(s.accounting))
+  for _, list in ipairs({ SPEC_FIELDS, EXTRA_FIELDS }) do
+    for _, name in ipairs(list) do
+      if missing[name] then
+        T.eq(s[name], nil, name .. " absent")
+        T.eq(type(s.unavailable[name]), "string", name .. " has a reason")
+      else
+        T.check(T.is_integer(s[name]), name .. " is an integer: " .. tostring(s[name]))
+      end
+    end
+  end
   T.check(s.process_source == "jemalloc" or s.process_source == "glibc", "process_source")
-  T.eq(s.unavailable, nil, "nothing unavailable in an exact state")
+  if s.accounting == "exact" then T.eq(s.unavailable, nil, "nothing unavailable in an exact state") end
 end)
 
 T.test("Go's invariants hold on every call, through allocation and collection", function()
@@ -48,16 +63,17 @@ T.test("Go's invariants hold on every call, through allocation and collection", 
   end
 end)
 
-T.test("allocated() and heap_objects() equal mem_stats() figures", function()
+T.test("allocated() equals mem_stats().alloc and allocates nothing", function()
   local s = system.mem_stats()
-  local stats_size = system.allocated() - s.alloc -- the table itself and its fields
-  T.check(stats_size > 0, "the stats table is on the heap")
+  T.check(system.allocated() > s.alloc, "the stats table itself is on the heap")
   local a1 = system.allocated()
   local a2 = system.allocated()
   T.eq(a2, a1, "allocated() allocates nothing")
-  local o1 = system.heap_objects()
-  local o2 = system.heap_objects()
-  T.eq(o2, o1, "heap_objects() allocates nothing")
+  if T.exact then
+    local o1 = system.heap_objects()
+    local o2 = system.heap_objects()
+    T.eq(o2, o1, "heap_objects() allocates nothing")
+  end
 end)
 
 -- Exact deltas need the collector stopped: otherwise a cycle may free earlier garbage meanwhile.
@@ -68,30 +84,36 @@ local function without_collector(f)
   if not ok then error(err, 0) end
 end
 
-T.test("1000 new tables are exactly 1000 more objects and 1000 * sizeof(Table) bytes", function()
-  without_collector(function()
+T.test("1000 new tables are exactly 1000 more objects, all of one size", function()
+  if not T.exact then
+    T.fails("heap_objects", system.heap_objects, { n = 0 }, "heap_objects: unavailable: ", "allocator")
+    return
+  end
+  T.without_jit(function() without_collector(function()
     local keep = {}
     for i = 1, 1000 do keep[i] = false end -- size the array part first
     local objects, bytes = system.heap_objects(), system.allocated()
     for i = 1, 1000 do keep[i] = {} end
     T.eq(system.heap_objects() - objects, 1000, "heap_objects delta")
     local per_table = (system.allocated() - bytes) / 1000
-    T.eq(math.type(per_table), "float")
     T.check(per_table == math.floor(per_table), "every table the same size: " .. per_table)
-  end)
+  end) end)
   local bytes_before = system.allocated()
   system.gc()
   T.check(system.allocated() < bytes_before, "freed after collection")
 end)
 
 T.test("freeing objects lowers the count by exactly as many", function()
-  system.gc()
-  local keep = {}
-  for i = 1, 500 do keep[i] = {} end
-  local objects = system.heap_objects()
-  for i = 1, 500 do keep[i] = false end
-  system.gc()
-  T.eq(objects - system.heap_objects(), 500, "freed objects")
+  if not T.exact then return end
+  T.without_jit(function()
+    system.gc()
+    local keep = {}
+    for i = 1, 500 do keep[i] = {} end
+    local objects = system.heap_objects()
+    for i = 1, 500 do keep[i] = false end
+    system.gc()
+    T.eq(objects - system.heap_objects(), 500, "freed objects")
+  end)
 end)
 
 T.test("a 10 MB string is 10 MB of heap, counted in every total", function()
@@ -102,7 +124,9 @@ T.test("a 10 MB string is 10 MB of heap, counted in every total", function()
     after = system.mem_stats()
   end)
   T.check(after.alloc - before.alloc >= 10 * 1024 * 1024, "alloc grew by the string")
-  T.check(after.total_alloc - before.total_alloc >= 10 * 1024 * 1024, "total_alloc grew")
+  if after.total_alloc then
+    T.check(after.total_alloc - before.total_alloc >= 10 * 1024 * 1024, "total_alloc grew")
+  end
   T.check(after.heap_in_use >= after.alloc, "process heap holds it")
   T.check(after.sys >= after.alloc, "sys holds it")
   invariants(after, before)
@@ -112,6 +136,7 @@ T.test("a 10 MB string is 10 MB of heap, counted in every total", function()
 end)
 
 T.test("total_alloc never decreases while alloc goes up and down", function()
+  if not T.exact then return end
   local last = system.mem_stats().total_alloc
   for _ = 1, 20 do
     local t = {}
@@ -127,14 +152,18 @@ end)
 T.test("next_gc follows the live heap and the GC percent", function()
   system.gc()
   local s = system.mem_stats()
+  if not s.next_gc then
+    T.eq(type(s.unavailable.next_gc), "string", "next_gc declared")
+    return
+  end
   -- Lua's rule: (live after the cycle / 100) * pause, pause = 100 + effective percent.
-  local live_bound = s.alloc
-  T.check(s.next_gc >= (live_bound // 100) * (100 + s.gc_percent_effective) * 9 // 10, "next_gc near pause * live")
+  local expected = T.idiv(s.alloc, 100) * (100 + s.gc_percent_effective)
+  T.check(s.next_gc >= expected * 0.9 and s.next_gc <= expected * 1.1, "next_gc near pause * live")
   system.set_gc_percent(300)
   system.gc()
   local wider = system.mem_stats()
-  T.check(wider.next_gc > s.next_gc * 2, "a larger percent pushes the next cycle further")
-  system.set_gc_percent(100)
+  T.check(wider.next_gc > s.next_gc * 1.5, "a larger percent pushes the next cycle further")
+  system.set_gc_percent(T.default_percent)
 end)
 
 T.done()

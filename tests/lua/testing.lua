@@ -4,6 +4,54 @@
 local T = {}
 local passed, failed = 0, 0
 
+-- What runs these tests: the Lua version ("5.1" .. "5.5"), LuaJIT, and how the module accounts
+-- the state's memory ("exact", "interposed" or "observed"; see the README).
+T.version = _VERSION:match("%d+%.%d+")
+T.luajit = type(jit) == "table"
+T.accounting = require("system").mem_stats().accounting
+T.exact = T.accounting == "exact"
+
+-- Portability across Lua 5.1 to 5.5 and LuaJIT.
+T.pack = table.pack or function(...) return { n = select("#", ...), ... } end
+T.unpack = table.unpack or unpack
+T.maxinteger = math.maxinteger or 2 ^ 63 -- where numbers are doubles, 2^63 is what a maximal integer becomes
+T.mininteger = math.mininteger or -2 ^ 63
+
+function T.idiv(a, b) return math.floor(a / b) end
+
+-- An integer: a Lua integer where Lua has them (5.3 and later), an integral number elsewhere.
+function T.is_integer(v)
+  if math.type then return math.type(v) == "integer" end
+  return type(v) == "number" and v == math.floor(v)
+end
+
+-- An object whose finalizer calls fn (tables take __gc from Lua 5.2 on, userdata always).
+function T.with_finalizer(fn)
+  if newproxy then
+    local proxy = newproxy(true)
+    getmetatable(proxy).__gc = fn
+    return proxy
+  end
+  return setmetatable({}, { __gc = fn })
+end
+
+-- Runs f with LuaJIT's compiler off: its traces are allocations of the state too, which would
+-- blur exact object counts.
+function T.without_jit(f)
+  if not T.luajit then return f() end
+  jit.off()
+  jit.flush()
+  local ok, err = pcall(f)
+  jit.on()
+  if not ok then error(err, 0) end
+end
+
+-- The largest GC percent each version's collector can store (README, "set_gc_percent").
+T.percent_max = ({ ["5.4"] = 920, ["5.5"] = 396700 })[T.version] or 1000000
+if T.luajit then T.percent_max = 1000000 end
+-- Lua's default pause as a GC percent.
+T.default_percent = T.version == "5.5" and 150 or 100
+
 function T.test(name, fn)
   local ok, err = xpcall(fn, debug.traceback)
   if ok then
@@ -37,12 +85,12 @@ end
 
 -- Calls f(...) and returns its results as a table with n = the number of results.
 function T.results(f, ...)
-  return table.pack(f(...))
+  return T.pack(f(...))
 end
 
 -- The function succeeded: exactly two results, a value and nil. Returns the value.
 function T.ok(name, f, ...)
-  local r = table.pack(f(...))
+  local r = T.pack(f(...))
   if r.n ~= 2 or r[1] == nil or r[2] ~= nil then
     error(string.format("%s: expected value, nil; got %d results: %s, %s", name, r.n, show(r[1]), show(r[2])), 2)
   end
@@ -52,7 +100,7 @@ end
 -- The function failed: exactly two results, nil and a message containing every pattern
 -- (plain text). Returns the message.
 function T.fails(name, f, args, ...)
-  local r = table.pack(f(table.unpack(args, 1, args.n or #args)))
+  local r = T.pack(f(T.unpack(args, 1, args.n or #args)))
   if r.n ~= 2 or r[1] ~= nil or type(r[2]) ~= "string" then
     error(string.format("%s: expected nil, message; got %d results: %s, %s", name, r.n, show(r[1]), show(r[2])), 2)
   end

@@ -39,13 +39,19 @@ impl Warnings {
     }
 }
 
-/// Installs the warning function; the returned handle turns warnings on (`-W`).
+/// Installs the warning function; the returned handle turns warnings on (`-W`). Lua versions
+/// before 5.4 have no warnings: the handle then does nothing.
 pub fn install(lua: &Lua) -> Rc<Warnings> {
     let warnings = Rc::new(Warnings::default());
-    let state = Rc::clone(&warnings);
-    lua.set_warning_function(move |_, piece, continued| {
-        state.warn(piece, continued);
-        Ok(())
-    });
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
+    {
+        let state = Rc::clone(&warnings);
+        lua.set_warning_function(move |_, piece, continued| {
+            state.warn(piece, continued);
+            Ok(())
+        });
+    }
+    #[cfg(not(any(feature = "lua54", feature = "lua55")))]
+    let _ = lua;
     warnings
 }

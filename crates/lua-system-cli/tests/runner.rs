@@ -43,9 +43,9 @@ fn temp_script(name: &str, source: &str) -> PathBuf {
 
 #[test]
 fn execute_option_runs_code_with_the_module() {
-    let out = run(&["-e", "local s = require('system'); print(s.num_goroutines(), math.type(s.allocated()))"]);
+    let out = run(&["-e", "local s = require('system'); print(s.num_goroutines(), s.allocated() > 0)"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "1\tinteger\n");
+    assert_eq!(stdout(&out), "1\ttrue\n");
 }
 
 #[test]
@@ -151,6 +151,7 @@ fn shebang_line_is_skipped_and_line_numbers_kept() {
 }
 
 #[test]
+#[cfg(any(feature = "lua54", feature = "lua55"))] // warnings came with Lua 5.4
 fn warnings_are_off_until_turned_on() {
     let out = run(&["-e", "warn('quiet')"]);
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
@@ -163,7 +164,7 @@ fn warnings_are_off_until_turned_on() {
 #[test]
 fn os_exit_sets_the_status() {
     assert_eq!(run(&["-e", "os.exit(3)"]).status.code(), Some(3));
-    assert_eq!(run(&["-e", "os.exit(true, true)"]).status.code(), Some(0));
+    assert_eq!(run(&["-e", "os.exit(0)"]).status.code(), Some(0));
 }
 
 #[test]

@@ -141,7 +141,9 @@ fn register(lua: &Lua, data: NonNull<StateData>) -> mlua::Result<Table> {
     let make_loader = unsafe { lua.create_c_function(make_loader)? };
     let loader: Function = make_loader.call(LightUserData(data.as_ptr().cast()))?;
     let module: Table = loader.call("system")?;
-    if let Ok(preload) = lua.named_registry_value::<Table>("_PRELOAD") {
+    // `package.preload` (not in the registry before Lua 5.2); absent without the package library.
+    let package: Option<Table> = lua.globals().raw_get("package")?;
+    if let Some(preload) = package.map(|p| p.get::<Option<Table>>("preload")).transpose()?.flatten() {
         preload.set("system", loader)?;
     }
     lua.register_module("system", &module)?;

@@ -123,9 +123,16 @@ fn refused(call: &Call<'_>, error: CollectError) -> Text {
     }
 }
 
-/// `system.gc()`: a full collection; `true`.
+/// `system.gc()`: a full collection; `true`. A stopped collector stays stopped (Lua 5.1 and
+/// LuaJIT restart it after a full collection; the module stops it again).
 pub(crate) fn gc(call: &Call<'_>) -> Result<Reply, Text> {
-    call.collector().collect().map_err(|e| refused(call, e))?;
+    let data = call.data();
+    let collector = call.collector();
+    let stopped = current_percent(data, &collector).map_err(|_| refused(call, CollectError::Busy))? < 0;
+    collector.collect().map_err(|e| refused(call, e))?;
+    if stopped {
+        collector.stop().map_err(|_| refused(call, CollectError::Busy))?;
+    }
     Ok(Reply::Boolean(true))
 }
 
