@@ -116,6 +116,11 @@ impl Heap {
         self.coroutines.hidden.store(self.coroutines.live.load(Relaxed), Relaxed);
     }
 
+    /// For a state created elsewhere: the bytes it held when the module started counting.
+    pub(crate) fn set_initial_live_bytes(&self, bytes: u64) {
+        self.live_bytes.0.store(bytes, Relaxed);
+    }
+
     pub(crate) fn live_bytes(&self) -> u64 {
         self.live_bytes.get()
     }

@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 
 use mlua::{Function, LightUserData, Lua, StdLib, Table};
 
-use crate::ffi::state::{AccountedState, make_loader, read_stats};
+use crate::ffi::state::{AccountedState, attach_to, make_loader, read_stats};
 use crate::memory::MemStats;
 use crate::state::{Accounting, StateData};
 
@@ -116,22 +116,38 @@ impl Drop for SystemLua {
 /// Makes `require("system")` work in `lua`, a state created elsewhere, and returns the module
 /// table. Installing twice is harmless: the same records are reused.
 ///
-/// The module cannot account the allocations of a state it did not create, so it reads what Lua
-/// reports (bytes in use, cycles, collector settings) and declares the rest unavailable, with
-/// the reason: see [`Accounting::Observed`]. Create the state with [`SystemLua`] for exact
-/// figures.
+/// The module cannot account the allocations of a state it did not create. In a state mlua
+/// created, it reads what Lua reports (bytes in use, cycles, collector settings) and declares the
+/// rest unavailable, with the reason: see [`Accounting::Observed`]. In a state created in C and
+/// taken over by mlua, it puts its allocator in front of the state's: [`Accounting::Interposed`].
+/// Create the state with [`SystemLua`] for every figure exact.
 pub fn install(lua: &Lua) -> mlua::Result<Table> {
     let existing = lua.app_data_ref::<Installed>().map(|installed| installed.data);
     let data = match existing {
         Some(data) => data,
-        None => {
+        None if has_mlua_allocator(lua) => {
             let owner = Box::new(StateData::new(Accounting::Observed));
             let data = NonNull::from(&*owner);
             lua.set_app_data(Installed { data, _owner: Some(owner) });
             data
         }
+        None => {
+            // A state mlua took over from C (`Lua::get_or_init_from_ptr`): the module's allocator
+            // goes in front of the state's own, as when `system.so` is loaded by an interpreter.
+            let data = attach_to(lua)?;
+            lua.set_app_data(Installed { data, _owner: None });
+            data
+        }
     };
     register(lua, data)
+}
+
+/// Whether mlua's allocator serves the state (mlua can then set a memory limit on it).
+fn has_mlua_allocator(lua: &Lua) -> bool {
+    match lua.set_memory_limit(0) {
+        Ok(limit) => lua.set_memory_limit(limit).is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// Puts the loader in `package.preload` (so `require` works again after
@@ -166,7 +182,7 @@ pub fn memory_limit(lua: &Lua) -> mlua::Result<Option<usize>> {
     let installed = installed(lua)?;
     let data = installed.data();
     match data.accounting {
-        Accounting::Exact => Ok(data.heap.memory_limit()),
+        Accounting::Exact | Accounting::Interposed => Ok(data.heap.memory_limit()),
         Accounting::Observed => {
             // mlua has no getter: setting returns the previous limit, which is set back.
             let limit = lua.set_memory_limit(0)?;
@@ -184,7 +200,7 @@ pub fn set_memory_limit(lua: &Lua, limit: Option<usize>) -> mlua::Result<Option<
     let installed = installed(lua)?;
     let data = installed.data();
     match data.accounting {
-        Accounting::Exact => Ok(data.heap.set_memory_limit(limit)),
+        Accounting::Exact | Accounting::Interposed => Ok(data.heap.set_memory_limit(limit)),
         Accounting::Observed => {
             // mlua reads 0 as "no limit"; a limit of 0 bytes is as good as 1.
             let previous = lua.set_memory_limit(limit.map_or(0, |l| l.max(1)))?;

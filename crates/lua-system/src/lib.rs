@@ -49,12 +49,24 @@ mod text;
 pub use embed::{SystemLua, install, mem_stats, memory_limit, set_memory_limit};
 pub use memory::{Figure, MemStats, Unavailable};
 pub use mlua;
-pub use process::{ProcessMemory, read as process_memory};
+pub use process::{HeapMemory, ProcessMemory, read as process_memory};
 pub use procs::{
     MAX_PROCS_CAP, SetMaxProcsError, Subscription, max_procs, num_cpu, on_max_procs_change, set_max_procs,
 };
 pub use state::Accounting;
 pub use text::Text;
+
+/// `luaopen_system` for `system.so` (crates/lua-system-module): the module in a state an
+/// interpreter created.
+///
+/// # Safety
+/// Called by Lua's `require` with a running state.
+#[cfg(feature = "module")]
+#[doc(hidden)]
+pub unsafe extern "C-unwind" fn luaopen_system(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    // SAFETY: per the contract.
+    unsafe { ffi::state::open_in_interpreter(l) }
+}
 
 /// With the `jemalloc` feature, jemalloc is the process's allocator, and the process heap
 /// figures of `mem_stats()` come from its statistics (see the README, "Process memory").

@@ -11,7 +11,7 @@ use crate::ffi::call::TableWriter;
 use crate::ffi::collector::{Busy, effective_percent, next_cycle_at};
 use crate::ffi::{Call, Collector, Reply};
 use crate::gc::current_percent;
-use crate::process::{self, ProcessMemory};
+use crate::process::{self, HeapMemory, ProcessMemory};
 use crate::state::{Accounting, StateData};
 use crate::text::{Text, text};
 
@@ -25,18 +25,22 @@ pub enum Unavailable {
     CollectorBusy,
     /// The process figures could not be read; [`MemStats::process`] holds the error.
     ProcessUnreadable,
+    /// The process allocator's statistics could not be read or do not describe the allocator
+    /// serving this state; [`ProcessMemory::heap`] holds the reason.
+    AllocatorUnreadable,
 }
 
 impl Unavailable {
     pub fn reason(self) -> &'static str {
         match self {
             Unavailable::NotOurAllocator => {
-                "the module does not own this state's allocator (it was created by mlua or \
-                 another host), so it cannot see each block; create the state with \
-                 lua_system::SystemLua for this figure"
+                "the module's allocator did not serve every block of this state (it was \
+                 created by mlua, an interpreter or another host), so it cannot count them; \
+                 create the state with lua_system::SystemLua for this figure"
             }
             Unavailable::CollectorBusy => Busy::REASON,
             Unavailable::ProcessUnreadable => "the process memory figures could not be read",
+            Unavailable::AllocatorUnreadable => "the process allocator's statistics could not be read",
         }
     }
 }
@@ -73,7 +77,7 @@ impl MemStats {
     pub(crate) const LUA_FIELDS: i32 = 24;
 
     pub(crate) fn read(data: &StateData, collector: &Collector) -> MemStats {
-        let exact = data.accounting == Accounting::Exact;
+        let exact = data.counts_every_block();
         let heap = data.heap.figures();
         let owned = |value: u64| {
             if exact { Ok(value) } else { Err(Unavailable::NotOurAllocator) }
@@ -105,7 +109,7 @@ impl MemStats {
             next_gc,
             gc_percent,
             gc_percent_effective,
-            process: process::read().and_then(|p| covers_state(p, alloc)),
+            process: process::read().map(|p| covers_state(p, alloc)),
         }
     }
 
@@ -116,20 +120,25 @@ impl MemStats {
             Ok(p) => Ok(saturate(pick(p))),
             Err(_) => Err(Unavailable::ProcessUnreadable),
         };
+        let heap = |pick: fn(&HeapMemory) -> u64| match &self.process {
+            Ok(ProcessMemory { heap: Ok(h), .. }) => Ok(saturate(pick(h))),
+            Ok(_) => Err(Unavailable::AllocatorUnreadable),
+            Err(_) => Err(Unavailable::ProcessUnreadable),
+        };
         [
             (c"alloc", bytes(self.alloc)),
             (c"total_alloc", bytes(self.total_alloc)),
             (c"sys", process(|p| p.sys)),
             (c"heap_alloc", bytes(self.alloc)),
-            (c"heap_sys", process(|p| p.heap_sys)),
-            (c"heap_idle", process(|p| p.heap_idle)),
-            (c"heap_in_use", process(|p| p.heap_in_use)),
-            (c"heap_released", process(|p| p.heap_released)),
+            (c"heap_sys", heap(|h| h.heap_sys)),
+            (c"heap_idle", heap(|h| h.heap_idle)),
+            (c"heap_in_use", heap(|h| h.heap_in_use)),
+            (c"heap_released", heap(|h| h.heap_released)),
             (c"heap_objects", bytes(self.heap_objects)),
             (c"stack_in_use", process(|p| p.stack_in_use)),
             (c"stack_sys", process(|p| p.stack_sys)),
-            (c"mspan_in_use", process(|p| p.mspan_in_use)),
-            (c"mspan_sys", process(|p| p.mspan_sys)),
+            (c"mspan_in_use", heap(|h| h.mspan_in_use)),
+            (c"mspan_sys", heap(|h| h.mspan_sys)),
             (c"num_gc", Ok(saturate(self.num_gc))),
             (c"next_gc", bytes(self.next_gc)),
             (c"mallocs", bytes(self.mallocs)),
@@ -155,8 +164,8 @@ impl MemStats {
             }
         }
         table.text(c"accounting", self.accounting.as_str());
-        if let Ok(process) = &self.process {
-            table.text(c"process_source", process.source);
+        if let Ok(ProcessMemory { heap: Ok(heap), .. }) = &self.process {
+            table.text(c"process_source", heap.source);
         }
         if missing {
             table.table(c"unavailable", |reasons| {
@@ -165,6 +174,10 @@ impl MemStats {
                         Err(Unavailable::ProcessUnreadable) => match &self.process {
                             Err(error) => reasons.text(name, error.as_str()),
                             Ok(_) => reasons.text(name, Unavailable::ProcessUnreadable.reason()),
+                        },
+                        Err(Unavailable::AllocatorUnreadable) => match &self.process {
+                            Ok(ProcessMemory { heap: Err(error), .. }) => reasons.text(name, error.as_str()),
+                            _ => reasons.text(name, Unavailable::AllocatorUnreadable.reason()),
                         },
                         Err(why) => reasons.text(name, why.reason()),
                         Ok(_) => {}
@@ -179,16 +192,19 @@ impl MemStats {
 /// state holds describe another allocator than the one serving the state (glibc's figures
 /// while `LD_PRELOAD` or valgrind replaced `malloc`, for instance). They are then declared
 /// unreadable rather than reported wrong.
-fn covers_state(process: ProcessMemory, alloc: Figure<u64>) -> Result<ProcessMemory, Text> {
-    match alloc {
-        Ok(alloc) if process.heap_in_use < alloc => Err(text!(
+fn covers_state(mut process: ProcessMemory, alloc: Figure<u64>) -> ProcessMemory {
+    if let (Ok(heap), Ok(alloc)) = (process.heap, alloc)
+        && heap.heap_in_use < alloc
+    {
+        process.heap = Err(text!(
             "the {} statistics report {} bytes in use, less than the {alloc} this state holds: \
-             the process allocator is not the one they describe",
-            process.source,
-            process.heap_in_use
-        )),
-        _ => Ok(process),
+             the allocator serving this state is another one (LuaJIT's own, an LD_PRELOAD one, \
+             valgrind's)",
+            heap.source,
+            heap.heap_in_use
+        ));
     }
+    process
 }
 
 /// Lua integers are signed 64-bit; no byte count gets near 2^63, but never wrap.
@@ -218,7 +234,7 @@ pub(crate) fn allocated(call: &Call<'_>) -> Result<Reply, Text> {
 /// `system.heap_objects()`: live blocks of the state's heap, in O(1).
 pub(crate) fn heap_objects(call: &Call<'_>) -> Result<Reply, Text> {
     let data = call.data();
-    if data.accounting != Accounting::Exact {
+    if !data.counts_every_block() {
         return Err(unavailable(call, Unavailable::NotOurAllocator));
     }
     let heap = data.heap.figures();

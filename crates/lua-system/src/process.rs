@@ -27,36 +27,47 @@ use crate::text::{Text, text};
 #[non_exhaustive]
 pub struct ProcessMemory {
     pub sys: u64,
+    pub stack_in_use: u64,
+    pub stack_sys: u64,
+    /// Resident set size.
+    pub rss: u64,
+    /// The heap figures, from the process allocator's statistics, or why they are missing.
+    pub heap: Result<HeapMemory, Text>,
+}
+
+/// The process heap in Go's terms, from the allocator's statistics, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeapMemory {
     pub heap_sys: u64,
     pub heap_idle: u64,
     pub heap_in_use: u64,
     pub heap_released: u64,
-    pub stack_in_use: u64,
-    pub stack_sys: u64,
     pub mspan_in_use: u64,
     pub mspan_sys: u64,
-    /// Resident set size.
-    pub rss: u64,
-    /// Which allocator the heap figures come from: `"jemalloc"` or `"glibc"`.
+    /// Which allocator the figures come from: `"jemalloc"` or `"glibc"`.
     pub source: &'static str,
 }
 
-/// Reads the figures now.
+/// Reads the figures now. The kernel's figures are required; the allocator's may be missing
+/// (their absence is in [`ProcessMemory::heap`]).
 pub fn read() -> Result<ProcessMemory, Text> {
-    let heap = allocator::read()?;
     let kernel = KernelFigures::read()?;
-    Ok(ProcessMemory {
-        sys: kernel.data + kernel.stack,
+    let heap = allocator::read().map(|heap| HeapMemory {
         heap_sys: heap.in_use + heap.idle,
         heap_idle: heap.idle,
         heap_in_use: heap.in_use,
         heap_released: heap.released,
-        stack_in_use: kernel.stack,
-        stack_sys: kernel.stack,
         mspan_in_use: heap.metadata,
         mspan_sys: heap.metadata,
-        rss: kernel.rss,
         source: heap.source,
+    });
+    Ok(ProcessMemory {
+        sys: kernel.data + kernel.stack,
+        stack_in_use: kernel.stack,
+        stack_sys: kernel.stack,
+        rss: kernel.rss,
+        heap,
     })
 }
 
@@ -125,8 +136,9 @@ mod tests {
     #[test]
     fn live_figures_hold_go_invariants() {
         let p = read().unwrap();
-        assert_eq!(p.heap_sys, p.heap_idle + p.heap_in_use);
-        assert!(p.heap_released <= p.heap_idle);
-        assert!(p.sys >= p.heap_sys + p.stack_sys + p.mspan_sys, "{p:?}");
+        let h = p.heap.unwrap();
+        assert_eq!(h.heap_sys, h.heap_idle + h.heap_in_use);
+        assert!(h.heap_released <= h.heap_idle);
+        assert!(p.sys >= h.heap_sys + p.stack_sys + h.mspan_sys, "{p:?}");
     }
 }

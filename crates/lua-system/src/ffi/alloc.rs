@@ -1,8 +1,14 @@
-//! The `lua_Alloc` function of the states the module creates.
+//! The module's `lua_Alloc` functions.
 //!
-//! Every block goes through the Rust global allocator, so a process allocator (jemalloc in the
-//! runner) sees the Lua heap as part of the process heap, and every event is recorded in the
-//! state's [`Heap`](crate::alloc::Heap). Blocks are aligned as `malloc` aligns them.
+//! * [`accounted`]: states the module creates. Every block goes through the Rust global
+//!   allocator, so a process allocator (jemalloc in the runner) sees the Lua heap as part of the
+//!   process heap, and every event is recorded in the state's [`Heap`](crate::alloc::Heap).
+//!   Blocks are aligned as `malloc` aligns them.
+//! * [`interposed`]: states an interpreter created, when the module is loaded into them. The
+//!   interpreter's allocator keeps serving every block (those allocated before the module was
+//!   loaded included: they are freed by the allocator that made them); the module records each
+//!   event on the way. When the state's last block is freed (`lua_close` frees the main thread
+//!   last), the module's record is freed too.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error, realloc};
 use std::ffi::c_void;
@@ -11,6 +17,23 @@ use std::ptr;
 use mlua::ffi;
 
 use crate::state::StateData;
+
+/// The allocator the module's interposed allocator passes every request on to.
+#[derive(Clone, Copy)]
+pub(crate) struct Chain {
+    alloc: ffi::lua_Alloc,
+    ud: usize,
+}
+
+impl Chain {
+    pub(crate) fn new(alloc: ffi::lua_Alloc, ud: *mut c_void) -> Chain {
+        Chain { alloc, ud: ud as usize }
+    }
+
+    pub(crate) fn ud(&self) -> *mut c_void {
+        self.ud as *mut c_void
+    }
+}
 
 const ALIGN: usize = ffi::SYS_MIN_ALIGN;
 
@@ -83,4 +106,64 @@ pub(crate) unsafe extern "C" fn accounted(
     }
     heap.record_resize(osize, nsize);
     resized.cast()
+}
+
+/// The allocator of states the module was loaded into; its `ud` is the state's [`StateData`],
+/// a `Box` leaked by `attach`, which this function frees after the state's last block.
+pub(crate) unsafe extern "C" fn interposed(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: `ud` is the `StateData` installed with this function by `attach`, alive until the
+    // state's last block is freed (below).
+    let data = unsafe { &*(ud as *const StateData) };
+    let heap = &data.heap;
+    let Some(chain) = data.chain else {
+        return ptr::null_mut(); // unreachable: interposed states always have a chain
+    };
+    let next = |block, osize, nsize| {
+        // SAFETY: the interpreter's allocator, with its own `ud`, under the lua_Alloc contract.
+        unsafe { (chain.alloc)(chain.ud(), block, osize, nsize) }
+    };
+
+    if nsize == 0 {
+        if !block.is_null() {
+            heap.record_free(block as usize, osize);
+            next(block, osize, 0);
+            if heap.live_bytes() == 0 {
+                // That was the main thread, freed last by `lua_close`: nothing will call this
+                // allocator again.
+                // SAFETY: leaked by `attach` with `Box::leak`; no reference to it remains.
+                drop(unsafe { Box::from_raw(ud as *mut StateData) });
+            }
+        }
+        return ptr::null_mut();
+    }
+
+    if block.is_null() {
+        if !heap.admits(nsize) {
+            return ptr::null_mut();
+        }
+        let new = next(ptr::null_mut(), osize, nsize);
+        if new.is_null() {
+            return new;
+        }
+        if is_thread_tag(osize) && !heap.record_coroutine(new as usize, nsize) {
+            next(new, nsize, 0);
+            return ptr::null_mut();
+        }
+        heap.record_new(nsize);
+        return new;
+    }
+
+    if nsize > osize && !heap.admits(nsize - osize) {
+        return ptr::null_mut();
+    }
+    let resized = next(block, osize, nsize);
+    if !resized.is_null() {
+        heap.record_resize(osize, nsize);
+    }
+    resized
 }

@@ -43,6 +43,9 @@ pub(crate) enum CollectError {
 
 pub(crate) use version::{DEFAULT_PERCENT, PERCENT_MAX, effective_percent};
 
+/// Whether Lua answers requests (the heap size) while it runs finalizers: not 5.4 and 5.5.
+pub(crate) const ANSWERS_DURING_FINALIZERS: bool = !version::REFUSES_WHEN_BUSY;
+
 /// The heap size at which the next cycle starts, computed as Lua does when a cycle ends:
 /// `(live / 100) * pause`, where `live` is the heap after the last cycle.
 pub(crate) fn next_cycle_at(live_after_cycle: u64, effective_percent: i64) -> u64 {

@@ -10,7 +10,7 @@ use mlua::ffi::{self, lua_State};
 use mlua::Lua;
 
 use super::Collector;
-use super::alloc::accounted;
+use super::alloc::{Chain, accounted, interposed};
 use super::call::push_function;
 use super::coroutines;
 use crate::memory::MemStats;
@@ -159,6 +159,72 @@ unsafe extern "C-unwind" fn load_module(l: *mut lua_State) -> c_int {
     1
 }
 
+/// Registry field holding the module's record of a state it was loaded into (light userdata
+/// for interposed states, the userdata holding it for observed ones).
+const RECORD_KEY: &std::ffi::CStr = c"lua-system state";
+
+/// `luaopen_system` for a state an interpreter created: finds the module's record of the state,
+/// or makes one, then returns the module table (argument 1, the module name, is ignored).
+///
+/// # Safety
+/// Called by Lua (`require`) on a running state.
+#[cfg(feature = "module")]
+pub(crate) unsafe extern "C-unwind" fn open_in_interpreter(l: *mut lua_State) -> c_int {
+    // SAFETY: per the contract; `attach` leaves the stack as it found it.
+    unsafe {
+        let data = attach(l);
+        ffi::lua_pushlightuserdata(l, data as *mut c_void);
+        ffi::lua_pushcclosure(l, load_module, 1);
+        ffi::lua_call(l, 0, 1);
+    }
+    1
+}
+
+/// [`attach`] for a state mlua did not create with its own allocator (`Lua::get_or_init_from_ptr`).
+pub(crate) fn attach_to(lua: &Lua) -> mlua::Result<NonNull<StateData>> {
+    let mut data = std::ptr::null();
+    // SAFETY: `exec_raw` runs the closure under lua_pcall on the locked state.
+    unsafe { lua.exec_raw::<()>((), |l| data = attach(l))? };
+    NonNull::new(data as *mut StateData).ok_or_else(|| mlua::Error::runtime("lua-system: cannot attach"))
+}
+
+/// The module's record of `l`'s state, made on first use.
+///
+/// Lua 5.1 to 5.5: the module's allocator is put in front of the interpreter's, counting from
+/// Lua's own total of bytes in use; the record lives until the state's last block is freed
+/// (see [`interposed`]). LuaJIT: interposing would leak its internal allocator (destroyed at
+/// close only if it is still installed), so the record is observed only, and lives in a
+/// userdata in the registry, freed with the state after every finalizer has run. It holds no
+/// heap memory of its own in that mode, so it needs no destructor.
+unsafe fn attach(l: *mut lua_State) -> *const StateData {
+    // SAFETY: reads and sets one registry field; the stack is restored.
+    unsafe {
+        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, RECORD_KEY.as_ptr());
+        let existing = ffi::lua_touserdata(l, -1) as *const StateData;
+        ffi::lua_settop(l, -2);
+        if !existing.is_null() {
+            return existing;
+        }
+        let collector = Collector::new(l);
+        let data = if cfg!(feature = "luajit") {
+            let slot = ffi::lua_newuserdata(l, std::mem::size_of::<StateData>()) as *mut StateData;
+            slot.write(StateData::new(Accounting::Observed));
+            ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, RECORD_KEY.as_ptr());
+            slot as *const StateData
+        } else {
+            let mut ud = std::ptr::null_mut();
+            let alloc = ffi::lua_getallocf(l, &mut ud);
+            let live = collector.heap_bytes().unwrap_or(0);
+            let data = Box::leak(Box::new(StateData::interposed(Chain::new(alloc, ud), live))) as *const StateData;
+            ffi::lua_setallocf(l, interposed, data as *mut c_void);
+            ffi::lua_pushlightuserdata(l, data as *mut c_void);
+            ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, RECORD_KEY.as_ptr());
+            data
+        };
+        data
+    }
+}
+
 /// Creates the sentinel: an unreachable zero-size userdata whose finalizer counts a completed
 /// cycle, so that every cycle finalizes it exactly once. Userdata take `__gc` in every version
 /// (tables do not in 5.1 and LuaJIT).
@@ -191,7 +257,7 @@ unsafe extern "C-unwind" fn on_sentinel_collected(l: *mut lua_State) -> c_int {
     // SAFETY: the upvalue was set by `arm_sentinel`; argument 1 is the sentinel.
     unsafe {
         let data = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const StateData);
-        let _ = catch_unwind(AssertUnwindSafe(|| data.on_cycle_end()));
+        let _ = catch_unwind(AssertUnwindSafe(|| data.on_cycle_end(&Collector::new(l))));
         if ffi::lua_getmetatable(l, 1) != 0 {
             rearm(l);
         }
