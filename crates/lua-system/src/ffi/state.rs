@@ -206,7 +206,7 @@ unsafe fn attach(l: *mut lua_State) -> *const StateData {
             return existing;
         }
         let collector = Collector::new(l);
-        let data = if cfg!(feature = "luajit") {
+        if cfg!(feature = "luajit") {
             let slot = ffi::lua_newuserdata(l, std::mem::size_of::<StateData>()) as *mut StateData;
             slot.write(StateData::new(Accounting::Observed));
             ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, RECORD_KEY.as_ptr());
@@ -220,8 +220,7 @@ unsafe fn attach(l: *mut lua_State) -> *const StateData {
             ffi::lua_pushlightuserdata(l, data as *mut c_void);
             ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, RECORD_KEY.as_ptr());
             data
-        };
-        data
+        }
     }
 }
 
