@@ -86,13 +86,27 @@ end)
 
 T.test("functions without parameters ignore extra arguments, as Lua's own do", function()
   local junk = { "x", {}, NAN, INF, -1, 1.5, true }
-  local names = { "allocated", "get_gc_percent", "num_goroutines", "num_cpu", "hostname", "pid", "gc", "mem_stats" }
+  local names = { "allocated", "get_gc_percent", "num_goroutines", "num_cpu", "hostname", "pid", "gc" }
   if T.exact then names[#names + 1] = "heap_objects" end
   for _, name in ipairs(names) do
     for _, value in ipairs(junk) do
       T.ok(name, system[name], value)
     end
   end
+end)
+
+T.test("mem_stats takes nothing, nil or a table to refill", function()
+  for _, case in ipairs(WRONG_TYPES) do
+    if type(case[2]) ~= "table" then
+      fails("mem_stats", { n = 1, case[2] }, "bad argument #1 to 'mem_stats' (table expected, " .. case[3] .. ")")
+    end
+  end
+  fails("mem_stats", { n = 1, 1.5 }, "table expected, got number")
+  fails("mem_stats", { n = 1, 0 / 0 }, "table expected, got number")
+  T.eq(type(T.ok("mem_stats", system.mem_stats, nil)), "table")
+  local t = {}
+  T.eq(T.ok("mem_stats", system.mem_stats, t), t, "the same table, filled")
+  T.check(t.alloc > 0, "filled")
 end)
 
 T.test("functions survive being called with a wrong self (method syntax)", function()

@@ -7,7 +7,7 @@ local SPEC_FIELDS = {
   "heap_released", "heap_objects", "stack_in_use", "stack_sys", "mspan_in_use", "mspan_sys",
   "num_gc", "next_gc",
 }
-local EXTRA_FIELDS = { "mallocs", "frees", "last_gc", "gc_percent", "gc_percent_effective", "rss" }
+local EXTRA_FIELDS = { "mallocs", "frees", "last_gc", "gc_percent", "gc_percent_effective", "rss", "process_age_ns" }
 -- What the module cannot measure in a state it did not create (README, "Accounting modes").
 local NOT_MEASURED = {
   exact = {},
@@ -49,6 +49,14 @@ local function invariants(s, previous)
   end
 end
 
+-- Exact deltas need the collector stopped: otherwise a cycle may free earlier garbage meanwhile.
+local function without_collector(f)
+  local percent = system.set_gc_percent(-1)
+  local ok, err = pcall(f)
+  system.set_gc_percent(percent)
+  if not ok then error(err, 0) end
+end
+
 T.test("mem_stats has every spec field and the extras as integers, or declares why not", function()
   local s = system.mem_stats()
   local missing = NOT_MEASURED[s.accounting]
@@ -68,6 +76,31 @@ T.test("mem_stats has every spec field and the extras as integers, or declares w
   end
   T.check(heap_missing or s.process_source == "jemalloc" or s.process_source == "glibc", "process_source")
   if s.accounting == "exact" then T.eq(s.unavailable, nil, "nothing unavailable in an exact state") end
+end)
+
+T.test("mem_stats(t) refills t: same figures, no garbage", function()
+  local t = { stale = true, alloc = -1 }
+  T.eq(system.mem_stats(t), t)
+  T.check(t.alloc > 0 and t.num_gc >= 0, "filled")
+  T.eq(t.stale, true, "other fields are left alone")
+  local fresh = system.mem_stats()
+  for name, value in pairs(fresh) do
+    if type(value) ~= "table" then T.eq(type(t[name]), type(value), name) end
+  end
+  if T.exact then
+    T.without_jit(function() without_collector(function()
+      system.mem_stats(t) -- first refill of every key done; now measure
+      local before = system.allocated()
+      for _ = 1, 100 do system.mem_stats(t) end
+      T.eq(system.allocated(), before, "100 refills allocate nothing")
+    end) end)
+  end
+end)
+
+T.test("the process figures are at most 10 ms old, with their age", function()
+  local s = system.mem_stats()
+  T.check(T.is_integer(s.process_age_ns), "process_age_ns")
+  T.check(s.process_age_ns >= 0 and s.process_age_ns <= 10 * 1000 * 1000, "age " .. s.process_age_ns)
 end)
 
 T.test("Go's invariants hold on every call, through allocation and collection", function()
@@ -95,14 +128,6 @@ T.test("allocated() equals mem_stats().alloc and allocates nothing", function()
     T.eq(o2, o1, "heap_objects() allocates nothing")
   end
 end)
-
--- Exact deltas need the collector stopped: otherwise a cycle may free earlier garbage meanwhile.
-local function without_collector(f)
-  local percent = system.set_gc_percent(-1)
-  local ok, err = pcall(f)
-  system.set_gc_percent(percent)
-  if not ok then error(err, 0) end
-end
 
 T.test("1000 new tables are exactly 1000 more objects, all of one size", function()
   if not T.exact then

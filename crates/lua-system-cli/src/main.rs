@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use lua_system::SystemLua;
 use lua_system::mlua::{self, Lua, MultiValue, StdLib, Table, Value};
 
-use crate::options::{Action, Options, USAGE};
+use crate::options::{Action, Options, StateKind, USAGE};
 
 pub const PROGNAME: &str = "lua-system";
 
@@ -37,9 +37,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// The runner's Lua state.
+enum State {
+    Accounted(SystemLua),
+    Plain(Lua),
+}
+
+impl std::ops::Deref for State {
+    type Target = Lua;
+
+    fn deref(&self) -> &Lua {
+        match self {
+            State::Accounted(lua) => lua,
+            State::Plain(lua) => lua,
+        }
+    }
+}
+
+fn new_state(kind: StateKind) -> mlua::Result<State> {
+    Ok(match kind {
+        // SAFETY: the runner never clones the `Lua` out of the state.
+        StateKind::Accounted => State::Accounted(unsafe { SystemLua::with_libs(StdLib::NONE)? }),
+        // SAFETY: as lua.c, the runner opens every library, C modules included.
+        StateKind::Plain => State::Plain(unsafe { Lua::unsafe_new_with(StdLib::NONE, mlua::LuaOptions::default()) }),
+    })
+}
+
 fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
-    // SAFETY: the runner never clones the `Lua` out of `lua`.
-    let lua = unsafe { SystemLua::with_libs(StdLib::NONE)? };
+    let lua = new_state(options.state)?;
     if options.ignore_environment {
         // Read by the package library when it opens: ignore LUA_PATH and LUA_CPATH.
         lua.set_named_registry_value("LUA_NOENV", true)?;

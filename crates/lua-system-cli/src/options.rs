@@ -13,7 +13,10 @@ Available options are:
   -E        ignore environment variables
   -W        turn warnings on
   --        stop handling options
-  -         stop handling options and execute stdin";
+  -         stop handling options and execute stdin
+  --state accounted|plain
+            the Lua state: the module's own allocator, every figure exact (default), or
+            mlua's plain state with the module observing (to measure the accounting's cost)";
 
 /// An option acted on in command-line order, before the script runs.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,8 +29,19 @@ pub enum Action {
     WarningsOn,
 }
 
+/// Which Lua state the runner creates.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// `lua_system::SystemLua`: every allocation accounted.
+    #[default]
+    Accounted,
+    /// `mlua::Lua` with mlua's allocator; the module installed in observed mode.
+    Plain,
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Options {
+    pub state: StateKind,
     pub actions: Vec<Action>,
     pub interactive: bool,
     pub version: bool,
@@ -66,6 +80,14 @@ impl Options {
                     break;
                 }
                 "-E" => options.ignore_environment = true,
+                "--state" => {
+                    i += 1;
+                    options.state = match argv.get(i).map(String::as_str) {
+                        Some("accounted") => StateKind::Accounted,
+                        Some("plain") => StateKind::Plain,
+                        _ => return Err(BadOption("'--state' needs 'accounted' or 'plain'".into())),
+                    };
+                }
                 "-W" => options.actions.push(Action::WarningsOn),
                 "-i" => {
                     options.interactive = true;
@@ -147,6 +169,13 @@ mod tests {
     fn bad_options_are_reported() {
         assert_eq!(parse(&["-x"]).unwrap_err().0, "unrecognized option '-x'");
         assert_eq!(parse(&["-e"]).unwrap_err().0, "'-e' needs argument");
+    }
+
+    #[test]
+    fn state_option_chooses_the_state() {
+        assert_eq!(parse(&["--state", "plain", "x.lua"]).unwrap().state, StateKind::Plain);
+        assert_eq!(parse(&["x.lua"]).unwrap().state, StateKind::Accounted);
+        assert!(parse(&["--state", "other"]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use lua_system::mlua::Lua;
 
 #[derive(Default)]
+#[cfg_attr(not(any(feature = "lua54", feature = "lua55")), allow(dead_code))]
 pub struct Warnings {
     on: Cell<bool>,
     pending: RefCell<String>,
@@ -18,6 +19,7 @@ impl Warnings {
         self.on.set(true);
     }
 
+    #[cfg_attr(not(any(feature = "lua54", feature = "lua55")), allow(dead_code))]
     fn warn(&self, piece: &str, continued: bool) {
         let mut pending = self.pending.borrow_mut();
         if pending.is_empty() && !continued {

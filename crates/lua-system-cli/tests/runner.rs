@@ -227,3 +227,11 @@ fn on_a_terminal_without_a_script_the_repl_starts() {
     assert!(text.contains(">> "), "continuation prompt: {text}");
     assert!(text.contains("n\t1") && text.contains("n\t2"), "loop ran: {text}");
 }
+
+#[test]
+fn plain_state_option_runs_the_module_in_observed_mode() {
+    let out = run(&["--state", "plain", "-e", "print(require('system').mem_stats().accounting)"]);
+    assert_eq!(stdout(&out), "observed\n", "{}", stderr(&out));
+    let out = run(&["-e", "print(require('system').mem_stats().accounting)"]);
+    assert_eq!(stdout(&out), "exact\n", "{}", stderr(&out));
+}

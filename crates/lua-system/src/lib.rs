@@ -49,7 +49,7 @@ mod text;
 pub use embed::{SystemLua, install, mem_stats, memory_limit, set_memory_limit};
 pub use memory::{Figure, MemStats, Unavailable};
 pub use mlua;
-pub use process::{HeapMemory, ProcessMemory, read as process_memory};
+pub use process::{HeapMemory, ProcessMemory, read as process_memory, set_process_sample_interval};
 pub use procs::{
     MAX_PROCS_CAP, SetMaxProcsError, Subscription, max_procs, num_cpu, on_max_procs_change, set_max_procs,
 };

@@ -7,9 +7,10 @@
 
 use std::ffi::CStr;
 
+use crate::args;
 use crate::ffi::call::TableWriter;
 use crate::ffi::collector::{Busy, effective_percent, next_cycle_at};
-use crate::ffi::{Call, Collector, Reply};
+use crate::ffi::{Arg, Call, Collector, Reply};
 use crate::gc::current_percent;
 use crate::process::{self, HeapMemory, ProcessMemory};
 use crate::state::{Accounting, StateData};
@@ -70,11 +71,14 @@ pub struct MemStats {
     /// The percent Lua really applies (Lua 5.4 stores it in steps of 4); -1 when stopped.
     pub gc_percent_effective: Figure<i64>,
     pub process: Result<ProcessMemory, Text>,
+    /// Age of the process figures: they are read at most every 10 ms by default (see
+    /// [`set_process_sample_interval`](crate::set_process_sample_interval)).
+    pub process_age: std::time::Duration,
 }
 
 impl MemStats {
     /// Table slots to preallocate for the Lua table.
-    pub(crate) const LUA_FIELDS: i32 = 24;
+    pub(crate) const LUA_FIELDS: i32 = 26;
 
     pub(crate) fn read(data: &StateData, collector: &Collector) -> MemStats {
         let exact = data.counts_every_block();
@@ -86,6 +90,7 @@ impl MemStats {
             Some(bytes) => Ok(bytes),
             None => collector.heap_bytes().map_err(|Busy| Unavailable::CollectorBusy),
         };
+        let (process, process_age) = process::sampled(alloc.ok());
         let gc_percent = current_percent(data, collector).map_err(|Busy| Unavailable::CollectorBusy);
         let gc_percent_effective = gc_percent.map(|p| if p < 0 { -1 } else { effective_percent(p) });
         let next_gc = match gc_percent_effective {
@@ -109,12 +114,13 @@ impl MemStats {
             next_gc,
             gc_percent,
             gc_percent_effective,
-            process: process::read().map(|p| covers_state(p, alloc)),
+            process: process.map(|p| covers_state(p, alloc)),
+            process_age,
         }
     }
 
     /// Every integer field under its Lua name, in the spec's order then the extras.
-    fn integer_fields(&self) -> [(&'static CStr, Figure<i64>); 21] {
+    fn integer_fields(&self) -> [(&'static CStr, Figure<i64>); 22] {
         let bytes = |f: Figure<u64>| f.map(saturate);
         let process = |pick: fn(&ProcessMemory) -> u64| match &self.process {
             Ok(p) => Ok(saturate(pick(p))),
@@ -147,6 +153,7 @@ impl MemStats {
             (c"gc_percent", self.gc_percent),
             (c"gc_percent_effective", self.gc_percent_effective),
             (c"rss", process(|p| p.rss)),
+            (c"process_age_ns", process(|_| 0).map(|_| saturate(self.process_age.as_nanos() as u64))),
         ]
     }
 
@@ -160,14 +167,20 @@ impl MemStats {
         for (name, value) in &fields {
             match value {
                 Ok(value) => table.integer(name, *value),
-                Err(_) => missing = true,
+                Err(_) => {
+                    table.nil(name);
+                    missing = true;
+                }
             }
         }
         table.text(c"accounting", self.accounting.as_str());
-        if let Ok(ProcessMemory { heap: Ok(heap), .. }) = &self.process {
-            table.text(c"process_source", heap.source);
+        match &self.process {
+            Ok(ProcessMemory { heap: Ok(heap), .. }) => table.text(c"process_source", heap.source),
+            _ => table.nil(c"process_source"),
         }
-        if missing {
+        if !missing {
+            table.nil(c"unavailable");
+        } else {
             table.table(c"unavailable", |reasons| {
                 for (name, value) in &fields {
                     match value {
@@ -216,9 +229,17 @@ fn unavailable(call: &Call<'_>, why: Unavailable) -> Text {
     text!("{}: unavailable: {}", call.name(), why.reason())
 }
 
-/// `system.mem_stats()`: the table described in the README.
+/// `system.mem_stats([t])`: the table described in the README; given a table `t`, fills it
+/// instead of making a new one (no garbage when called in a loop), and returns it.
 pub(crate) fn mem_stats(call: &Call<'_>) -> Result<Reply, Text> {
-    Ok(Reply::Stats(MemStats::read(call.data(), &call.collector())))
+    let refill = match call.arg(1) {
+        Arg::Absent | Arg::Nil => false,
+        Arg::Other("table") => true,
+        other => {
+            return Err(args::bad_argument(call, 1, format_args!("table expected, got {}", other.type_name())));
+        }
+    };
+    Ok(Reply::Stats(MemStats::read(call.data(), &call.collector()), refill))
 }
 
 /// `system.allocated()`: live bytes of the state's heap, in O(1).

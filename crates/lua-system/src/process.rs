@@ -17,7 +17,11 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
 
 use crate::ffi::allocator;
 use crate::text::{Text, text};
@@ -69,6 +73,61 @@ pub fn read() -> Result<ProcessMemory, Text> {
         rss: kernel.rss,
         heap,
     })
+}
+
+/// How old the process figures `mem_stats()` reports may be: [`sampled`] reads them again when
+/// the last reading is older. Reading costs tens of microseconds (the kernel formats
+/// `/proc/self/status`, jemalloc merges its arenas' statistics); a state's own figures are
+/// always read at the call.
+static MAX_AGE_NS: AtomicU64 = AtomicU64::new(10_000_000);
+
+/// Sets how old the process figures of `mem_stats()` may be (default 10 ms; zero: read at every
+/// call). Figures that would contradict the calling state's own (a process heap smaller than
+/// the state's) are always read again, so Go's invariants hold on every call.
+pub fn set_process_sample_interval(interval: Duration) {
+    MAX_AGE_NS.store(interval.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+}
+
+/// One reading of the process figures.
+struct Sample {
+    taken: Instant,
+    memory: Result<ProcessMemory, Text>,
+}
+
+impl Sample {
+    /// Whether this reading can stand for now, for a state holding `state_bytes`.
+    fn serves(&self, state_bytes: Option<u64>) -> bool {
+        let fresh = self.taken.elapsed().as_nanos() <= u128::from(MAX_AGE_NS.load(Relaxed));
+        let covers = match (&self.memory, state_bytes) {
+            (Ok(ProcessMemory { heap: Ok(heap), .. }), Some(bytes)) => heap.heap_in_use >= bytes,
+            _ => true,
+        };
+        fresh && covers
+    }
+}
+
+static LATEST: ArcSwapOption<Sample> = ArcSwapOption::const_empty();
+static REFRESH: Mutex<()> = Mutex::new(());
+
+/// The process figures as `mem_stats()` reports them, and their age: the latest reading if it
+/// [serves](Sample::serves), a new one otherwise. The common path is a lock-free load; a new
+/// reading is taken by one thread at a time.
+pub(crate) fn sampled(state_bytes: Option<u64>) -> (Result<ProcessMemory, Text>, Duration) {
+    if let Some(sample) = LATEST.load().as_ref()
+        && sample.serves(state_bytes)
+    {
+        return (sample.memory, sample.taken.elapsed());
+    }
+    let _refreshing = REFRESH.lock().unwrap_or_else(|poison| poison.into_inner());
+    if let Some(sample) = LATEST.load().as_ref()
+        && sample.serves(state_bytes)
+    {
+        return (sample.memory, sample.taken.elapsed()); // another thread just read them
+    }
+    let sample = Sample { taken: Instant::now(), memory: read() };
+    let memory = sample.memory;
+    LATEST.store(Some(Arc::new(sample)));
+    (memory, Duration::ZERO)
 }
 
 /// What `/proc/self/status` says, in bytes.

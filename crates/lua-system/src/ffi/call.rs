@@ -37,7 +37,8 @@ pub(crate) enum Reply {
     Integer(i64),
     Boolean(bool),
     Text(Text),
-    Stats(MemStats),
+    /// The statistics; `true` to fill the table passed as argument 1 instead of a new one.
+    Stats(MemStats, bool),
 }
 
 /// One argument, as Lua passed it.
@@ -123,14 +124,15 @@ impl<'a> Call<'a> {
 /// Builds the Lua function for `entry`: a closure of [`trampoline`] over the entry and `data`.
 ///
 /// # Safety
-/// `l` is a running state with room for two values; `data` outlives every call of the closure
-/// (it lives until the state is closed).
+/// `l` is a running state with room for three values; `data` outlives every call of the
+/// closure (it lives until the state is closed).
 pub(crate) unsafe fn push_function(l: *mut lua_State, entry: &'static Entry, data: *const StateData) {
     // SAFETY: per the contract; light userdata and C closures over them need no metatables.
     unsafe {
         ffi::lua_pushlightuserdata(l, entry as *const Entry as *mut c_void);
         ffi::lua_pushlightuserdata(l, data as *mut c_void);
-        ffi::lua_pushcclosure(l, trampoline, 2);
+        ffi::lua_pushcfunction(l, push_reply);
+        ffi::lua_pushcclosure(l, trampoline, 3);
     }
 }
 
@@ -189,13 +191,19 @@ unsafe fn push_outcome(l: *mut lua_State, outcome: &Result<Reply, Text>) -> c_in
 }
 
 /// Pushes the value of `reply` under `lua_pcall`. On failure the error object is pushed instead
-/// and false is returned.
+/// and false is returned. Runs in the trampoline, whose upvalue 3 is [`push_reply`].
 unsafe fn protected_push(l: *mut lua_State, reply: &Reply) -> bool {
-    // SAFETY: `push_reply` reads `reply` through the light userdata only during this pcall.
+    // SAFETY: `push_reply` reads `reply` through the light userdata only during this pcall; a
+    // table to refill is argument 1 of the module function, passed on as argument 2.
     unsafe {
-        ffi::lua_pushcfunction(l, push_reply);
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(3));
         ffi::lua_pushlightuserdata(l, reply as *const Reply as *mut c_void);
-        ffi::lua_pcall(l, 1, 1, 0) == ffi::LUA_OK
+        let mut arguments = 1;
+        if let Reply::Stats(_, true) = reply {
+            ffi::lua_pushvalue(l, 1);
+            arguments = 2;
+        }
+        ffi::lua_pcall(l, arguments, 1, 0) == ffi::LUA_OK
     }
 }
 
@@ -207,8 +215,12 @@ unsafe extern "C-unwind" fn push_reply(l: *mut lua_State) -> c_int {
             Reply::Integer(value) => ffi::lua_pushinteger(l, *value),
             Reply::Boolean(value) => ffi::lua_pushboolean(l, *value as c_int),
             Reply::Text(text) => push_bytes(l, text.as_bytes()),
-            Reply::Stats(stats) => {
-                ffi::lua_createtable(l, 0, MemStats::LUA_FIELDS);
+            Reply::Stats(stats, refill) => {
+                if *refill {
+                    ffi::lua_settop(l, 2);
+                } else {
+                    ffi::lua_createtable(l, 0, MemStats::LUA_FIELDS);
+                }
                 stats.write(&mut TableWriter { l });
             }
         }
@@ -235,6 +247,15 @@ impl TableWriter {
         // SAFETY: the table is on top; pushing one value and setting it leaves it there.
         unsafe {
             ffi::lua_pushinteger(self.l, value);
+            ffi::lua_setfield(self.l, -2, key.as_ptr());
+        }
+    }
+
+    /// Removes `key` (a refilled table may hold a field that is now missing).
+    pub(crate) fn nil(&mut self, key: &CStr) {
+        // SAFETY: as above.
+        unsafe {
+            ffi::lua_pushnil(self.l);
             ffi::lua_setfield(self.l, -2, key.as_ptr());
         }
     }

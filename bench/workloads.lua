@@ -1,0 +1,78 @@
+-- The cost of allocation accounting: allocation-heavy workloads in the runner's accounted state
+-- against a plain mlua state (`--state plain`: mlua's own allocator, the module observing),
+-- each run in a fresh runner process, the two kinds alternated, medians of 5 runs.
+--
+--   lua-system bench/workloads.lua            (about a minute)
+local WORKLOADS = {
+  { "binary_trees_16", function()
+    local function bottom_up(depth)
+      if depth == 0 then return {} end
+      depth = depth - 1
+      return { bottom_up(depth), bottom_up(depth) }
+    end
+    local function check(tree)
+      if tree[1] then return 1 + check(tree[1]) + check(tree[2]) end
+      return 1
+    end
+    local max_depth = 16
+    local stretch = check(bottom_up(max_depth + 1))
+    local long_lived = bottom_up(max_depth)
+    local sum = stretch
+    for depth = 4, max_depth, 2 do
+      for _ = 1, 2 ^ (max_depth - depth + 4) do sum = sum + check(bottom_up(depth)) end
+    end
+    return sum + check(long_lived)
+  end },
+  { "string_building", function()
+    local total = 0
+    for round = 1, 20 do
+      local parts = {}
+      for i = 1, 50000 do parts[#parts + 1] = "item " .. i .. ";" .. round end
+      total = total + #table.concat(parts)
+    end
+    return total
+  end },
+  { "table_churn", function()
+    local live = {}
+    for i = 1, 3000000 do live[i % 1000 + 1] = { i, i * 2, name = "x" } end
+    return #live
+  end },
+}
+
+if arg[1] == "run" then
+  for _, workload in ipairs(WORKLOADS) do
+    if workload[1] == arg[2] then
+      local start = os.clock()
+      workload[2]()
+      print(string.format("%.6f", os.clock() - start))
+      return
+    end
+  end
+  error("no workload " .. tostring(arg[2]))
+end
+
+local runner = arg[-1]
+local script = arg[0]
+local function time(state, name)
+  local command = string.format("%q --state %s %q run %s", runner, state, script, name)
+  local pipe = assert(io.popen(command))
+  local seconds = tonumber(pipe:read("*a"))
+  pipe:close()
+  return assert(seconds, "no timing from " .. command)
+end
+
+local function median(values)
+  table.sort(values)
+  return values[(#values + 1) // 2]
+end
+
+print(string.format("%-18s %12s %12s %8s", "workload", "plain (s)", "accounted (s)", "ratio"))
+for _, workload in ipairs(WORKLOADS) do
+  local plain, accounted = {}, {}
+  for i = 1, 5 do
+    plain[i] = time("plain", workload[1])
+    accounted[i] = time("accounted", workload[1])
+  end
+  local p, a = median(plain), median(accounted)
+  print(string.format("%-18s %12.3f %12.3f %7.3fx", workload[1], p, a, a / p))
+end
