@@ -7,6 +7,8 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
@@ -67,6 +69,24 @@ int main(int argc, char **argv) {
   run(a, EXERCISE);
   lua_close(b);
   run(a, EXERCISE);
+
+  /* pid() is cached, and the cache is cleared in a forked child. */
+  run(a, "PARENT = require('system').pid()");
+  {
+    pid_t child = fork();
+    if (child == 0) {
+      char check[256];
+      snprintf(check, sizeof check, "assert(require('system').pid() == %ld and PARENT ~= %ld, 'pid after fork')",
+               (long)getpid(), (long)getpid());
+      run(a, check);
+      _exit(0);
+    } else {
+      int status = 0;
+      waitpid(child, &status, 0);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) { fprintf(stderr, "lifecycle: pid in child\n"); return 1; }
+      run(a, "assert(require('system').pid() == PARENT)");
+    }
+  }
   lua_close(a);
 
   /* Loaded while the collector is stopped: it stays stopped until asked. */

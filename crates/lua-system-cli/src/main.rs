@@ -64,6 +64,10 @@ fn new_state(kind: StateKind) -> mlua::Result<State> {
 }
 
 fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
+    // How old mem_stats()'s process figures may be, in milliseconds (default 10).
+    if let Some(ms) = std::env::var("LUA_SYSTEM_SAMPLE_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        lua_system::set_process_sample_interval(std::time::Duration::from_millis(ms));
+    }
     let lua = new_state(options.state)?;
     if options.ignore_environment {
         // Read by the package library when it opens: ignore LUA_PATH and LUA_CPATH.

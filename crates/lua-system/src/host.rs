@@ -1,7 +1,16 @@
-//! The host: `hostname()` and `pid()`, each read from the kernel on every call, so a renamed
-//! host or a forked child answers correctly.
+//! The host: `hostname()` and `pid()`.
+//!
+//! * `hostname()` asks the kernel (`uname(2)`) on every call: no cache can be told that the host
+//!   was renamed without a system call of its own, so a renamed host is always seen.
+//! * `pid()` is cached: a process's id changes only in a child after `fork`, and a `fork`
+//!   handler clears the cache in the child (`ffi/fork.rs`), so the child asks the kernel again.
+//!   (A child made by a raw `clone(2)` system call, bypassing the C library's `fork`, would
+//!   keep the parent's cached id; nothing in a Lua host does that.)
 
-use crate::ffi::{Call, Reply};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
+
+use crate::ffi::{Call, Reply, fork};
 use crate::text::{Text, text};
 
 /// `system.hostname()`: the node name from `uname(2)`.
@@ -12,8 +21,31 @@ pub(crate) fn hostname(call: &Call<'_>) -> Result<Reply, Text> {
     Ok(Reply::Text(text!("{name}")))
 }
 
-/// `system.pid()`: `getpid(2)`.
+/// The process id; 0 until read (or again in a forked child).
+static PID: AtomicI32 = AtomicI32::new(0);
+
+/// `system.pid()`: `getpid(2)`, cached until the next `fork`.
 pub(crate) fn pid(call: &Call<'_>) -> Result<Reply, Text> {
     let _ = call;
-    Ok(Reply::Integer(rustix::process::getpid().as_raw_nonzero().get() as i64))
+    Ok(Reply::Integer(i64::from(current_pid())))
+}
+
+/// Whether the fork handler is registered: only then may the pid be cached.
+static CACHEABLE: LazyLock<bool> = LazyLock::new(|| fork::run_in_children(forget_pid));
+
+extern "C" fn forget_pid() {
+    PID.store(0, Relaxed);
+}
+
+fn current_pid() -> i32 {
+    match PID.load(Relaxed) {
+        0 => {
+            let pid = rustix::process::getpid().as_raw_nonzero().get();
+            if *CACHEABLE {
+                PID.store(pid, Relaxed);
+            }
+            pid
+        }
+        pid => pid,
+    }
 }

@@ -1,10 +1,12 @@
-//! The only place with `unsafe` code: the Lua C API and the allocator statistics.
+//! The only place with `unsafe` code: the Lua C API, the allocator statistics, `pthread_atfork`.
 //!
 //! * [`call`]: the trampoline every module function runs through: it reads the arguments,
 //!   catches panics and pushes the `value, err` pair.
 //! * [`alloc`]: the `lua_Alloc` function that accounts a state's allocations.
 //! * [`allocator`]: statistics of the process allocator (jemalloc or glibc).
 //! * [`collector`]: `lua_gc`, and how each Lua version encodes the collector's parameters.
+//! * [`coroutines`]: counting coroutines where the allocator cannot see them.
+//! * [`fork`]: a handler run in children after `fork` (the pid cache).
 //! * [`state`]: creating and closing states, building the module table, the cycle sentinel.
 //!
 //! Everything outside this directory is safe Rust.
@@ -18,6 +20,7 @@ pub(crate) mod allocator;
 pub(crate) mod call;
 pub(crate) mod collector;
 pub(crate) mod coroutines;
+pub(crate) mod fork;
 pub(crate) mod state;
 
 pub(crate) use call::{Arg, Call, Reply};
