@@ -3,6 +3,10 @@
 -- each run in a fresh runner process, the two kinds alternated, medians of 5 runs.
 --
 --   lua-system bench/workloads.lua            (about a minute)
+--   lua-system [--state plain] bench/workloads.lua run NAME [small]   (one run, prints seconds)
+--
+-- `small` sizes are for bench/accounting-instructions, which counts instructions with callgrind.
+local SMALL = arg[1] == "run" and arg[3] == "small"
 local WORKLOADS = {
   { "binary_trees_16", function()
     local function bottom_up(depth)
@@ -14,7 +18,7 @@ local WORKLOADS = {
       if tree[1] then return 1 + check(tree[1]) + check(tree[2]) end
       return 1
     end
-    local max_depth = 16
+    local max_depth = SMALL and 12 or 16
     local stretch = check(bottom_up(max_depth + 1))
     local long_lived = bottom_up(max_depth)
     local sum = stretch
@@ -25,7 +29,7 @@ local WORKLOADS = {
   end },
   { "string_building", function()
     local total = 0
-    for round = 1, 20 do
+    for round = 1, SMALL and 2 or 20 do
       local parts = {}
       for i = 1, 50000 do parts[#parts + 1] = "item " .. i .. ";" .. round end
       total = total + #table.concat(parts)
@@ -34,7 +38,7 @@ local WORKLOADS = {
   end },
   { "table_churn", function()
     local live = {}
-    for i = 1, 3000000 do live[i % 1000 + 1] = { i, i * 2, name = "x" } end
+    for i = 1, SMALL and 300000 or 3000000 do live[i % 1000 + 1] = { i, i * 2, name = "x" } end
     return #live
   end },
 }

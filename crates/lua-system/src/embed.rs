@@ -208,3 +208,30 @@ pub fn set_memory_limit(lua: &Lua, limit: Option<usize>) -> mlua::Result<Option<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The module's memory in one state: the Lua objects `register` creates (module table,
+    /// eleven closures, loader, cycle sentinel) and the Rust-side record. Budget: 16 KiB.
+    #[test]
+    fn the_module_costs_under_16_kib_per_state() {
+        let state = AccountedState::new(Accounting::Exact).unwrap();
+        // SAFETY: the handle is dropped before the state.
+        let lua = unsafe { state.lua() };
+        lua.load_std_libs(StdLib::ALL_SAFE).unwrap();
+        let data = state.data();
+        // SAFETY: `data` lives as long as `state`.
+        let heap = unsafe { &data.as_ref().heap };
+        lua.gc_collect().unwrap();
+        let before = heap.live_bytes();
+        register(&lua, data).unwrap();
+        lua.gc_collect().unwrap();
+        let lua_bytes = heap.live_bytes() - before;
+        let rust_bytes = (std::mem::size_of::<StateData>() + std::mem::size_of::<Installed>()) as u64;
+        println!("module per state: {lua_bytes} bytes of Lua heap + {rust_bytes} bytes of Rust heap");
+        assert!(lua_bytes + rust_bytes <= 16 * 1024, "{lua_bytes} + {rust_bytes}");
+        drop(lua);
+    }
+}
