@@ -6,9 +6,10 @@
 --   lua-system [--state plain] bench/workloads.lua run NAME [small]   (one run, prints seconds)
 --
 -- `small` sizes are for bench/accounting-instructions, which counts instructions with callgrind.
-local SMALL = arg[1] == "run" and arg[3] == "small"
+-- Loaded without `arg` (the criterion bench `accounting`), this file returns the workloads:
+-- { { name, function(small) ... end }, ... }.
 local WORKLOADS = {
-  { "binary_trees_16", function()
+  { "binary_trees_16", function(SMALL)
     local function bottom_up(depth)
       if depth == 0 then return {} end
       depth = depth - 1
@@ -27,7 +28,7 @@ local WORKLOADS = {
     end
     return sum + check(long_lived)
   end },
-  { "string_building", function()
+  { "string_building", function(SMALL)
     local total = 0
     for round = 1, SMALL and 2 or 20 do
       local parts = {}
@@ -36,18 +37,22 @@ local WORKLOADS = {
     end
     return total
   end },
-  { "table_churn", function()
+  { "table_churn", function(SMALL)
     local live = {}
     for i = 1, SMALL and 300000 or 3000000 do live[i % 1000 + 1] = { i, i * 2, name = "x" } end
     return #live
   end },
 }
 
+if type(arg) ~= "table" then
+  return WORKLOADS
+end
+
 if arg[1] == "run" then
   for _, workload in ipairs(WORKLOADS) do
     if workload[1] == arg[2] then
       local start = os.clock()
-      workload[2]()
+      workload[2](arg[3] == "small")
       print(string.format("%.6f", os.clock() - start))
       return
     end

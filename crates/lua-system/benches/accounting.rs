@@ -5,69 +5,31 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use lua_system::SystemLua;
-use lua_system::mlua::{Function, Lua, StdLib};
+use lua_system::mlua::{Function, Lua, StdLib, Table, Value};
 
-/// (name, Lua source returning a function that runs the workload once)
-const WORKLOADS: &[(&str, &str)] = &[
-    (
-        "binary_trees_12",
-        r#"
-        local function bottom_up(depth)
-            if depth == 0 then return {} end
-            depth = depth - 1
-            return { bottom_up(depth), bottom_up(depth) }
-        end
-        local function check(tree)
-            if tree[1] then return 1 + check(tree[1]) + check(tree[2]) end
-            return 1
-        end
-        return function()
-            local long_lived = bottom_up(12)
-            local sum = 0
-            for depth = 4, 12, 2 do
-                for _ = 1, 2 ^ (12 - depth + 4) do sum = sum + check(bottom_up(depth)) end
-            end
-            return sum + check(long_lived)
-        end
-        "#,
-    ),
-    (
-        "string_building",
-        r#"
-        return function()
-            local parts = {}
-            for i = 1, 20000 do parts[#parts + 1] = "item " .. i .. ";" end
-            return #table.concat(parts)
-        end
-        "#,
-    ),
-    (
-        "table_churn",
-        r#"
-        return function()
-            local live = {}
-            for i = 1, 100000 do live[i % 1000 + 1] = { i, i * 2, name = "x" } end
-            return #live
-        end
-        "#,
-    ),
-];
+/// The workloads of bench/workloads.lua, at their small sizes.
+const WORKLOADS: &str = include_str!("../../../bench/workloads.lua");
 
-fn workload(lua: &Lua, source: &str) -> Function {
-    lua.load(source).eval().unwrap()
+/// Workload `index` of bench/workloads.lua in `lua`, as a function running it once, small.
+fn workload(lua: &Lua, index: usize) -> (String, Function) {
+    let workloads: Table = lua.load(WORKLOADS).set_name("@bench/workloads.lua").eval().unwrap();
+    let entry: Table = workloads.get(index).unwrap();
+    let run: Function = entry.get(2).unwrap();
+    let small = lua.create_function(move |_, ()| run.call::<Value>(true)).unwrap();
+    (entry.get(1).unwrap(), small)
 }
 
 fn accounting(c: &mut Criterion) {
-    for (name, source) in WORKLOADS {
-        let mut group = c.benchmark_group(*name);
-        group.sample_size(20);
+    for index in 1..=3 {
         let plain = Lua::new_with(StdLib::ALL_SAFE, Default::default()).unwrap();
-        let run_plain = workload(&plain, source);
+        let (name, run_plain) = workload(&plain, index);
         // SAFETY: the `Lua` is not cloned.
         let exact = unsafe { SystemLua::with_libs(StdLib::ALL_SAFE).unwrap() };
-        let run_exact = workload(&exact, source);
-        group.bench_function("mlua Lua::new", |b| b.iter(|| run_plain.call::<i64>(()).unwrap()));
-        group.bench_function("SystemLua (accounted)", |b| b.iter(|| run_exact.call::<i64>(()).unwrap()));
+        let (_, run_exact) = workload(&exact, index);
+        let mut group = c.benchmark_group(name);
+        group.sample_size(10);
+        group.bench_function("mlua Lua::new", |b| b.iter(|| run_plain.call::<Value>(()).unwrap()));
+        group.bench_function("SystemLua (accounted)", |b| b.iter(|| run_exact.call::<Value>(()).unwrap()));
         group.finish();
     }
 }

@@ -100,16 +100,26 @@ unsafe fn record(l: *mut lua_State, index: c_int) {
     }
 }
 
-/// `coroutine.create(f)`, recorded.
-unsafe extern "C-unwind" fn create_and_track(l: *mut lua_State) -> c_int {
-    // SAFETY: upvalue 1 is the original `coroutine.create`; errors it raises propagate as its
-    // own (the argument is checked here first, so the message names 'create').
+/// Calls the original function (upvalue 1) with the function argument, leaving its result on
+/// top. The argument is checked here first, so an error names the script's function, as the
+/// original's own check would.
+unsafe fn call_original(l: *mut lua_State) {
+    // SAFETY: called from the wrappers, whose upvalue 1 is the original; errors it raises
+    // propagate as its own.
     unsafe {
         ffi::luaL_checktype(l, 1, ffi::LUA_TFUNCTION);
         ffi::lua_settop(l, 1);
         ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
         ffi::lua_insert(l, 1);
         ffi::lua_call(l, 1, 1);
+    }
+}
+
+/// `coroutine.create(f)`, recorded.
+unsafe extern "C-unwind" fn create_and_track(l: *mut lua_State) -> c_int {
+    // SAFETY: a wrapper made by `wrap_field`.
+    unsafe {
+        call_original(l);
         record(l, -1);
     }
     1
@@ -117,13 +127,9 @@ unsafe extern "C-unwind" fn create_and_track(l: *mut lua_State) -> c_int {
 
 /// `coroutine.wrap(f)`, recorded: the thread is the first upvalue of the function `wrap` makes.
 unsafe extern "C-unwind" fn wrap_and_track(l: *mut lua_State) -> c_int {
-    // SAFETY: as for `create_and_track`.
+    // SAFETY: a wrapper made by `wrap_field`.
     unsafe {
-        ffi::luaL_checktype(l, 1, ffi::LUA_TFUNCTION);
-        ffi::lua_settop(l, 1);
-        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
-        ffi::lua_insert(l, 1);
-        ffi::lua_call(l, 1, 1);
+        call_original(l);
         if !ffi::lua_getupvalue(l, -1, 1).is_null() {
             record(l, -1);
             ffi::lua_settop(l, -2);
