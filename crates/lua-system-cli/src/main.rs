@@ -12,8 +12,8 @@ mod warnings;
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
-use lua_system::SystemLua;
 use lua_system::mlua::{self, Lua, MultiValue, StdLib, Table, Value};
+use lua_system::{Permissions, Profile, SystemLua};
 
 use crate::options::{Action, Options, StateKind, USAGE};
 
@@ -75,6 +75,7 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
     }
     lua.load_std_libs(StdLib::ALL)?;
     lua_system::install(&lua)?;
+    apply_restrictions(&lua, options)?;
     let warnings = warnings::install(&lua);
 
     if options.version {
@@ -109,6 +110,24 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
         } else {
             run_chunk(&lua, &read_stdin()?, "=stdin", MultiValue::new())?;
         }
+    }
+    Ok(())
+}
+
+/// `--profile`, `--allow`, `--deny` and `--memory-limit`.
+fn apply_restrictions(lua: &Lua, options: &Options) -> mlua::Result<()> {
+    let bad = |message: String| mlua::Error::runtime(message);
+    let mut permissions = match &options.profile {
+        Some(name) => Permissions::profile(name.parse::<Profile>().map_err(bad)?),
+        None => Permissions::default(),
+    };
+    for (allow, name) in &options.permission_changes {
+        permissions =
+            if *allow { permissions.allow(name) } else { permissions.deny(name) }.map_err(|e| bad(e.to_string()))?;
+    }
+    lua_system::set_permissions(lua, permissions)?;
+    if let Some(bytes) = options.memory_limit {
+        lua_system::set_memory_limit(lua, Some(bytes))?;
     }
     Ok(())
 }

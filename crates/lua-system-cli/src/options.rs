@@ -14,6 +14,12 @@ Available options are:
   -W        turn warnings on
   --        stop handling options
   -         stop handling options and execute stdin
+  --profile full|observe|sandbox
+            what scripts may do with the system module (default full)
+  --allow LIST, --deny LIST
+            allow or deny functions of the module, by name, comma-separated
+  --memory-limit BYTES
+            the state's memory limit; suffixes K, M, G (powers of 1024)
   --state accounted|plain
             the Lua state: the module's own allocator, every figure exact (default), or
             mlua's plain state with the module observing (to measure the accounting's cost)";
@@ -42,6 +48,10 @@ pub enum StateKind {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Options {
     pub state: StateKind,
+    /// `--profile`, then `--allow`/`--deny` in order: (allow?, function).
+    pub profile: Option<String>,
+    pub permission_changes: Vec<(bool, String)>,
+    pub memory_limit: Option<usize>,
     pub actions: Vec<Action>,
     pub interactive: bool,
     pub version: bool,
@@ -80,6 +90,27 @@ impl Options {
                     break;
                 }
                 "-E" => options.ignore_environment = true,
+                "--profile" | "--allow" | "--deny" | "--memory-limit" => {
+                    i += 1;
+                    let Some(value) = argv.get(i) else {
+                        return Err(BadOption(format!("'{arg}' needs argument")));
+                    };
+                    match arg {
+                        "--profile" => options.profile = Some(value.clone()),
+                        "--memory-limit" => {
+                            options.memory_limit = Some(parse_bytes(value).ok_or_else(|| {
+                                BadOption(format!(
+                                    "'--memory-limit' needs a number of bytes (suffix K, M or G), not '{value}'"
+                                ))
+                            })?)
+                        }
+                        _ => {
+                            for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                                options.permission_changes.push((arg == "--allow", name.to_owned()));
+                            }
+                        }
+                    }
+                }
                 "--state" => {
                     i += 1;
                     options.state = match argv.get(i).map(String::as_str) {
@@ -128,6 +159,18 @@ impl Options {
     }
 }
 
+/// `1234`, `64K`, `512M`, `2G` (powers of 1024).
+pub fn parse_bytes(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let (digits, unit) = match text.as_bytes().last()? {
+        b'K' | b'k' => (&text[..text.len() - 1], 1usize << 10),
+        b'M' | b'm' => (&text[..text.len() - 1], 1 << 20),
+        b'G' | b'g' => (&text[..text.len() - 1], 1 << 30),
+        _ => (text, 1),
+    };
+    digits.parse::<usize>().ok()?.checked_mul(unit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +212,25 @@ mod tests {
     fn bad_options_are_reported() {
         assert_eq!(parse(&["-x"]).unwrap_err().0, "unrecognized option '-x'");
         assert_eq!(parse(&["-e"]).unwrap_err().0, "'-e' needs argument");
+    }
+
+    #[test]
+    fn sandbox_options_are_collected_in_order() {
+        let o = parse(&["--profile", "observe", "--allow", "gc,pid", "--deny", "hostname", "--memory-limit", "64M"])
+            .unwrap();
+        assert_eq!(o.profile.as_deref(), Some("observe"));
+        assert_eq!(o.permission_changes, vec![(true, "gc".into()), (true, "pid".into()), (false, "hostname".into())]);
+        assert_eq!(o.memory_limit, Some(64 << 20));
+        assert!(parse(&["--memory-limit", "lots"]).is_err());
+    }
+
+    #[test]
+    fn byte_sizes_take_suffixes() {
+        assert_eq!(parse_bytes("1234"), Some(1234));
+        assert_eq!(parse_bytes("2K"), Some(2048));
+        assert_eq!(parse_bytes("3g"), Some(3 << 30));
+        assert_eq!(parse_bytes("-1"), None);
+        assert_eq!(parse_bytes("99999999999999999999G"), None);
     }
 
     #[test]

@@ -235,3 +235,62 @@ fn plain_state_option_runs_the_module_in_observed_mode() {
     let out = run(&["-e", "print(require('system').mem_stats().accounting)"]);
     assert_eq!(stdout(&out), "exact\n", "{}", stderr(&out));
 }
+
+#[test]
+fn observe_profile_denies_changes_and_keeps_the_functions() {
+    let script = "local s = require('system')
+        print(type(s.gc), s.gc())
+        print(s.set_gc_percent(50))
+        print(s.go_max_procs() > 0, s.go_max_procs(1))
+        print(s.set_memory_limit(1000))
+        print(s.get_gc_percent(), s.pid() > 0, s.allocated() > 0)";
+    let out = run(&["--profile", "observe", "-e", script]);
+    assert_eq!(
+        stdout(&out),
+        "function\tnil\tpermission denied: system.gc\n\
+         nil\tpermission denied: system.set_gc_percent\n\
+         true\tnil\tpermission denied: system.go_max_procs\n\
+         nil\tpermission denied: system.set_memory_limit\n\
+         100\ttrue\ttrue\n",
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn sandbox_profile_also_hides_the_host_and_allow_deny_adjust_it() {
+    let script = "local s = require('system') print(s.hostname()) print(s.pid()) print(s.gc()) print(s.num_cpu() > 0)";
+    let out = run(&["--profile", "sandbox", "--allow", "gc", "--deny", "num_cpu", "-e", script]);
+    assert_eq!(
+        stdout(&out),
+        "nil\tpermission denied: system.hostname\n\
+         nil\tpermission denied: system.pid\n\
+         true\tnil\n",
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("attempt to compare"), "num_cpu denied: {}", stderr(&out));
+}
+
+#[test]
+fn bad_profile_and_function_names_are_refused() {
+    let out = run(&["--profile", "paranoid", "-e", ""]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown profile 'paranoid'"), "{}", stderr(&out));
+    let out = run(&["--deny", "fork", "-e", ""]);
+    assert!(stderr(&out).contains("'fork' is not a function of the system module"), "{}", stderr(&out));
+}
+
+#[test]
+fn memory_limit_option_stops_a_runaway_script_which_can_recover() {
+    let script = "local s = require('system')
+        print(s.get_memory_limit())
+        print(pcall(string.rep, 'x', 64 * 1024 * 1024))
+        collectgarbage()
+        print(#string.rep('y', 1024))";
+    let out = run(&["--memory-limit", "8M", "-e", script]);
+    assert_eq!(stdout(&out), "8388608\tnil\nfalse\tnot enough memory\n1024\n", "{}", stderr(&out));
+    let out = run(&["--memory-limit", "1M", "-e", "local t = {} for i = 1, 1e7 do t[i] = i end"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not enough memory"), "{}", stderr(&out));
+}

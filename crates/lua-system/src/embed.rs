@@ -11,7 +11,9 @@ use std::ptr::NonNull;
 use mlua::{Function, LightUserData, Lua, StdLib, Table};
 
 use crate::ffi::state::{AccountedState, attach_to, make_loader, read_stats};
+use crate::limit;
 use crate::memory::MemStats;
+use crate::permissions::Permissions;
 use crate::state::{Accounting, StateData};
 
 /// The module's record of a state, kept in mlua's app data.
@@ -126,7 +128,7 @@ pub fn install(lua: &Lua) -> mlua::Result<Table> {
     let data = match existing {
         Some(data) => data,
         None if has_mlua_allocator(lua) => {
-            let owner = Box::new(StateData::new(Accounting::Observed));
+            let owner = Box::new(StateData { mlua_limit: true, ..StateData::new(Accounting::Observed) });
             let data = NonNull::from(&*owner);
             lua.set_app_data(Installed { data, _owner: Some(owner) });
             data
@@ -177,36 +179,31 @@ pub fn mem_stats(lua: &Lua) -> mlua::Result<MemStats> {
     read_stats(lua, installed.data())
 }
 
-/// The state's memory limit in bytes (`None`: no limit).
+/// The state's memory limit in bytes (`None`: no limit). See `set_memory_limit`.
 pub fn memory_limit(lua: &Lua) -> mlua::Result<Option<usize>> {
     let installed = installed(lua)?;
-    let data = installed.data();
-    match data.accounting {
-        Accounting::Exact | Accounting::Interposed => Ok(data.heap.memory_limit()),
-        Accounting::Observed => {
-            // mlua has no getter: setting returns the previous limit, which is set back.
-            let limit = lua.set_memory_limit(0)?;
-            lua.set_memory_limit(limit)?;
-            Ok(Some(limit).filter(|&l| l != 0))
-        }
-    }
+    limit::get(installed.data(), Some(lua)).map_err(|e| mlua::Error::runtime(e.as_str()))
 }
 
 /// Sets the state's memory limit in bytes (`None`: no limit) and returns the previous one.
 /// Past the limit, an allocation fails and the script gets Lua's "not enough memory" error,
 /// which `pcall` can catch; freeing memory makes room again. A limit below the bytes in use is
-/// accepted and stops growth. Observed states use mlua's own limit.
+/// accepted and stops growth. States mlua created use mlua's own limit.
 pub fn set_memory_limit(lua: &Lua, limit: Option<usize>) -> mlua::Result<Option<usize>> {
     let installed = installed(lua)?;
-    let data = installed.data();
-    match data.accounting {
-        Accounting::Exact | Accounting::Interposed => Ok(data.heap.set_memory_limit(limit)),
-        Accounting::Observed => {
-            // mlua reads 0 as "no limit"; a limit of 0 bytes is as good as 1.
-            let previous = lua.set_memory_limit(limit.map_or(0, |l| l.max(1)))?;
-            Ok(Some(previous).filter(|&l| l != 0))
-        }
-    }
+    limit::set(installed.data(), Some(lua), limit).map_err(|e| mlua::Error::runtime(e.as_str()))
+}
+
+/// What scripts of the state may do with the module (default: everything).
+pub fn permissions(lua: &Lua) -> mlua::Result<Permissions> {
+    Ok(installed(lua)?.data().permissions())
+}
+
+/// Sets what scripts of the state may do with the module. A denied call answers
+/// `nil, "permission denied: system.<function>"` and changes nothing.
+pub fn set_permissions(lua: &Lua, permissions: Permissions) -> mlua::Result<()> {
+    installed(lua)?.data().set_permissions(permissions);
+    Ok(())
 }
 
 #[cfg(test)]

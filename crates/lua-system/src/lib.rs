@@ -38,17 +38,20 @@ mod embed;
 mod ffi;
 mod gc;
 mod host;
+mod limit;
 mod memory;
 mod module;
+mod permissions;
 mod process;
 mod procs;
 mod runtime;
 mod state;
 mod text;
 
-pub use embed::{SystemLua, install, mem_stats, memory_limit, set_memory_limit};
+pub use embed::{SystemLua, install, mem_stats, memory_limit, permissions, set_memory_limit, set_permissions};
 pub use memory::{Figure, MemStats, Unavailable};
 pub use mlua;
+pub use permissions::{Operation, Permissions, Profile, UnknownFunction};
 pub use process::{HeapMemory, ProcessMemory, read as process_memory, set_process_sample_interval};
 pub use procs::{
     MAX_PROCS_CAP, SetMaxProcsError, Subscription, max_procs, num_cpu, on_max_procs_change, set_max_procs,

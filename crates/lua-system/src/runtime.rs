@@ -6,6 +6,7 @@
 
 use crate::args;
 use crate::ffi::{Call, Reply};
+use crate::permissions::Operation;
 use crate::procs;
 use crate::text::{Text, text};
 
@@ -29,6 +30,7 @@ pub(crate) fn go_max_procs(call: &Call<'_>) -> Result<Reply, Text> {
     let Some(n) = args::optional_integer(call, 1)? else {
         return Ok(Reply::Integer(procs::max_procs() as i64));
     };
+    call.permit(Operation::SetGoMaxProcs)?;
     if n < 1 {
         return Err(args::bad_argument(call, 1, format_args!("value out of range: must be at least 1, got {n}")));
     }

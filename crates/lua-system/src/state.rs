@@ -1,10 +1,13 @@
 //! What the module keeps for each Lua state it is installed in.
 
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
 use crate::alloc::Heap;
 use crate::ffi::Collector;
 use crate::ffi::alloc::Chain;
 use crate::ffi::collector::ANSWERS_DURING_FINALIZERS;
 use crate::gc::GcState;
+use crate::permissions::Permissions;
 
 /// How much of a state's memory the module can see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,11 +50,22 @@ pub(crate) struct StateData {
     pub(crate) accounting: Accounting,
     /// For interposed states: the interpreter's allocator, which serves every block.
     pub(crate) chain: Option<Chain>,
+    /// What scripts may do (`permissions.rs`), as bits.
+    pub(crate) permissions: AtomicU32,
+    /// For observed states mlua created: mlua's allocator enforces the memory limit.
+    pub(crate) mlua_limit: bool,
 }
 
 impl StateData {
     pub(crate) fn new(accounting: Accounting) -> StateData {
-        StateData { heap: Heap::new(), gc: GcState::new(), accounting, chain: None }
+        StateData {
+            heap: Heap::new(),
+            gc: GcState::new(),
+            accounting,
+            chain: None,
+            permissions: AtomicU32::new(Permissions::default().to_bits()),
+            mlua_limit: false,
+        }
     }
 
     /// The record of a state whose allocator is `chain`, holding `live_bytes` now.
@@ -59,6 +73,14 @@ impl StateData {
         let data = StateData { chain: Some(chain), ..StateData::new(Accounting::Interposed) };
         data.heap.set_initial_live_bytes(live_bytes);
         data
+    }
+
+    pub(crate) fn permissions(&self) -> Permissions {
+        Permissions::from_bits(self.permissions.load(Relaxed))
+    }
+
+    pub(crate) fn set_permissions(&self, permissions: Permissions) {
+        self.permissions.store(permissions.to_bits(), Relaxed);
     }
 
     /// Whether the allocator counts coroutines (see `ffi/coroutines.rs` for the other way).

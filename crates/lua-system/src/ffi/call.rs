@@ -13,6 +13,7 @@ use mlua::ffi::{self, lua_State};
 
 use super::Collector;
 use crate::memory::MemStats;
+use crate::permissions::Operation;
 use crate::state::StateData;
 use crate::text::{Text, text};
 
@@ -23,6 +24,8 @@ pub(crate) type ModuleFn = fn(&Call<'_>) -> Result<Reply, Text>;
 pub(crate) struct Entry {
     pub name: &'static CStr,
     pub function: ModuleFn,
+    /// What calling it does, for permissions (`go_max_procs(n)` checks its setting itself).
+    pub operation: Operation,
 }
 
 impl Entry {
@@ -90,6 +93,22 @@ impl<'a> Call<'a> {
         unsafe { Collector::new(self.l) }
     }
 
+    /// `Ok` if the state's permissions allow `operation`; otherwise the message of a denied call.
+    pub(crate) fn permit(&self, operation: Operation) -> Result<(), Text> {
+        if self.data.permissions().allows(operation) {
+            Ok(())
+        } else {
+            Err(text!("permission denied: system.{}", operation.function()))
+        }
+    }
+
+    /// mlua's handle on the state, for states mlua created (where mlua enforces the memory limit).
+    pub(crate) fn mlua(&self) -> Option<&'a mlua::Lua> {
+        // SAFETY: only for states made by mlua, whose registry holds mlua's record: this returns
+        // that handle, valid while the state runs this call.
+        self.data.mlua_limit.then(|| unsafe { mlua::Lua::get_or_init_from_ptr(self.l) })
+    }
+
     /// Coroutines recorded by the `coroutine.create`/`wrap` wrappers (see `coroutines.rs`).
     pub(crate) fn recorded_coroutines(&self) -> u64 {
         // SAFETY: `self.l` is running; a C function has room for LUA_MINSTACK values.
@@ -145,10 +164,12 @@ unsafe extern "C-unwind" fn trampoline(l: *mut lua_State) -> c_int {
         let data = ffi::lua_touserdata(l, ffi::lua_upvalueindex(2)) as *const StateData;
         (&*entry, &*data)
     };
-    let outcome = match catch_unwind(AssertUnwindSafe(|| (entry.function)(&Call { l, data, entry }))) {
-        Ok(outcome) => outcome,
-        Err(_panic) => Err(text!("{}: internal error (a panic was caught)", entry.name())),
-    };
+    let call = Call { l, data, entry };
+    let outcome =
+        match catch_unwind(AssertUnwindSafe(|| call.permit(entry.operation).and_then(|()| (entry.function)(&call)))) {
+            Ok(outcome) => outcome,
+            Err(_panic) => Err(text!("{}: internal error (a panic was caught)", entry.name())),
+        };
     // From here on this frame holds only `Copy` data: a memory error raised while pushing
     // may `longjmp` over it.
     // SAFETY: `l` is the running state; a C function has room for LUA_MINSTACK values.
