@@ -17,6 +17,11 @@ T.test("every function of the spec is present", function()
   end
 end)
 
+T.test("the extras beyond the spec are present: the memory limit", function()
+  T.eq(type(system.set_memory_limit), "function")
+  T.eq(type(system.get_memory_limit), "function")
+end)
+
 T.test("each call returns exactly a value and nil", function()
   T.eq(type(T.ok("mem_stats", system.mem_stats)), "table")
   T.check(T.is_integer(T.ok("allocated", system.allocated)), "allocated")

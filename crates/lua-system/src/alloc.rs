@@ -18,6 +18,8 @@
 //! sampler) well defined.
 
 use std::collections::HashSet;
+
+use crate::faults::{self, Fault};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -79,6 +81,9 @@ impl Heap {
     /// with an emergency collection and, failing that, a "not enough memory" error.
     #[inline]
     pub(crate) fn admits(&self, growth: usize) -> bool {
+        if faults::active(Fault::AllocatorFails) {
+            return false;
+        }
         let limit = self.limit.load(Relaxed);
         limit == NO_LIMIT || (self.live_bytes.get() as usize).saturating_add(growth) <= limit
     }

@@ -10,12 +10,15 @@
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
 
+use crate::faults::{self, Fault};
 use crate::ffi::{Call, Reply, fork};
 use crate::text::{Text, text};
 
 /// `system.hostname()`: the node name from `uname(2)`.
 pub(crate) fn hostname(call: &Call<'_>) -> Result<Reply, Text> {
-    let _ = call;
+    if faults::active(Fault::HostnameUnreadable) {
+        return Err(text!("{}: cannot read the host name: Operation not permitted (os error 1)", call.name()));
+    }
     let name = rustix::system::uname();
     let name = name.nodename().to_string_lossy();
     Ok(Reply::Text(text!("{name}")))

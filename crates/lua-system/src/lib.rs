@@ -35,6 +35,7 @@
 mod alloc;
 mod args;
 mod embed;
+mod faults;
 mod ffi;
 mod gc;
 mod host;
@@ -49,6 +50,8 @@ mod state;
 mod text;
 
 pub use embed::{SystemLua, install, mem_stats, memory_limit, permissions, set_memory_limit, set_permissions};
+#[cfg(feature = "fault-injection")]
+pub use faults::{Fault, inject as inject_fault};
 pub use memory::{Figure, MemStats, Unavailable};
 pub use mlua;
 pub use permissions::{Operation, Permissions, Profile, UnknownFunction};

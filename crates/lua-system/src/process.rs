@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
+use crate::faults::{self, Fault};
 use crate::ffi::allocator;
 use crate::text::{Text, text};
 
@@ -144,6 +145,9 @@ impl KernelFigures {
     /// it. The file is named by pid, not `self`, and reopened when the pid changes, so a forked
     /// child reads its own.
     fn read() -> Result<KernelFigures, Text> {
+        if faults::active(Fault::ProcUnreadable) {
+            return Err(text!("cannot read {}: Permission denied (os error 13)", Self::PATH));
+        }
         static STATUS: Mutex<Option<(u32, File)>> = Mutex::new(None);
         let pid = std::process::id();
         let mut cached = STATUS.lock().unwrap_or_else(|poison| poison.into_inner());

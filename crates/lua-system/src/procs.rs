@@ -207,7 +207,13 @@ mod affinity {
                 return Ok(());
             }
             for tid in pending {
-                match Pid::from_raw(tid).map(|pid| sched_setaffinity(Some(pid), &set)) {
+                let refused = crate::faults::active(crate::faults::Fault::AffinityRefused) && !done.is_empty();
+                let result = if refused {
+                    Some(Err(rustix::io::Errno::PERM))
+                } else {
+                    Pid::from_raw(tid).map(|pid| sched_setaffinity(Some(pid), &set))
+                };
+                match result {
                     Some(Ok(())) | None => {}
                     Some(Err(rustix::io::Errno::SRCH)) => {} // exited meanwhile
                     Some(Err(e)) => {

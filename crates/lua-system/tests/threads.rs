@@ -138,3 +138,68 @@ fn new_threads_inherit_the_limit() {
     let cpus = allowed.split(':').nth(1).unwrap().trim();
     assert!(!cpus.contains(',') && !cpus.contains('-'), "one CPU: {allowed}");
 }
+
+/// Many threads, each creating and dropping states in a loop for a bounded time, calling every
+/// function with the setters included (GC percent, CPU limit, memory limit), under the observe
+/// profile half the time: no crash, no deadlock, and every answer consistent.
+#[test]
+fn stress_states_on_many_threads_for_three_seconds() {
+    let _serial = serial();
+    let original = lua_system::max_procs();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut rounds = 0u64;
+                while std::time::Instant::now() < deadline {
+                    // SAFETY: the `Lua` is not cloned.
+                    let lua = unsafe { SystemLua::new().unwrap() };
+                    let observe = rounds % 2 == 1;
+                    if observe {
+                        let profile = lua_system::Permissions::profile(lua_system::Profile::Observe);
+                        lua_system::set_permissions(&lua, profile).unwrap();
+                    }
+                    lua.globals().set("OBSERVE", observe).unwrap();
+                    lua.globals().set("SEED", t * 1000 + rounds as usize).unwrap();
+                    lua.load(
+                        r#"
+                        local s = require("system")
+                        local cpus = s.num_cpu()
+                        for i = 1, 20 do
+                            local p = (SEED * 7 + i * 13) % 400
+                            local previous, err = s.set_gc_percent(p)
+                            if OBSERVE then
+                                assert(previous == nil and err == "permission denied: system.set_gc_percent")
+                            else
+                                assert(previous and s.get_gc_percent() == p, "own setting read back")
+                            end
+                            local n = (SEED + i) % cpus + 1
+                            local before, err2 = s.go_max_procs(n)
+                            assert((OBSERVE and before == nil and err2:find("permission denied")) or before >= 1)
+                            local now = s.go_max_procs()
+                            assert(now >= 1 and now <= 1024)
+                            local limit, err3 = s.set_memory_limit(s.allocated() + 1024 * 1024)
+                            assert(OBSERVE == (limit == nil))
+                            local t = {} for j = 1, 200 do t[j] = { j } end
+                            s.set_memory_limit(-1)
+                            local stats = assert(s.mem_stats())
+                            assert(stats.heap_objects == stats.mallocs - stats.frees)
+                            assert(s.num_goroutines() >= 1 and s.pid() > 0 and #s.hostname() > 0)
+                            assert(OBSERVE == (s.gc() == nil))
+                        end
+                    "#,
+                    )
+                    .exec()
+                    .unwrap();
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    for thread in threads {
+        let rounds = thread.join().expect("a stress thread failed");
+        assert!(rounds > 0);
+    }
+    lua_system::set_max_procs(original).unwrap();
+}

@@ -12,6 +12,7 @@ use std::ptr;
 use mlua::ffi::{self, lua_State};
 
 use super::Collector;
+use crate::faults::{self, Fault};
 use crate::memory::MemStats;
 use crate::permissions::Operation;
 use crate::state::StateData;
@@ -165,11 +166,16 @@ unsafe extern "C-unwind" fn trampoline(l: *mut lua_State) -> c_int {
         (&*entry, &*data)
     };
     let call = Call { l, data, entry };
-    let outcome =
-        match catch_unwind(AssertUnwindSafe(|| call.permit(entry.operation).and_then(|()| (entry.function)(&call)))) {
-            Ok(outcome) => outcome,
-            Err(_panic) => Err(text!("{}: internal error (a panic was caught)", entry.name())),
-        };
+    let run = || {
+        if faults::active(Fault::Panic) {
+            panic!("injected fault in {}", entry.name());
+        }
+        call.permit(entry.operation).and_then(|()| (entry.function)(&call))
+    };
+    let outcome = match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(outcome) => outcome,
+        Err(_panic) => Err(text!("{}: internal error (a panic was caught)", entry.name())),
+    };
     // From here on this frame holds only `Copy` data: a memory error raised while pushing
     // may `longjmp` over it.
     // SAFETY: `l` is the running state; a C function has room for LUA_MINSTACK values.
