@@ -45,6 +45,7 @@ impl Installed {
 /// let lua = unsafe { lua_system::SystemLua::new()? };
 /// let objects: i64 = lua.load(r#"
 ///     local system = require("system")
+///     collectgarbage("stop")              -- no cycle freeing other objects meanwhile
 ///     local n = system.heap_objects()
 ///     local t = {}
 ///     return system.heap_objects() - n
