@@ -5,12 +5,15 @@
 //! state is a [`lua_system::SystemLua`], so every figure of `system.mem_stats()` is exact, and
 //! the process allocator is jemalloc, whose statistics give the process heap figures.
 
+mod monitor;
 mod options;
 mod repl;
 mod warnings;
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lua_system::mlua::{self, Lua, MultiValue, StdLib, Table, Value};
 use lua_system::{Permissions, Profile, SystemLua};
@@ -18,6 +21,9 @@ use lua_system::{Permissions, Profile, SystemLua};
 use crate::options::{Action, Options, StateKind, USAGE};
 
 pub const PROGNAME: &str = "lua-system";
+
+/// The most cycles a profile records (a script may run millions).
+const MAX_CYCLES: usize = 100_000;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -82,8 +88,55 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
         print_version(&lua);
     }
     lua.globals().set("arg", arg_table(&lua, argv, options.script)?)?;
+
+    // --gctrace and --mem-profile watch the accounted state's cycles and counters.
+    let watched = options.gctrace || options.mem_profile.is_some();
+    let profile_path =
+        options.mem_profile.as_deref().map(monitor::profile_path).transpose().map_err(mlua::Error::runtime)?;
+    let cycles = Arc::new(Mutex::new(Vec::new()));
+    if watched {
+        let State::Accounted(state) = &lua else {
+            return Err(mlua::Error::runtime("--gctrace and --mem-profile need the accounted state"));
+        };
+        monitor::mark_forced_collections(&lua)?;
+        let (trace, record) = (options.gctrace, profile_path.is_some().then(|| Arc::clone(&cycles)));
+        state.on_gc_cycle(Some(Box::new(move |cycle| {
+            if trace {
+                let _ = writeln!(std::io::stderr(), "{}", monitor::trace_line(cycle));
+            }
+            if let Some(cycles) = &record {
+                let mut cycles = cycles.lock().unwrap_or_else(|p| p.into_inner());
+                if cycles.len() < MAX_CYCLES {
+                    cycles.push(*cycle);
+                }
+            }
+        })));
+    }
+
+    let program = || run_program(&lua, argv, options, &warnings);
+    let result = match (&lua, &profile_path) {
+        (State::Accounted(state), Some(path)) => {
+            let interval = Duration::from_millis(options.mem_profile_interval_ms.unwrap_or(10));
+            let (result, profile) = monitor::profile(state, interval, Arc::clone(&cycles), program);
+            if let Err(message) = monitor::write_profile(path, &profile) {
+                eprintln!("{PROGNAME}: {message}");
+            }
+            result
+        }
+        _ => program(),
+    };
+    if let Some(format) = &options.stats {
+        let stats = monitor::final_stats(&lua, format)?;
+        let _ = std::io::stderr().write_all(stats.as_bytes());
+    }
+    result
+}
+
+/// Everything lua.c runs after creating the state: `LUA_INIT`, `-e`/`-l`/`-W` in order, the
+/// script, the REPL.
+fn run_program(lua: &Lua, argv: &[String], options: &Options, warnings: &warnings::Warnings) -> mlua::Result<()> {
     if !options.ignore_environment {
-        run_lua_init(&lua)?;
+        run_lua_init(lua)?;
     }
     for action in &options.actions {
         match action {
@@ -99,16 +152,16 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
         }
     }
     if let Some(index) = options.script {
-        run_script(&lua, argv, index)?;
+        run_script(lua, argv, index)?;
     }
     if options.interactive {
-        repl::run(&lua);
+        repl::run(lua);
     } else if options.nothing_to_do() {
         if std::io::stdin().is_terminal() {
-            print_version(&lua);
-            repl::run(&lua);
+            print_version(lua);
+            repl::run(lua);
         } else {
-            run_chunk(&lua, &read_stdin()?, "=stdin", MultiValue::new())?;
+            run_chunk(lua, &read_stdin()?, "=stdin", MultiValue::new())?;
         }
     }
     Ok(())

@@ -20,6 +20,13 @@ Available options are:
             allow or deny functions of the module, by name, comma-separated
   --memory-limit BYTES
             the state's memory limit; suffixes K, M, G (powers of 1024)
+  --gctrace  a line on stderr per completed GC cycle (format: README, Watching memory)
+  --mem-profile FILE
+            sample the heap while the script runs; write FILE as .svg (a chart), .csv or .json
+  --mem-profile-interval MS
+            the sampling interval (default 10)
+  --stats json|prometheus
+            print the final figures on stderr at exit
   --state accounted|plain
             the Lua state: the module's own allocator, every figure exact (default), or
             mlua's plain state with the module observing (to measure the accounting's cost)";
@@ -52,6 +59,10 @@ pub struct Options {
     pub profile: Option<String>,
     pub permission_changes: Vec<(bool, String)>,
     pub memory_limit: Option<usize>,
+    pub gctrace: bool,
+    pub mem_profile: Option<String>,
+    pub mem_profile_interval_ms: Option<u64>,
+    pub stats: Option<String>,
     pub actions: Vec<Action>,
     pub interactive: bool,
     pub version: bool,
@@ -90,6 +101,23 @@ impl Options {
                     break;
                 }
                 "-E" => options.ignore_environment = true,
+                "--gctrace" => options.gctrace = true,
+                "--mem-profile" | "--mem-profile-interval" | "--stats" => {
+                    i += 1;
+                    let Some(value) = argv.get(i) else {
+                        return Err(BadOption(format!("'{arg}' needs argument")));
+                    };
+                    match arg {
+                        "--mem-profile" => options.mem_profile = Some(value.clone()),
+                        "--stats" => options.stats = Some(value.clone()),
+                        _ => {
+                            let ms = value.parse::<u64>().ok().filter(|&ms| ms > 0);
+                            options.mem_profile_interval_ms = Some(ms.ok_or_else(|| {
+                                BadOption(format!("'--mem-profile-interval' needs milliseconds, not '{value}'"))
+                            })?);
+                        }
+                    }
+                }
                 "--profile" | "--allow" | "--deny" | "--memory-limit" => {
                     i += 1;
                     let Some(value) = argv.get(i) else {

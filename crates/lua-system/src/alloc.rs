@@ -50,6 +50,8 @@ const NO_LIMIT: usize = usize::MAX;
 /// The allocation accounts of one state.
 pub(crate) struct Heap {
     live_bytes: Counter,
+    /// The most `live_bytes` reached since the last cycle ended (the heap a cycle started from).
+    peak_bytes: Counter,
     total_bytes: Counter,
     mallocs: Counter,
     frees: Counter,
@@ -69,6 +71,7 @@ impl Heap {
     pub(crate) fn new() -> Heap {
         Heap {
             live_bytes: Counter::default(),
+            peak_bytes: Counter::default(),
             total_bytes: Counter::default(),
             mallocs: Counter::default(),
             frees: Counter::default(),
@@ -89,8 +92,24 @@ impl Heap {
     }
 
     #[inline]
+    fn note_peak(&self) {
+        let live = self.live_bytes.get();
+        if live > self.peak_bytes.get() {
+            self.peak_bytes.0.store(live, Relaxed);
+        }
+    }
+
+    /// The peak since the last call, which starts a new period at the bytes live now.
+    pub(crate) fn take_peak(&self) -> u64 {
+        let peak = self.peak_bytes.get().max(self.live_bytes.get());
+        self.peak_bytes.0.store(self.live_bytes.get(), Relaxed);
+        peak
+    }
+
+    #[inline]
     pub(crate) fn record_new(&self, size: usize) {
         self.live_bytes.add(size as u64);
+        self.note_peak();
         self.total_bytes.add(size as u64);
         self.mallocs.add(1);
     }
@@ -99,6 +118,9 @@ impl Heap {
     pub(crate) fn record_resize(&self, old_size: usize, new_size: usize) {
         self.live_bytes.sub(old_size as u64);
         self.live_bytes.add(new_size as u64);
+        if new_size > old_size {
+            self.note_peak();
+        }
         self.total_bytes.add(new_size as u64);
     }
 

@@ -11,8 +11,10 @@ use std::ptr::NonNull;
 use mlua::{Function, LightUserData, Lua, StdLib, Table};
 
 use crate::ffi::state::{AccountedState, attach_to, make_loader, read_stats};
+use crate::gc::CycleHook;
 use crate::limit;
 use crate::memory::MemStats;
+use crate::metrics::Probe;
 use crate::permissions::Permissions;
 use crate::state::{Accounting, StateData};
 
@@ -98,6 +100,19 @@ impl SystemLua {
     /// The module's figures for this state, as `system.mem_stats()` reads them.
     pub fn mem_stats(&self) -> mlua::Result<MemStats> {
         mem_stats(&self.lua)
+    }
+
+    /// Reads this state's figures from any thread, without entering Lua (see [`Probe`]): for a
+    /// sampler running beside the script (`std::thread::scope` keeps it within the state's life).
+    pub fn probe(&self) -> Probe<'_> {
+        // SAFETY: `data` lives as long as `self._state`.
+        Probe { data: unsafe { self._state.data().as_ref() } }
+    }
+
+    /// Calls `hook` for every completed collection cycle, from the finalizer that marks its end:
+    /// the hook must not call into Lua. Replaces any previous hook; `None` removes it.
+    pub fn on_gc_cycle(&self, hook: Option<CycleHook>) {
+        self.probe().data.gc.set_hook(hook);
     }
 }
 
@@ -193,6 +208,13 @@ pub fn memory_limit(lua: &Lua) -> mlua::Result<Option<usize>> {
 pub fn set_memory_limit(lua: &Lua, limit: Option<usize>) -> mlua::Result<Option<usize>> {
     let installed = installed(lua)?;
     limit::set(installed.data(), Some(lua), limit).map_err(|e| mlua::Error::runtime(e.as_str()))
+}
+
+/// Marks the start (`true`) and end of a full collection the host runs itself, so the cycle it
+/// completes is reported as forced (see [`SystemLua::on_gc_cycle`]). `system.gc()` marks its own.
+pub fn mark_forced_collection(lua: &Lua, forced: bool) -> mlua::Result<()> {
+    installed(lua)?.data().gc.mark_forced(forced);
+    Ok(())
 }
 
 /// What scripts of the state may do with the module (default: everything).

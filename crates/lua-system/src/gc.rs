@@ -7,17 +7,54 @@
 //! * Cycles are counted by a sentinel object that every completed cycle finalizes once
 //!   (`ffi/state.rs`); the heap measured then is the base of `next_gc`.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::args;
-use crate::ffi::collector::{Busy, CollectError, DEFAULT_PERCENT, PERCENT_MAX};
+use crate::ffi::collector::{Busy, CollectError, DEFAULT_PERCENT, PERCENT_MAX, effective_percent, next_cycle_at};
 use crate::ffi::{Call, Collector, Reply};
 use crate::state::StateData;
 use crate::text::{Text, text};
 
+/// A completed collection cycle, as [`SystemLua::on_gc_cycle`](crate::SystemLua::on_gc_cycle)
+/// reports it (the `--gctrace` line of the runner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Cycle {
+    /// 1 for the state's first cycle.
+    pub number: u64,
+    /// When the cycle ended, since the state was created.
+    pub at: Duration,
+    /// The largest heap since the previous cycle ended: the heap the cycle started from.
+    pub heap_before: u64,
+    /// The heap when the cycle ended (its finalizers running).
+    pub heap_after: u64,
+    /// Where the next cycle starts; `None` while the collector is stopped.
+    pub next_gc: Option<u64>,
+    /// Live heap blocks when the cycle ended.
+    pub objects: u64,
+    /// Whether a full collection was asked for (`system.gc()`, `collectgarbage("collect")` in
+    /// the runner) rather than run by the collector on its own.
+    pub forced: bool,
+    /// How long a forced collection took; automatic cycles run in steps between the script's
+    /// own work, so their length is not measured.
+    pub duration: Option<Duration>,
+}
+
+/// What [`SystemLua::on_gc_cycle`](crate::SystemLua::on_gc_cycle) calls for every completed cycle.
+pub type CycleHook = Box<dyn Fn(&Cycle) + Send + Sync>;
+
 /// The collector-related record of one state.
 pub(crate) struct GcState {
+    /// When the state was created: the origin of cycle times.
+    born: Instant,
+    /// The effective percent last read or set (-1: stopped), for readers that cannot ask Lua
+    /// (a sampler on another thread, a finalizer).
+    effective: AtomicI64,
+    /// When a forced collection started, in nanoseconds since `born` plus one; 0: none running.
+    forced_since: AtomicU64,
+    hook: Mutex<Option<CycleHook>>,
     /// The exact percent last set through the module, 0..=PERCENT_MAX.
     percent: AtomicI64,
     /// Completed cycles.
@@ -38,6 +75,10 @@ const UNKNOWN: u64 = u64::MAX;
 impl GcState {
     pub(crate) fn new() -> GcState {
         GcState {
+            born: Instant::now(),
+            effective: AtomicI64::new(crate::ffi::collector::effective_percent(DEFAULT_PERCENT)),
+            forced_since: AtomicU64::new(0),
+            hook: Mutex::new(None),
             percent: AtomicI64::new(DEFAULT_PERCENT),
             cycles: AtomicU64::new(0),
             live_after_cycle: AtomicU64::new(UNKNOWN),
@@ -75,13 +116,52 @@ impl GcState {
         self.percent.store(percent, Relaxed);
     }
 
-    pub(crate) fn record_cycle(&self, live_bytes: Option<u64>) {
+    /// Records a completed cycle; `peak` and `objects` are the heap's, where the module counts
+    /// them. Returns the cycle as reported to the hook.
+    pub(crate) fn record_cycle(&self, live_bytes: Option<u64>, peak: Option<u64>, objects: Option<u64>) {
         if let Some(bytes) = live_bytes {
             self.live_after_cycle.store(bytes, Relaxed);
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         self.last_cycle_unix_ns.store(now, Relaxed);
-        self.cycles.store(self.cycles.load(Relaxed) + 1, Relaxed);
+        let number = self.cycles.load(Relaxed) + 1;
+        self.cycles.store(number, Relaxed);
+
+        let hook = self.hook.lock().unwrap_or_else(|poison| poison.into_inner());
+        let Some(hook) = hook.as_ref() else { return };
+        let at = self.born.elapsed();
+        let forced_since = self.forced_since.load(Relaxed);
+        let effective = self.effective.load(Relaxed);
+        let heap_after = live_bytes.unwrap_or(0);
+        hook(&Cycle {
+            number,
+            at,
+            heap_before: peak.unwrap_or(heap_after),
+            heap_after,
+            next_gc: (effective >= 0).then(|| next_cycle_at(heap_after, effective)),
+            objects: objects.unwrap_or(0),
+            forced: forced_since != 0,
+            duration: (forced_since != 0).then(|| at.saturating_sub(Duration::from_nanos(forced_since - 1))),
+        });
+    }
+
+    /// Reports every completed cycle to `hook` (replacing any previous one).
+    pub(crate) fn set_hook(&self, hook: Option<CycleHook>) {
+        *self.hook.lock().unwrap_or_else(|poison| poison.into_inner()) = hook;
+    }
+
+    /// Marks the start (`true`) or end of a forced collection.
+    pub(crate) fn mark_forced(&self, forced: bool) {
+        let since = if forced { self.born.elapsed().as_nanos() as u64 + 1 } else { 0 };
+        self.forced_since.store(since, Relaxed);
+    }
+
+    pub(crate) fn born(&self) -> Instant {
+        self.born
+    }
+
+    pub(crate) fn cached_effective_percent(&self) -> i64 {
+        self.effective.load(Relaxed)
     }
 
     pub(crate) fn set_stopped(&self, stopped: bool) {
@@ -110,10 +190,10 @@ impl GcState {
 pub(crate) fn current_percent(data: &StateData, collector: &Collector) -> Result<i64, Busy> {
     // Lua 5.1 cannot say whether its collector runs: the module's own record answers.
     let running = collector.is_running()?.unwrap_or(!data.gc.stopped.load(Relaxed));
-    if !running {
-        return Ok(-1);
-    }
-    collector.percent(data.gc.requested_percent())
+    let percent = if running { collector.percent(data.gc.requested_percent())? } else { -1 };
+    let effective = if percent < 0 { -1 } else { effective_percent(percent) };
+    data.gc.effective.store(effective, Relaxed);
+    Ok(percent)
 }
 
 fn refused(call: &Call<'_>, error: CollectError) -> Text {
@@ -129,7 +209,10 @@ pub(crate) fn gc(call: &Call<'_>) -> Result<Reply, Text> {
     let data = call.data();
     let collector = call.collector();
     let stopped = current_percent(data, &collector).map_err(|_| refused(call, CollectError::Busy))? < 0;
-    collector.collect().map_err(|e| refused(call, e))?;
+    data.gc.mark_forced(true);
+    let collected = collector.collect();
+    data.gc.mark_forced(false);
+    collected.map_err(|e| refused(call, e))?;
     if stopped {
         collector.stop().map_err(|_| refused(call, CollectError::Busy))?;
     }
@@ -152,11 +235,13 @@ pub(crate) fn set_gc_percent(call: &Call<'_>) -> Result<Reply, Text> {
     if requested < 0 {
         collector.stop().map_err(busy)?;
         data.gc.set_stopped(true);
+        data.gc.effective.store(-1, Relaxed);
         return Ok(Reply::Integer(previous));
     }
     let percent = requested.min(PERCENT_MAX);
     collector.apply_percent(percent).map_err(|e| refused(call, e))?;
     data.gc.set_requested_percent(percent);
+    data.gc.effective.store(effective_percent(percent), Relaxed);
     if previous < 0 {
         collector.restart().map_err(busy)?;
         data.gc.set_stopped(false);

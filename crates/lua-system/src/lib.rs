@@ -41,6 +41,7 @@ mod gc;
 mod host;
 mod limit;
 mod memory;
+mod metrics;
 mod module;
 mod permissions;
 mod process;
@@ -49,10 +50,14 @@ mod runtime;
 mod state;
 mod text;
 
-pub use embed::{SystemLua, install, mem_stats, memory_limit, permissions, set_memory_limit, set_permissions};
+pub use embed::{
+    SystemLua, install, mark_forced_collection, mem_stats, memory_limit, permissions, set_memory_limit, set_permissions,
+};
 #[cfg(feature = "fault-injection")]
 pub use faults::{Fault, inject as inject_fault};
+pub use gc::{Cycle, CycleHook};
 pub use memory::{Figure, MemStats, Unavailable};
+pub use metrics::{Metrics, Probe, Sample};
 pub use mlua;
 pub use permissions::{Operation, Permissions, Profile, UnknownFunction};
 pub use process::{HeapMemory, ProcessMemory, read as process_memory, set_process_sample_interval};

@@ -3,7 +3,7 @@
 
 use crate::ffi::call::Entry;
 use crate::permissions::Operation as Op;
-use crate::{gc, host, limit, memory, runtime};
+use crate::{gc, host, limit, memory, metrics, runtime};
 
 pub(crate) static FUNCTIONS: &[Entry] = &[
     // Memory (memory.rs)
@@ -24,4 +24,6 @@ pub(crate) static FUNCTIONS: &[Entry] = &[
     // Memory limit (limit.rs), Go's debug.SetMemoryLimit: not in the spec
     Entry { name: c"set_memory_limit", function: limit::set_memory_limit, operation: Op::SetMemoryLimit },
     Entry { name: c"get_memory_limit", function: limit::get_memory_limit, operation: Op::GetMemoryLimit },
+    // Monitoring (metrics.rs): not in the spec
+    Entry { name: c"metrics", function: metrics::metrics, operation: Op::Metrics },
 ];

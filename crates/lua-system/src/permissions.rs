@@ -34,10 +34,11 @@ pub enum Operation {
     Pid,
     SetMemoryLimit,
     GetMemoryLimit,
+    Metrics,
 }
 
 impl Operation {
-    const ALL: [Operation; 14] = [
+    const ALL: [Operation; 15] = [
         Operation::MemStats,
         Operation::Allocated,
         Operation::HeapObjects,
@@ -52,6 +53,7 @@ impl Operation {
         Operation::Pid,
         Operation::SetMemoryLimit,
         Operation::GetMemoryLimit,
+        Operation::Metrics,
     ];
 
     /// The operations that change something.
@@ -74,6 +76,7 @@ impl Operation {
             Operation::Pid => "pid",
             Operation::SetMemoryLimit => "set_memory_limit",
             Operation::GetMemoryLimit => "get_memory_limit",
+            Operation::Metrics => "metrics",
         }
     }
 

@@ -14,6 +14,7 @@ use mlua::ffi::{self, lua_State};
 use super::Collector;
 use crate::faults::{self, Fault};
 use crate::memory::MemStats;
+use crate::metrics::Metrics;
 use crate::permissions::Operation;
 use crate::state::StateData;
 use crate::text::{Text, text};
@@ -43,6 +44,8 @@ pub(crate) enum Reply {
     Text(Text),
     /// The statistics; `true` to fill the table passed as argument 1 instead of a new one.
     Stats(MemStats, bool),
+    /// The figures in the Prometheus text format, built in a Lua buffer (of any length).
+    Metrics(Metrics),
 }
 
 /// One argument, as Lua passed it.
@@ -249,6 +252,14 @@ unsafe extern "C-unwind" fn push_reply(l: *mut lua_State) -> c_int {
                     ffi::lua_createtable(l, 0, MemStats::LUA_FIELDS);
                 }
                 stats.write(&mut TableWriter { l });
+            }
+            Reply::Metrics(metrics) => {
+                let mut buffer = std::mem::MaybeUninit::<ffi::luaL_Buffer>::uninit();
+                let buffer = buffer.as_mut_ptr();
+                ffi::luaL_buffinit(l, buffer);
+                // Each line is inline text: nothing here owns a destructor if Lua raises.
+                metrics.write_prometheus(|line| ffi::luaL_addlstring(buffer, line.as_ptr().cast(), line.len()));
+                ffi::luaL_pushresult(buffer);
             }
         }
     }

@@ -63,6 +63,9 @@ impl AccountedState {
 
 impl Drop for AccountedState {
     fn drop(&mut self) {
+        // `lua_close` runs every finalizer, the cycle sentinel's too: that is no cycle to report.
+        // SAFETY: `data` is alive until the box is dropped below.
+        unsafe { self.data.as_ref() }.gc.set_hook(None);
         // SAFETY: the state is not running (we hold it by value) and is never used again; the
         // allocator's data outlives `lua_close` and is freed right after it.
         unsafe {

@@ -1,0 +1,294 @@
+//! Watching memory while a script runs: `--gctrace`, `--mem-profile FILE` and `--stats FORMAT`.
+//!
+//! * `--gctrace`: one line on stderr per completed collection cycle, in the spirit of Go's
+//!   `GODEBUG=gctrace=1`:
+//!
+//!   ```text
+//!   gc 12 @0.532s: 4.10 -> 2.01 -> 4.02 MB, 51234 objects, forced, 1.803 ms
+//!   ```
+//!
+//!   cycle number; when it ended, since the state was created; heap before (the largest since
+//!   the previous cycle) -> after (when the cycle ended) -> next target, in MiB (the target is
+//!   `off` while the collector is stopped); live heap blocks; `forced` (by `system.gc()` or
+//!   `collectgarbage("collect")`) or `auto`; the duration of a forced collection (automatic
+//!   cycles run in steps between the script's own work, so theirs is `-`).
+//! * `--mem-profile FILE`: samples the heap, its blocks, the next target and the process's
+//!   resident memory every `--mem-profile-interval` milliseconds (default 10) on a thread of its
+//!   own, and records every cycle; writes, by the file's extension, `.svg` (a chart), `.csv` or
+//!   `.json` (the samples and the cycles). At most 2,000 samples are kept: past that, every
+//!   other one is dropped and the interval doubles, so a long script gets a bounded profile.
+//! * `--stats json|prometheus`: the final figures at exit, on stderr.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lua_system::mlua::{self, Function, Lua, MultiValue, Value};
+use lua_system::{Cycle, Probe, Sample, SystemLua};
+
+/// The most samples a profile keeps.
+pub const MAX_SAMPLES: usize = 2000;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A line of `--gctrace`.
+pub fn trace_line(cycle: &Cycle) -> String {
+    let mb = |bytes: u64| bytes as f64 / MIB;
+    let next = cycle.next_gc.map_or_else(|| "off".to_owned(), |n| format!("{:.2}", mb(n)));
+    let duration = cycle.duration.map_or_else(|| "-".to_owned(), |d| format!("{:.3} ms", d.as_secs_f64() * 1e3));
+    format!(
+        "gc {} @{:.3}s: {:.2} -> {:.2} -> {} MB, {} objects, {}, {}",
+        cycle.number,
+        cycle.at.as_secs_f64(),
+        mb(cycle.heap_before),
+        mb(cycle.heap_after),
+        next,
+        cycle.objects,
+        if cycle.forced { "forced" } else { "auto" },
+        duration
+    )
+}
+
+/// Makes `collectgarbage("collect")` (and `collectgarbage()`) report its cycle as forced.
+pub fn mark_forced_collections(lua: &Lua) -> mlua::Result<()> {
+    let original: Function = lua.globals().get("collectgarbage")?;
+    let wrapper = lua.create_function(move |lua, args: MultiValue| {
+        let forced = match args.front() {
+            None | Some(Value::Nil) => true,
+            Some(Value::String(option)) => option.as_bytes() == b"collect".as_slice(),
+            _ => false,
+        };
+        if forced {
+            lua_system::mark_forced_collection(lua, true)?;
+        }
+        let result = original.call::<MultiValue>(args);
+        if forced {
+            lua_system::mark_forced_collection(lua, false)?;
+        }
+        result
+    })?;
+    lua.globals().set("collectgarbage", wrapper)
+}
+
+/// A bounded record of samples and cycles.
+#[derive(Default, serde::Serialize)]
+pub struct Profile {
+    pub interval_ms: f64,
+    pub samples: Vec<Sample>,
+    pub cycles: Vec<Cycle>,
+}
+
+impl Profile {
+    /// Adds a sample; past [`MAX_SAMPLES`], drops every other one and returns true (the caller
+    /// then doubles its interval).
+    pub fn push(&mut self, sample: Sample) -> bool {
+        self.samples.push(sample);
+        if self.samples.len() < MAX_SAMPLES {
+            return false;
+        }
+        let mut index = 0;
+        self.samples.retain(|_| {
+            index += 1;
+            index % 2 == 1
+        });
+        self.interval_ms *= 2.0;
+        true
+    }
+}
+
+/// Runs `script` while sampling `state` every `interval` on another thread, recording cycles
+/// through `cycles`; returns the script's result and the profile.
+pub fn profile<T>(
+    state: &SystemLua,
+    interval: Duration,
+    cycles: Arc<Mutex<Vec<Cycle>>>,
+    script: impl FnOnce() -> T,
+) -> (T, Profile) {
+    let probe: Probe<'_> = state.probe();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut profile = Profile { interval_ms: interval.as_secs_f64() * 1e3, ..Profile::default() };
+            let mut interval = interval;
+            loop {
+                if profile.push(probe.sample()) {
+                    interval *= 2;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return profile;
+                }
+                std::thread::park_timeout(interval);
+            }
+        });
+        let result = script();
+        stop.store(true, Ordering::Relaxed);
+        sampler.thread().unpark();
+        let mut profile = sampler.join().expect("the sampler thread");
+        profile.cycles = std::mem::take(&mut *cycles.lock().unwrap_or_else(|p| p.into_inner()));
+        (result, profile)
+    })
+}
+
+/// Writes `profile` to `path`: `.svg`, `.csv` or `.json`.
+pub fn write_profile(path: &Path, profile: &Profile) -> Result<(), String> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let failed = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+    match extension {
+        "svg" => chart(path, profile).map_err(|e| failed(&e)),
+        "csv" => std::fs::write(path, csv(profile)).map_err(|e| failed(&e)),
+        "json" => {
+            let json = serde_json::to_string_pretty(profile).map_err(|e| failed(&e))?;
+            std::fs::write(path, json + "\n").map_err(|e| failed(&e))
+        }
+        other => Err(format!("--mem-profile: unknown extension '{other}' (svg, csv or json)")),
+    }
+}
+
+/// The samples as CSV, one row per sample; `gc` holds the cycles that ended since the previous
+/// sample.
+pub fn csv(profile: &Profile) -> String {
+    let mut out = String::from("seconds,heap_alloc,heap_objects,next_gc,num_gc,resident\n");
+    for s in &profile.samples {
+        let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+        let _ = writeln!(
+            out,
+            "{:.6},{},{},{},{},{}",
+            s.seconds,
+            s.heap_alloc,
+            s.heap_objects,
+            opt(s.next_gc),
+            s.num_gc,
+            opt(s.resident)
+        );
+    }
+    out
+}
+
+/// The chart: heap and next target over time, collection cycles as markers on the heap line.
+fn chart(path: &Path, profile: &Profile) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+
+    let samples = &profile.samples;
+    let end = samples.last().map_or(1.0, |s| s.seconds).max(1e-3);
+    let top = samples
+        .iter()
+        .flat_map(|s| [Some(s.heap_alloc), s.next_gc, s.resident])
+        .flatten()
+        .chain(profile.cycles.iter().map(|c| c.heap_before))
+        .max()
+        .unwrap_or(1) as f64
+        / MIB
+        * 1.1;
+    let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let forced = profile.cycles.iter().filter(|c| c.forced).count();
+    let title = format!(
+        "Lua heap over time: {} GC cycles ({} forced), {} samples every {} ms",
+        profile.cycles.len(),
+        forced,
+        samples.len(),
+        profile.interval_ms
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..end, 0.0..top.max(0.01))?;
+    chart.configure_mesh().x_desc("time (s)").y_desc("memory (MiB)").draw()?;
+
+    let resident = samples.iter().filter_map(|s| s.resident.map(|r| (s.seconds, r as f64 / MIB)));
+    chart
+        .draw_series(LineSeries::new(resident, RGBColor(160, 160, 160)))?
+        .label("process resident memory")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RGBColor(160, 160, 160)));
+    chart
+        .draw_series(LineSeries::new(steps(samples), RED.stroke_width(1)))?
+        .label("next_gc (next cycle's target)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
+    let heap = samples.iter().map(|s| (s.seconds, s.heap_alloc as f64 / MIB));
+    chart
+        .draw_series(LineSeries::new(heap, BLUE.stroke_width(2)))?
+        .label("heap (alloc)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    let marks = profile.cycles.iter().map(|c| {
+        let style = if c.forced { BLACK.filled() } else { GREEN.filled() };
+        Circle::new((c.at.as_secs_f64(), c.heap_after as f64 / MIB), 3, style)
+    });
+    chart
+        .draw_series(marks)?
+        .label("GC cycle end (black: forced)")
+        .legend(|(x, y)| Circle::new((x + 10, y), 3, GREEN.filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// The next target as a step line: it changes at a cycle's end and holds until the next.
+fn steps(samples: &[Sample]) -> Vec<(f64, f64)> {
+    let mut points: Vec<(f64, f64)> = Vec::with_capacity(2 * samples.len());
+    for sample in samples {
+        let Some(next) = sample.next_gc else { continue };
+        let y = next as f64 / MIB;
+        if let Some(&(_, previous)) = points.last() {
+            if previous != y {
+                points.push((sample.seconds, previous));
+            }
+        }
+        points.push((sample.seconds, y));
+    }
+    points
+}
+
+/// `--stats json|prometheus`: the state's final figures.
+pub fn final_stats(lua: &Lua, format: &str) -> mlua::Result<String> {
+    let metrics = lua_system::mem_stats(lua)?.metrics();
+    match format {
+        "json" => serde_json::to_string_pretty(&metrics).map(|j| j + "\n").map_err(mlua::Error::external),
+        "prometheus" => Ok(metrics.to_prometheus()),
+        other => Err(mlua::Error::runtime(format!("--stats: unknown format '{other}' (json or prometheus)"))),
+    }
+}
+
+/// Where `--mem-profile` writes, checked before the script runs.
+pub fn profile_path(path: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(path);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("svg" | "csv" | "json") => Ok(path),
+        _ => Err(format!("--mem-profile: '{}' must end in .svg, .csv or .json", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Sample {
+        // SAFETY: the `Lua` is not cloned.
+        let lua = unsafe { SystemLua::new().unwrap() };
+        lua.probe().sample()
+    }
+
+    #[test]
+    fn a_profile_stays_bounded_and_doubles_its_interval() {
+        let mut profile = Profile { interval_ms: 10.0, ..Profile::default() };
+        let template = sample();
+        let mut doublings = 0;
+        for i in 0..10 * MAX_SAMPLES {
+            let mut next = template;
+            next.seconds = i as f64;
+            if profile.push(next) {
+                doublings += 1;
+            }
+        }
+        assert!(profile.samples.len() < MAX_SAMPLES);
+        assert!(doublings >= 3);
+        assert_eq!(profile.interval_ms, 10.0 * 2f64.powi(doublings));
+        assert!(profile.samples.windows(2).all(|w| w[0].seconds < w[1].seconds));
+    }
+}
