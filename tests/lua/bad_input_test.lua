@@ -86,7 +86,7 @@ end)
 
 T.test("functions without parameters ignore extra arguments, as Lua's own do", function()
   local junk = { "x", {}, NAN, INF, -1, 1.5, true }
-  local names = { "allocated", "get_gc_percent", "num_goroutines", "num_cpu", "hostname", "pid", "gc" }
+  local names = { "allocated", "get_gc_percent", "num_goroutines", "num_cpu", "hostname", "pid", "gc", "metrics" }
   if T.exact then names[#names + 1] = "heap_objects" end
   for _, name in ipairs(names) do
     for _, value in ipairs(junk) do

@@ -17,9 +17,10 @@ T.test("every function of the spec is present", function()
   end
 end)
 
-T.test("the extras beyond the spec are present: the memory limit", function()
+T.test("the extras beyond the spec are present: the memory limit, metrics", function()
   T.eq(type(system.set_memory_limit), "function")
   T.eq(type(system.get_memory_limit), "function")
+  T.eq(type(system.metrics), "function")
 end)
 
 T.test("each call returns exactly a value and nil", function()

@@ -4,7 +4,7 @@ local T = require("testing")
 local system = require("system")
 
 local NAMES = { "mem_stats", "allocated", "heap_objects", "gc", "get_gc_percent", "num_goroutines",
-                "go_max_procs", "num_cpu", "hostname", "pid", "get_memory_limit" }
+                "go_max_procs", "num_cpu", "hostname", "pid", "get_memory_limit", "metrics" }
 -- Lua 5.4 and 5.5 refuse collector requests while they run finalizers; earlier versions answer.
 local REFUSES = (T.version == "5.4" or T.version == "5.5") and not T.luajit
 

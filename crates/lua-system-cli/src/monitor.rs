@@ -51,21 +51,29 @@ pub fn trace_line(cycle: &Cycle) -> String {
     )
 }
 
-/// Makes `collectgarbage("collect")` (and `collectgarbage()`) report its cycle as forced.
+/// Makes `collectgarbage("collect")` (and `collectgarbage()`) report its cycle as forced, and
+/// lets the sampler see the collector's setting change when a script changes it directly
+/// (`collectgarbage("stop")`, `"restart"`, `"setpause"`, `"incremental"`, `"generational"`...).
 pub fn mark_forced_collections(lua: &Lua) -> mlua::Result<()> {
     let original: Function = lua.globals().get("collectgarbage")?;
     let wrapper = lua.create_function(move |lua, args: MultiValue| {
-        let forced = match args.front() {
-            None | Some(Value::Nil) => true,
-            Some(Value::String(option)) => option.as_bytes() == b"collect".as_slice(),
-            _ => false,
+        let option = match args.front() {
+            None | Some(Value::Nil) => Some(b"collect".to_vec()),
+            Some(Value::String(option)) => Some(option.as_bytes().to_vec()),
+            _ => None,
         };
+        let forced = option.as_deref() == Some(b"collect".as_slice());
+        let reads_only = matches!(option.as_deref(), Some(b"count" | b"step" | b"isrunning" | b"collect"));
         if forced {
             lua_system::mark_forced_collection(lua, true)?;
         }
         let result = original.call::<MultiValue>(args);
         if forced {
             lua_system::mark_forced_collection(lua, false)?;
+        }
+        if !reads_only {
+            // The setting may have changed: read it, so that samples show the new target.
+            let _ = lua_system::gc_percent(lua);
         }
         result
     })?;
@@ -224,7 +232,9 @@ fn chart(path: &Path, profile: &Profile) -> Result<(), Box<dyn std::error::Error
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -109,7 +109,12 @@ impl Options {
                     };
                     match arg {
                         "--mem-profile" => options.mem_profile = Some(value.clone()),
-                        "--stats" => options.stats = Some(value.clone()),
+                        "--stats" if matches!(value.as_str(), "json" | "prometheus") => {
+                            options.stats = Some(value.clone());
+                        }
+                        "--stats" => {
+                            return Err(BadOption(format!("'--stats' needs json or prometheus, not '{value}'")));
+                        }
                         _ => {
                             let ms = value.parse::<u64>().ok().filter(|&ms| ms > 0);
                             options.mem_profile_interval_ms = Some(ms.ok_or_else(|| {

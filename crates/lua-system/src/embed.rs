@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 
 use mlua::{Function, LightUserData, Lua, StdLib, Table};
 
-use crate::ffi::state::{AccountedState, attach_to, make_loader, read_stats};
+use crate::ffi::state::{AccountedState, attach_to, make_loader, read_gc_percent, read_stats};
 use crate::gc::CycleHook;
 use crate::limit;
 use crate::memory::MemStats;
@@ -193,6 +193,14 @@ fn installed(lua: &Lua) -> mlua::Result<mlua::AppDataRef<'_, Installed>> {
 pub fn mem_stats(lua: &Lua) -> mlua::Result<MemStats> {
     let installed = installed(lua)?;
     read_stats(lua, installed.data())
+}
+
+/// The collector's percent, as `system.get_gc_percent()` answers (-1: stopped). A script may
+/// change the collector without the module (`collectgarbage("stop")`); reading the percent
+/// brings what [`SystemLua::probe`] samples up to date.
+pub fn gc_percent(lua: &Lua) -> mlua::Result<i64> {
+    let installed = installed(lua)?;
+    read_gc_percent(lua, installed.data())
 }
 
 /// The state's memory limit in bytes (`None`: no limit). See `set_memory_limit`.

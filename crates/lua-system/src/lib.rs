@@ -51,7 +51,8 @@ mod state;
 mod text;
 
 pub use embed::{
-    SystemLua, install, mark_forced_collection, mem_stats, memory_limit, permissions, set_memory_limit, set_permissions,
+    SystemLua, gc_percent, install, mark_forced_collection, mem_stats, memory_limit, permissions, set_memory_limit,
+    set_permissions,
 };
 #[cfg(feature = "fault-injection")]
 pub use faults::{Fault, inject as inject_fault};

@@ -203,7 +203,10 @@ pub struct Sample {
     pub seconds: f64,
     pub heap_alloc: u64,
     pub heap_objects: u64,
-    /// Where the next cycle starts, by the collector's setting as last seen; `None` while stopped.
+    /// Where the next cycle starts; `None` while stopped. A probe cannot ask Lua: it uses the
+    /// collector's setting as the module last saw it (set or read through the module, or by
+    /// [`gc_percent`](crate::gc_percent)); a script's own `collectgarbage("stop")` shows at
+    /// the next such read.
     pub next_gc: Option<u64>,
     pub num_gc: u64,
     /// The process's resident memory.

@@ -46,7 +46,7 @@ fn still_sound(lua: &SystemLua) {
         local stats = assert(s.mem_stats())
         assert(stats.heap_objects == stats.mallocs - stats.frees and stats.total_alloc >= stats.alloc)
         for _, name in ipairs({ "allocated", "heap_objects", "gc", "get_gc_percent", "num_goroutines",
-                                "go_max_procs", "num_cpu", "hostname", "pid", "get_memory_limit" }) do
+                                "go_max_procs", "num_cpu", "hostname", "pid", "get_memory_limit", "metrics" }) do
             local r = table.pack(s[name]())
             assert(r.n == 2 and r[1] ~= nil and r[2] == nil, name)
         end

@@ -86,6 +86,20 @@ pub(crate) fn read_stats(lua: &Lua, data: &StateData) -> mlua::Result<MemStats> 
     stats.ok_or_else(|| mlua::Error::runtime("lua-system: the statistics could not be read"))
 }
 
+/// The collector's percent as `system.get_gc_percent()` answers it, on the state's current
+/// thread; reading it also refreshes what a [`Probe`](crate::Probe) sees.
+pub(crate) fn read_gc_percent(lua: &Lua, data: &StateData) -> mlua::Result<i64> {
+    let mut percent = None;
+    // SAFETY: as in `read_stats`: under lua_pcall, and reading the collector raises no error.
+    unsafe {
+        lua.exec_raw::<()>((), |l| percent = Some(crate::gc::current_percent(data, &Collector::new(l))))?;
+    }
+    match percent {
+        Some(Ok(percent)) => Ok(percent),
+        _ => Err(mlua::Error::runtime("lua-system: the collector is running finalizers")),
+    }
+}
+
 /// `lua_newstate`; Lua 5.5 also takes a hash seed, made as `luaL_newstate` makes it.
 unsafe fn new_state(ud: *mut c_void) -> *mut lua_State {
     // SAFETY: `accounted` follows the lua_Alloc contract; `ud` per `AccountedState::new`.

@@ -1,0 +1,43 @@
+//! What the runner's integration tests share: running it as a process, reading its output.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn runner() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lua-system"));
+    command.current_dir(repo_root()).env_remove("LUA_INIT").env_remove("LUA_INIT_5_4");
+    command
+}
+
+pub fn run(args: &[&str]) -> Output {
+    runner().args(args).output().unwrap()
+}
+
+pub fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child =
+        runner().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn temp_script(name: &str, source: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lua-system-runner-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, source).unwrap();
+    path
+}

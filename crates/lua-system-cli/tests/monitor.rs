@@ -1,0 +1,316 @@
+//! Watching memory through the runner: `--gctrace`, `--mem-profile` (svg, csv, json), `--stats`
+//! and `system.metrics()`, each read back with a real parser.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// Makes garbage, builds and drops a live set, forces three cycles (two `system.gc()`, one
+/// `collectgarbage()`), stops the collector for a forced cycle, and prints `num_gc` last, with
+/// the collector stopped so that no cycle follows it.
+const WORKLOAD: &str = r#"
+local system = require("system")
+for _ = 1, 20 do
+  local scratch = {}
+  for i = 1, 5000 do scratch[i] = { i, tostring(i) } end
+end
+local live = {}
+for i = 1, 100000 do live[i] = { i } end
+system.gc()
+live = nil
+collectgarbage()
+system.set_gc_percent(-1)
+system.gc()
+print(system.mem_stats().num_gc)
+"#;
+
+fn workload() -> PathBuf {
+    temp_script("monitor_workload.lua", WORKLOAD)
+}
+
+fn temp_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lua-system-monitor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Runs the workload with `options` and returns its final `num_gc` and stderr.
+fn run_workload(options: &[&str]) -> (u64, String) {
+    let script = workload();
+    let mut args = options.to_vec();
+    args.push(script.to_str().unwrap());
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let num_gc = stdout(&out).trim().parse().expect("num_gc on stdout");
+    (num_gc, stderr(&out))
+}
+
+/// A `--gctrace` line, parsed by its documented format:
+/// `gc N @T.TTTs: B -> A -> (N|off) MB, O objects, forced|auto, D.DDD ms|-`.
+#[derive(Debug)]
+struct TraceLine {
+    number: u64,
+    seconds: f64,
+    before_mb: f64,
+    after_mb: f64,
+    next_mb: Option<f64>,
+    objects: u64,
+    forced: bool,
+    duration_ms: Option<f64>,
+}
+
+fn parse_trace_line(line: &str) -> Option<TraceLine> {
+    let rest = line.strip_prefix("gc ")?;
+    let (number, rest) = rest.split_once(" @")?;
+    let (seconds, rest) = rest.split_once("s: ")?;
+    let (heap, rest) = rest.split_once(" MB, ")?;
+    let mut heap = heap.split(" -> ");
+    let (before, after, next) = (heap.next()?, heap.next()?, heap.next()?);
+    let (objects, rest) = rest.split_once(" objects, ")?;
+    let (kind, duration) = rest.split_once(", ")?;
+    Some(TraceLine {
+        number: number.parse().ok()?,
+        seconds: seconds.parse().ok()?,
+        before_mb: before.parse().ok()?,
+        after_mb: after.parse().ok()?,
+        next_mb: if next == "off" { None } else { Some(next.parse().ok()?) },
+        objects: objects.parse().ok()?,
+        forced: match kind {
+            "forced" => true,
+            "auto" => false,
+            _ => return None,
+        },
+        duration_ms: if duration == "-" { None } else { Some(duration.strip_suffix(" ms")?.parse().ok()?) },
+    })
+}
+
+#[test]
+fn gctrace_prints_one_parsable_line_per_cycle_and_counts_as_num_gc_does() {
+    let (num_gc, err) = run_workload(&["--gctrace"]);
+    let lines: Vec<TraceLine> =
+        err.lines().map(|l| parse_trace_line(l).unwrap_or_else(|| panic!("not a trace line: {l:?}"))).collect();
+    assert!(lines.len() >= 5, "cycles traced: {}\n{err}", lines.len());
+
+    // Numbered without gaps up to num_gc; a cycle ending before the script starts (while the
+    // standard libraries load) is counted but not traced.
+    let first = lines[0].number;
+    assert!(first <= 2, "the first traced cycle is {first}");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line.number, first + i as u64, "cycle numbers have no gap");
+    }
+    assert_eq!(lines.last().unwrap().number, num_gc, "the last traced cycle is num_gc");
+
+    let forced: Vec<&TraceLine> = lines.iter().filter(|l| l.forced).collect();
+    assert_eq!(forced.len(), 3, "two system.gc() and one collectgarbage()\n{err}");
+    assert!(forced.iter().all(|l| l.duration_ms.is_some_and(|d| d >= 0.0)), "forced cycles are timed");
+    assert!(lines.iter().filter(|l| !l.forced).all(|l| l.duration_ms.is_none()), "automatic ones are not");
+    assert!(lines.windows(2).all(|w| w[0].seconds <= w[1].seconds), "times do not go back");
+    for line in &lines {
+        assert!(line.before_mb >= line.after_mb, "before >= after: {line:?}");
+        assert!(line.objects > 0, "objects: {line:?}");
+        if let Some(next) = line.next_mb {
+            assert!(next >= line.after_mb, "the target is above the live heap: {line:?}");
+        }
+    }
+    // The live set of 100,000 tables is freed by the collection after `live = nil`.
+    let (built, freed) = (&forced[0], &forced[1]);
+    assert!(built.after_mb > 5.0 && freed.after_mb < 1.0, "{built:?} then {freed:?}");
+    assert!(freed.objects + 90_000 < built.objects, "{built:?} then {freed:?}");
+    // The last cycle ran with the collector stopped: no target.
+    assert_eq!(lines.last().unwrap().next_mb, None, "the target is off while stopped");
+}
+
+#[test]
+fn mem_profile_svg_is_valid_xml_with_the_series_and_a_marker_per_cycle() {
+    let path = temp_file("profile.svg");
+    let (num_gc, _) = run_workload(&["--mem-profile", path.to_str().unwrap(), "--mem-profile-interval", "1"]);
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let document = roxmltree::Document::parse(&svg).expect("valid XML");
+    let root = document.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    let texts: Vec<&str> = root
+        .descendants()
+        .filter(|n| n.is_element() && n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .collect();
+    for label in
+        ["heap (alloc)", "next_gc (next cycle's target)", "process resident memory", "time (s)", "memory (MiB)"]
+    {
+        assert!(texts.contains(&label), "the chart has '{label}': {texts:?}");
+    }
+    // Three series are lines with many points (plus their legend swatches).
+    let long_lines = root
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .filter(|n| n.attribute("points").is_some_and(|p| p.split_whitespace().count() >= 5))
+        .count();
+    assert!(long_lines >= 3, "heap, next_gc and resident lines: {long_lines}");
+    // One circle per traced cycle, plus the legend's.
+    let circles = root.descendants().filter(|n| n.has_tag_name("circle")).count() as u64;
+    assert!(circles >= 6 && circles <= num_gc + 1, "{circles} markers for {num_gc} cycles");
+    let title = texts.iter().find(|t| t.starts_with("Lua heap over time")).expect("a title");
+    assert!(title.contains("(3 forced)"), "{title}");
+}
+
+#[test]
+fn mem_profile_csv_round_trips_through_a_csv_parser() {
+    let path = temp_file("profile.csv");
+    let (num_gc, _) = run_workload(&["--mem-profile", path.to_str().unwrap(), "--mem-profile-interval", "1"]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    assert_eq!(header, ["seconds", "heap_alloc", "heap_objects", "next_gc", "num_gc", "resident"]);
+
+    type Row = (f64, u64, u64, Option<u64>, u64, Option<u64>);
+    let rows: Vec<Row> = reader.deserialize().collect::<Result<_, _>>().expect("every row parses");
+    assert!(rows.len() >= 5, "{} samples", rows.len());
+    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0), "time goes forward");
+    assert!(rows.windows(2).all(|w| w[0].4 <= w[1].4), "num_gc never decreases");
+    assert!(rows.iter().all(|r| r.1 > 0 && r.2 > 0), "heap and objects are measured");
+    assert!(rows.iter().all(|r| r.5.is_some_and(|rss| rss > r.1)), "resident memory holds the heap");
+    assert!(rows.last().unwrap().4 <= num_gc);
+    assert!(rows.iter().map(|r| r.1).max().unwrap() > 5 << 20, "the 100,000-table live set is seen");
+
+    // Written back with the same parser, the samples give the same text.
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(&header).unwrap();
+    for row in &rows {
+        let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+        writer
+            .write_record([
+                format!("{:.6}", row.0),
+                row.1.to_string(),
+                row.2.to_string(),
+                opt(row.3),
+                row.4.to_string(),
+                opt(row.5),
+            ])
+            .unwrap();
+    }
+    assert_eq!(String::from_utf8(writer.into_inner().unwrap()).unwrap(), text);
+}
+
+#[test]
+fn mem_profile_json_holds_samples_and_cycles() {
+    let path = temp_file("profile.json");
+    let (num_gc, _) = run_workload(&["--mem-profile", path.to_str().unwrap(), "--mem-profile-interval", "2"]);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(json["interval_ms"], 2.0);
+    let samples = json["samples"].as_array().unwrap();
+    assert!(samples.len() >= 3);
+    assert!(samples.iter().all(|s| s["heap_alloc"].as_u64().is_some_and(|h| h > 0)));
+    let cycles = json["cycles"].as_array().unwrap();
+    assert_eq!(cycles.last().unwrap()["number"], num_gc);
+    assert_eq!(cycles.iter().filter(|c| c["forced"] == true).count(), 3);
+    assert!(cycles.iter().all(|c| c["heap_before"].as_u64() >= c["heap_after"].as_u64()));
+}
+
+#[test]
+fn mem_profile_checks_its_file_name_before_running() {
+    let out = run(&["--mem-profile", "profile.txt", "-e", "print('ran')"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("must end in .svg, .csv or .json"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "the script did not run");
+    let out = run(&["--mem-profile-interval", "0", "-e", "print('ran')"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&["--gctrace", "--state", "plain", "-e", "print('ran')"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("need the accounted state"), "{}", stderr(&out));
+}
+
+#[test]
+fn stats_json_prints_the_final_figures() {
+    let (num_gc, err) = run_workload(&["--stats", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&err).expect("JSON on stderr");
+    assert_eq!(json["accounting"], "exact");
+    assert_eq!(json["gc_cycles_total"], num_gc, "the collector was stopped after num_gc was printed");
+    assert_eq!(json["gc_percent"], -1);
+    assert!(json["gc_next_bytes"].is_null(), "no target while stopped");
+    let heap = json["heap_alloc_bytes"].as_u64().unwrap();
+    assert!(heap > 0 && json["heap_allocated_bytes_total"].as_u64().unwrap() > heap);
+    assert!(json["process_resident_memory_bytes"].as_u64().unwrap() > heap);
+
+    let out = run(&["--stats", "xml", "-e", "print('ran')"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("json or prometheus"), "{}", stderr(&out));
+}
+
+/// A Python with the `prometheus_client` package (Debian's python3-prometheus-client, which CI
+/// installs). Outside CI, a machine without it skips the check, saying so.
+fn python_with_prometheus_client() -> Option<PathBuf> {
+    for python in ["/usr/bin/python3", "python3"] {
+        let found = Command::new(python).args(["-c", "import prometheus_client"]).output();
+        if found.is_ok_and(|o| o.status.success()) {
+            return Some(PathBuf::from(python));
+        }
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must install python3-prometheus-client");
+    eprintln!("skipped: no python3 with prometheus_client (apt-get install python3-prometheus-client)");
+    None
+}
+
+/// Parses `exposition` with prometheus_client's own parser; returns `name type value` lines.
+fn parse_with_prometheus_client(python: &Path, exposition: &str) -> String {
+    const PARSE: &str = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for sample in family.samples:
+        print(family.name, family.type, sample.name, repr(sample.value))
+"#;
+    let mut child = Command::new(python)
+        .args(["-c", PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client refused:\n{exposition}\n{}", stderr(&out));
+    stdout(&out)
+}
+
+fn sample_value(parsed: &str, sample: &str) -> Option<f64> {
+    parsed.lines().find_map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        (fields[2] == sample).then(|| fields[3].parse().unwrap())
+    })
+}
+
+#[test]
+fn metrics_and_stats_pass_the_prometheus_client_parser() {
+    let Some(python) = python_with_prometheus_client() else { return };
+
+    // system.metrics() from a script; num_gc on stderr.
+    let script = "collectgarbage('stop'); local s = require('system'); \
+                  io.write((s.metrics())); io.stderr:write(s.mem_stats().num_gc)";
+    let out = run(&["-e", script]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (exposition, num_gc) = (stdout(&out), stderr(&out).parse::<f64>().unwrap());
+    let parsed = parse_with_prometheus_client(&python, &exposition);
+    for family in [
+        "lua_heap_alloc_bytes gauge",
+        "lua_gc_cycles counter",
+        "lua_heap_objects gauge",
+        "process_resident_memory_bytes gauge",
+    ] {
+        assert!(parsed.lines().any(|l| l.starts_with(family)), "{family} in\n{parsed}");
+    }
+    assert_eq!(sample_value(&parsed, "lua_gc_cycles_total"), Some(num_gc));
+    assert!(sample_value(&parsed, "lua_heap_alloc_bytes").is_some_and(|b| b > 0.0));
+
+    // --stats prometheus at exit.
+    let (num_gc, err) = run_workload(&["--stats", "prometheus"]);
+    let parsed = parse_with_prometheus_client(&python, &err);
+    assert_eq!(sample_value(&parsed, "lua_gc_cycles_total"), Some(num_gc as f64));
+    assert_eq!(sample_value(&parsed, "lua_gc_percent"), Some(-1.0));
+    assert_eq!(sample_value(&parsed, "lua_gc_next_bytes"), None, "no target while stopped");
+}

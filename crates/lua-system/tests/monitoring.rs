@@ -1,0 +1,154 @@
+//! Watching a state from Rust: the cycle hook, the probe a sampler thread reads, and the
+//! figures as `Metrics` (serde, Prometheus).
+
+use std::sync::{Arc, Mutex};
+
+use lua_system::mlua::Lua;
+use lua_system::{Cycle, SystemLua};
+
+fn exact() -> SystemLua {
+    // SAFETY: no test keeps a clone of the `Lua` beyond the `SystemLua`.
+    unsafe { SystemLua::new().unwrap() }
+}
+
+/// Installs a hook that records every cycle; returns the record.
+fn record_cycles(lua: &SystemLua) -> Arc<Mutex<Vec<Cycle>>> {
+    let cycles = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&cycles);
+    lua.on_gc_cycle(Some(Box::new(move |cycle| record.lock().unwrap().push(*cycle))));
+    cycles
+}
+
+#[test]
+fn the_hook_sees_every_cycle_as_num_gc_counts_it() {
+    let lua = exact();
+    let before = lua.mem_stats().unwrap().num_gc;
+    let cycles = record_cycles(&lua);
+    lua.load("local t = {} for i = 1, 200000 do t[i] = { i } end t = nil").exec().unwrap();
+    lua.load("require('system').gc()").exec().unwrap();
+    let after = lua.mem_stats().unwrap().num_gc;
+
+    let cycles = cycles.lock().unwrap().clone();
+    assert_eq!(cycles.len() as u64, after - before, "one call per counted cycle");
+    let numbers: Vec<u64> = cycles.iter().map(|c| c.number).collect();
+    assert_eq!(numbers, (before + 1..=after).collect::<Vec<_>>());
+    let last = cycles.last().unwrap();
+    assert!(last.forced && last.duration.is_some(), "system.gc() is forced and timed: {last:?}");
+    assert!(cycles[..cycles.len() - 1].iter().all(|c| !c.forced && c.duration.is_none()), "the rest are automatic");
+    assert!(last.heap_before > 4 << 20 && last.heap_after < 1 << 20, "the dropped table is freed: {last:?}");
+    assert!(cycles.windows(2).all(|w| w[0].at <= w[1].at));
+}
+
+#[test]
+fn a_collection_the_host_runs_is_forced_when_marked() {
+    let lua = exact();
+    let cycles = record_cycles(&lua);
+    lua_system::mark_forced_collection(&lua, true).unwrap();
+    lua.gc_collect().unwrap();
+    lua_system::mark_forced_collection(&lua, false).unwrap();
+    lua.gc_collect().unwrap();
+    let cycles = cycles.lock().unwrap();
+    let forced: Vec<bool> = cycles.iter().map(|c| c.forced).collect();
+    assert_eq!(forced, [true, false]);
+}
+
+#[test]
+fn removing_the_hook_and_closing_the_state_report_nothing_more() {
+    let lua = exact();
+    let cycles = record_cycles(&lua);
+    lua.gc_collect().unwrap();
+    assert_eq!(cycles.lock().unwrap().len(), 1);
+    drop(lua); // lua_close finalizes the cycle sentinel: not a cycle
+    assert_eq!(cycles.lock().unwrap().len(), 1);
+
+    let lua = exact();
+    let cycles = record_cycles(&lua);
+    lua.on_gc_cycle(None);
+    lua.gc_collect().unwrap();
+    assert!(cycles.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_probe_samples_the_state_from_another_thread_while_its_script_runs() {
+    let lua = exact();
+    let probe = lua.probe();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let samples = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut samples = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                samples.push(probe.sample());
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            samples
+        });
+        lua.load("require('system').set_gc_percent(-1) live = {} for i = 1, 300000 do live[i] = { i } end")
+            .exec()
+            .unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sampler.join().unwrap()
+    });
+    assert!(samples.len() >= 3, "{} samples", samples.len());
+    // The collector is stopped and the live set only grows: so does every sampled figure.
+    assert!(samples.windows(2).all(|w| w[0].heap_alloc <= w[1].heap_alloc && w[0].heap_objects <= w[1].heap_objects));
+    assert!(samples.windows(2).all(|w| w[0].seconds <= w[1].seconds));
+    let last = probe.sample();
+    let stats = lua.mem_stats().unwrap();
+    assert_eq!(last.heap_alloc, stats.alloc.unwrap());
+    assert_eq!(last.heap_objects, stats.heap_objects.unwrap());
+    assert_eq!(last.num_gc, stats.num_gc);
+    assert_eq!(last.next_gc, None, "no target while stopped");
+    assert!(last.resident.unwrap() > last.heap_alloc);
+}
+
+// Lua 5.1 cannot say whether its collector runs (no "isrunning"): there the
+// module knows only the stops made through it (README, "What is exact where").
+#[cfg(not(feature = "lua51"))]
+#[test]
+fn a_probe_sees_a_change_the_script_made_without_the_module_once_the_host_reads_it() {
+    let lua = exact();
+    assert!(lua.probe().sample().next_gc.is_some());
+    lua.load("collectgarbage('stop')").exec().unwrap();
+    assert_eq!(lua_system::gc_percent(&lua).unwrap(), -1);
+    assert_eq!(lua.probe().sample().next_gc, None);
+    lua.load("collectgarbage('restart')").exec().unwrap();
+    assert_eq!(lua_system::gc_percent(&lua).unwrap(), 100);
+    assert!(lua.probe().sample().next_gc.is_some());
+}
+
+#[test]
+fn metrics_serialize_with_serde_and_render_as_prometheus() {
+    let lua = exact();
+    let metrics = lua.mem_stats().unwrap().metrics();
+    let json = serde_json::to_value(metrics).unwrap();
+    assert_eq!(json["accounting"], "exact");
+    assert_eq!(json["heap_alloc_bytes"], metrics.heap_alloc_bytes.unwrap());
+    assert_eq!(json["gc_cycles_total"], metrics.gc_cycles_total);
+    assert_eq!(json["gc_percent"], 100);
+    assert!(json["process_resident_memory_bytes"].as_u64().unwrap() > 0);
+
+    let text = metrics.to_prometheus();
+    let line = format!("\nlua_heap_alloc_bytes {}\n", metrics.heap_alloc_bytes.unwrap());
+    assert!(text.contains(&line), "{text}");
+    assert!(text.contains("# TYPE lua_gc_cycles_total counter\n"));
+    // The script's metrics() renders the same text from the same figures.
+    let from_lua: String = lua.load("return (require('system').metrics())").eval().unwrap();
+    let names = |t: &str| {
+        t.lines().filter(|l| !l.starts_with('#')).map(|l| l.split(' ').next().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&from_lua), names(&text));
+}
+
+#[test]
+fn metrics_of_an_observed_state_leave_out_what_cannot_be_measured() {
+    let lua = Lua::new();
+    lua_system::install(&lua).unwrap();
+    let metrics = lua_system::mem_stats(&lua).unwrap().metrics();
+    assert_eq!(metrics.accounting, "observed");
+    assert!(metrics.heap_alloc_bytes.is_some_and(|b| b > 0));
+    assert_eq!(metrics.heap_objects, None);
+    assert_eq!(metrics.heap_allocated_bytes_total, None);
+    let text = metrics.to_prometheus();
+    assert!(!text.contains("lua_heap_objects"), "{text}");
+    assert!(text.contains("lua_heap_alloc_bytes "));
+}
