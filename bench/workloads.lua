@@ -3,6 +3,8 @@
 -- each run in a fresh runner process, the two kinds alternated, medians of 5 runs.
 --
 --   lua-system bench/workloads.lua            (about a minute)
+--   lua-system bench/workloads.lua profile    the cost of --mem-profile instead: the accounted
+--                                             state without, then with a sampler every 10 ms and 1 ms
 --   lua-system [--state plain] bench/workloads.lua run NAME [small]   (one run, prints seconds)
 --
 -- `small` sizes are for bench/accounting-instructions, which counts instructions with callgrind.
@@ -62,8 +64,8 @@ end
 
 local runner = arg[-1]
 local script = arg[0]
-local function time(state, name)
-  local command = string.format("%q --state %s %q run %s", runner, state, script, name)
+local function time(options, name)
+  local command = string.format("%q %s %q run %s", runner, options, script, name)
   local pipe = assert(io.popen(command))
   local seconds = tonumber(pipe:read("*a"))
   pipe:close()
@@ -75,13 +77,40 @@ local function median(values)
   return values[(#values + 1) // 2]
 end
 
-print(string.format("%-18s %12s %12s %8s", "workload", "plain (s)", "accounted (s)", "ratio"))
+-- Each configuration: a label and the runner's options.
+local CONFIGURATIONS = {
+  { "plain (s)", "--state plain" },
+  { "accounted (s)", "--state accounted" },
+}
+if arg[1] == "profile" then
+  local csv = os.tmpname()
+  CONFIGURATIONS = {
+    { "no profile (s)", "" },
+    { "10 ms (s)", "--mem-profile " .. csv .. ".csv" },
+    { "1 ms (s)", "--mem-profile " .. csv .. ".csv --mem-profile-interval 1" },
+  }
+end
+
+local header = { string.format("%-18s", "workload") }
+for i, configuration in ipairs(CONFIGURATIONS) do
+  header[#header + 1] = string.format("%14s", configuration[1])
+  if i > 1 then header[#header + 1] = string.format("%8s", "ratio") end
+end
+print(table.concat(header, " "))
 for _, workload in ipairs(WORKLOADS) do
-  local plain, accounted = {}, {}
-  for i = 1, 5 do
-    plain[i] = time("plain", workload[1])
-    accounted[i] = time("accounted", workload[1])
+  local times = {}
+  for i = 1, #CONFIGURATIONS do times[i] = {} end
+  for run = 1, 5 do
+    for i, configuration in ipairs(CONFIGURATIONS) do
+      times[i][run] = time(configuration[2], workload[1])
+    end
   end
-  local p, a = median(plain), median(accounted)
-  print(string.format("%-18s %12.3f %12.3f %7.3fx", workload[1], p, a, a / p))
+  local row = { string.format("%-18s", workload[1]) }
+  local base = median(times[1])
+  for i = 1, #CONFIGURATIONS do
+    local m = median(times[i])
+    row[#row + 1] = string.format("%14.3f", m)
+    if i > 1 then row[#row + 1] = string.format("%7.3fx", m / base) end
+  end
+  print(table.concat(row, " "))
 end

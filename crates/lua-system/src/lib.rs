@@ -58,7 +58,7 @@ pub use embed::{
 pub use faults::{Fault, inject as inject_fault};
 pub use gc::{Cycle, CycleHook};
 pub use memory::{Figure, MemStats, Unavailable};
-pub use metrics::{Metrics, Probe, Sample};
+pub use metrics::{InvalidLabel, Metrics, Probe, Sample};
 pub use mlua;
 pub use permissions::{Operation, Permissions, Profile, UnknownFunction};
 pub use process::{HeapMemory, ProcessMemory, read as process_memory, set_process_sample_interval};

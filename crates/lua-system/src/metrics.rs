@@ -2,6 +2,7 @@
 //! format), the [`Metrics`] struct for Rust hosts (`serde::Serialize`), and [`Probe`], which
 //! samples a state from another thread while its script runs.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::ffi::{Call, Reply};
@@ -9,7 +10,7 @@ use crate::memory::MemStats;
 use crate::process;
 use crate::procs;
 use crate::state::StateData;
-use crate::text::{Text, text};
+use crate::text::Text;
 
 /// A state's and its process's figures, flat, for serialisation (JSON, Prometheus). Figures the
 /// module cannot measure in this state are `None` (see [`MemStats`] for why).
@@ -158,24 +159,82 @@ impl Metrics {
         ]
     }
 
-    /// Writes the Prometheus text exposition format, one line at a time (each with its `\n`).
-    /// Figures that are unavailable are left out.
-    pub(crate) fn write_prometheus(&self, mut line: impl FnMut(&str)) {
+    /// Writes the Prometheus text exposition format, one line at a time (each with its `\n`),
+    /// every sample carrying `labels` (`{name="value",...}` or empty). Figures that are
+    /// unavailable are left out.
+    fn write_lines(&self, labels: &str, mut line: impl FnMut(std::fmt::Arguments<'_>)) {
         for (name, kind, help, value) in self.families() {
             let Some(value) = value else { continue };
-            line(text!("# HELP {name} {help}\n").as_str());
-            line(text!("# TYPE {name} {kind}\n").as_str());
-            line(text!("{name} {}\n", PromNumber(value)).as_str());
+            line(format_args!("# HELP {name} {help}\n"));
+            line(format_args!("# TYPE {name} {kind}\n"));
+            line(format_args!("{name}{labels} {}\n", PromNumber(value)));
         }
+    }
+
+    /// For `system.metrics()`: each line as inline text (no label, so each fits), which a Lua
+    /// buffer takes without anything here owning memory if Lua raises.
+    pub(crate) fn write_prometheus(&self, mut line: impl FnMut(&str)) {
+        self.write_lines("", |args| line(Text::format(args).as_str()));
     }
 
     /// The Prometheus text exposition format.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
-        self.write_prometheus(|line| out.push_str(line));
+        self.write_lines("", |args| {
+            let _ = out.write_fmt(args);
+        });
         out
     }
+
+    /// The same, every sample labelled: a host with several states tells them apart, e.g.
+    /// `to_prometheus_with_labels(&[("state", "worker-1")])`. Label values are escaped as the
+    /// format requires; a label name that is not `[a-zA-Z_][a-zA-Z0-9_]*` (or starts with `__`,
+    /// reserved) is refused. The `process_*` figures are the process's, the same in every state.
+    pub fn to_prometheus_with_labels(&self, labels: &[(&str, &str)]) -> Result<String, InvalidLabel> {
+        let mut rendered = String::new();
+        for (i, (name, value)) in labels.iter().enumerate() {
+            let mut chars = name.chars();
+            let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with("__");
+            if !valid {
+                return Err(InvalidLabel(name.to_string()));
+            }
+            rendered.push(if i == 0 { '{' } else { ',' });
+            rendered.push_str(name);
+            rendered.push_str("=\"");
+            for c in value.chars() {
+                match c {
+                    '\\' => rendered.push_str("\\\\"),
+                    '"' => rendered.push_str("\\\""),
+                    '\n' => rendered.push_str("\\n"),
+                    c => rendered.push(c),
+                }
+            }
+            rendered.push('"');
+        }
+        if !rendered.is_empty() {
+            rendered.push('}');
+        }
+        let mut out = String::new();
+        self.write_lines(&rendered, |args| {
+            let _ = out.write_fmt(args);
+        });
+        Ok(out)
+    }
 }
+
+/// A label name the Prometheus format does not allow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidLabel(pub String);
+
+impl std::fmt::Display for InvalidLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid Prometheus label name '{}'", self.0)
+    }
+}
+
+impl std::error::Error for InvalidLabel {}
 
 /// A number as Prometheus writes it: integers without a fraction.
 struct PromNumber(f64);

@@ -89,11 +89,16 @@ fn a_probe_samples_the_state_from_another_thread_while_its_script_runs() {
         sampler.join().unwrap()
     });
     assert!(samples.len() >= 3, "{} samples", samples.len());
-    // The collector is stopped and the live set only grows: so does every sampled figure.
-    assert!(samples.windows(2).all(|w| w[0].heap_alloc <= w[1].heap_alloc && w[0].heap_objects <= w[1].heap_objects));
-    assert!(samples.windows(2).all(|w| w[0].seconds <= w[1].seconds));
-    let last = probe.sample();
+    // The collector is stopped and the live set grows: the samples climb from the start to the
+    // end figure (a table's resize may briefly hold its old and new parts).
     let stats = lua.mem_stats().unwrap();
+    let (first, end) = (samples[0].heap_alloc, stats.alloc.unwrap());
+    assert!(samples.iter().all(|s| s.heap_alloc >= first && s.heap_alloc <= end + end / 2), "{samples:?}");
+    assert!(samples.iter().any(|s| s.heap_alloc > first + (end - first) / 10 && s.heap_alloc < end), "seen midway");
+    assert!(samples.iter().all(|s| s.heap_objects <= stats.heap_objects.unwrap()));
+    assert!(samples.windows(2).all(|w| w[0].seconds <= w[1].seconds));
+    // Read right after mem_stats (whose call from Rust may allocate), the probe agrees with it.
+    let last = probe.sample();
     assert_eq!(last.heap_alloc, stats.alloc.unwrap());
     assert_eq!(last.heap_objects, stats.heap_objects.unwrap());
     assert_eq!(last.num_gc, stats.num_gc);
@@ -112,7 +117,7 @@ fn a_probe_sees_a_change_the_script_made_without_the_module_once_the_host_reads_
     assert_eq!(lua_system::gc_percent(&lua).unwrap(), -1);
     assert_eq!(lua.probe().sample().next_gc, None);
     lua.load("collectgarbage('restart')").exec().unwrap();
-    assert_eq!(lua_system::gc_percent(&lua).unwrap(), 100);
+    assert!(lua_system::gc_percent(&lua).unwrap() > 0);
     assert!(lua.probe().sample().next_gc.is_some());
 }
 
@@ -124,7 +129,7 @@ fn metrics_serialize_with_serde_and_render_as_prometheus() {
     assert_eq!(json["accounting"], "exact");
     assert_eq!(json["heap_alloc_bytes"], metrics.heap_alloc_bytes.unwrap());
     assert_eq!(json["gc_cycles_total"], metrics.gc_cycles_total);
-    assert_eq!(json["gc_percent"], 100);
+    assert_eq!(json["gc_percent"], lua_system::gc_percent(&lua).unwrap(), "100 (150 in Lua 5.5)");
     assert!(json["process_resident_memory_bytes"].as_u64().unwrap() > 0);
 
     let text = metrics.to_prometheus();
@@ -151,4 +156,23 @@ fn metrics_of_an_observed_state_leave_out_what_cannot_be_measured() {
     let text = metrics.to_prometheus();
     assert!(!text.contains("lua_heap_objects"), "{text}");
     assert!(text.contains("lua_heap_alloc_bytes "));
+}
+
+#[test]
+fn labelled_metrics_escape_values_and_refuse_bad_names() {
+    let lua = exact();
+    let metrics = lua.mem_stats().unwrap().metrics();
+    let text = metrics.to_prometheus_with_labels(&[("state", "a \"quoted\" \\ name\nend"), ("pool", "p1")]).unwrap();
+    let expected = format!(
+        "\nlua_heap_alloc_bytes{{state=\"a \\\"quoted\\\" \\\\ name\\nend\",pool=\"p1\"}} {}\n",
+        metrics.heap_alloc_bytes.unwrap()
+    );
+    assert!(text.contains(&expected), "{text}");
+    let samples = text.lines().filter(|l| !l.starts_with('#'));
+    assert!(samples.clone().count() >= 10);
+    assert!(samples.clone().all(|l| l.contains("{state=")), "every sample is labelled");
+    assert_eq!(metrics.to_prometheus_with_labels(&[]).unwrap(), metrics.to_prometheus());
+    for bad in ["", "1state", "state-name", "__reserved", "é"] {
+        assert_eq!(metrics.to_prometheus_with_labels(&[(bad, "x")]), Err(lua_system::InvalidLabel(bad.to_owned())));
+    }
 }
