@@ -236,6 +236,16 @@ fn sandbox_profile_also_hides_the_host_and_allow_deny_adjust_it() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("attempt to compare"), "num_cpu denied: {}", stderr(&out));
+
+    // metrics() stays readable in the sandbox, and reveals neither the host name nor the pid;
+    // denied by name, it answers as every denied function does.
+    let out = run(&["--profile", "sandbox", "-e", "io.write((require('system').metrics()))"]);
+    let text = stdout(&out);
+    assert!(text.contains("\nlua_heap_alloc_bytes "), "{text}{}", stderr(&out));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(!text.contains(host.trim()) && !text.contains("pid"), "{text}");
+    let out = run(&["--deny", "metrics", "-e", "print(require('system').metrics())"]);
+    assert_eq!(stdout(&out), "nil\tpermission denied: system.metrics\n", "{}", stderr(&out));
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::collections::HashSet;
 
 use crate::faults::{self, Fault};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// A counter with a single writer (see the module docs).
 #[derive(Default)]
@@ -50,8 +50,11 @@ const NO_LIMIT: usize = usize::MAX;
 /// The allocation accounts of one state.
 pub(crate) struct Heap {
     live_bytes: Counter,
-    /// The most `live_bytes` reached since the last cycle ended (the heap a cycle started from).
+    /// The most `live_bytes` reached since the last cycle ended (the heap a cycle started from),
+    /// tracked only while `watching_peaks`: by a second allocator function, so that states
+    /// nobody watches pay nothing for it (`ffi/alloc.rs`).
     peak_bytes: Counter,
+    watching_peaks: AtomicBool,
     total_bytes: Counter,
     mallocs: Counter,
     frees: Counter,
@@ -72,6 +75,7 @@ impl Heap {
         Heap {
             live_bytes: Counter::default(),
             peak_bytes: Counter::default(),
+            watching_peaks: AtomicBool::new(false),
             total_bytes: Counter::default(),
             mallocs: Counter::default(),
             frees: Counter::default(),
@@ -91,25 +95,36 @@ impl Heap {
         limit == NO_LIMIT || (self.live_bytes.get() as usize).saturating_add(growth) <= limit
     }
 
+    /// Called by the watching allocator after a block grew the heap.
     #[inline]
-    fn note_peak(&self) {
+    pub(crate) fn note_peak(&self) {
         let live = self.live_bytes.get();
         if live > self.peak_bytes.get() {
             self.peak_bytes.0.store(live, Relaxed);
         }
     }
 
-    /// The peak since the last call, which starts a new period at the bytes live now.
-    pub(crate) fn take_peak(&self) -> u64 {
+    /// Starts (from the bytes live now) or stops tracking the peak; the caller switches the
+    /// state's allocator function to match.
+    pub(crate) fn watch_peaks(&self, on: bool) {
+        self.peak_bytes.0.store(self.live_bytes.get(), Relaxed);
+        self.watching_peaks.store(on, Relaxed);
+    }
+
+    /// The peak since the last call, which starts a new period at the bytes live now; `None`
+    /// unless peaks are watched.
+    pub(crate) fn take_peak(&self) -> Option<u64> {
+        if !self.watching_peaks.load(Relaxed) {
+            return None;
+        }
         let peak = self.peak_bytes.get().max(self.live_bytes.get());
         self.peak_bytes.0.store(self.live_bytes.get(), Relaxed);
-        peak
+        Some(peak)
     }
 
     #[inline]
     pub(crate) fn record_new(&self, size: usize) {
         self.live_bytes.add(size as u64);
-        self.note_peak();
         self.total_bytes.add(size as u64);
         self.mallocs.add(1);
     }
@@ -118,9 +133,6 @@ impl Heap {
     pub(crate) fn record_resize(&self, old_size: usize, new_size: usize) {
         self.live_bytes.sub(old_size as u64);
         self.live_bytes.add(new_size as u64);
-        if new_size > old_size {
-            self.note_peak();
-        }
         self.total_bytes.add(new_size as u64);
     }
 

@@ -111,7 +111,11 @@ impl SystemLua {
 
     /// Calls `hook` for every completed collection cycle, from the finalizer that marks its end:
     /// the hook must not call into Lua. Replaces any previous hook; `None` removes it.
+    ///
+    /// While a hook is installed, the state also tracks its heap's peak between cycles (the
+    /// cycle's `heap_before`); without one, its allocator does no such bookkeeping.
     pub fn on_gc_cycle(&self, hook: Option<CycleHook>) {
+        self._state.watch_peaks(hook.is_some());
         self.probe().data.gc.set_hook(hook);
     }
 }

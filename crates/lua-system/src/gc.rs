@@ -26,7 +26,8 @@ pub struct Cycle {
     pub number: u64,
     /// When the cycle ended, since the state was created.
     pub at: Duration,
-    /// The largest heap since the previous cycle ended: the heap the cycle started from.
+    /// The largest heap since the previous cycle ended: the heap the cycle started from (the
+    /// first cycle after the hook was installed: the largest since it was installed).
     pub heap_before: u64,
     /// The heap when the cycle ended (its finalizers running).
     pub heap_after: u64,

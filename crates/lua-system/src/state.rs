@@ -114,7 +114,7 @@ impl StateData {
     /// heap size, Lua's count serves, in versions that answer during finalizers.
     pub(crate) fn on_cycle_end(&self, collector: &Collector) {
         let live = self.owned_live_bytes().or_else(|| collector.heap_bytes().ok());
-        let peak = (self.accounting != Accounting::Observed).then(|| self.heap.take_peak());
+        let peak = self.heap.take_peak();
         let figures = self.heap.figures();
         let objects = self.counts_every_block().then_some(figures.mallocs - figures.frees);
         self.gc.record_cycle(live, peak, objects);

@@ -176,3 +176,40 @@ fn labelled_metrics_escape_values_and_refuse_bad_names() {
         assert_eq!(metrics.to_prometheus_with_labels(&[(bad, "x")]), Err(lua_system::InvalidLabel(bad.to_owned())));
     }
 }
+
+#[test]
+fn the_hook_can_be_set_and_removed_while_lua_runs_without_losing_a_byte() {
+    let lua = exact();
+    let cycles = Arc::new(Mutex::new(Vec::new()));
+    lua.scope(|scope| {
+        // Toggling the hook switches the state's allocator function between two allocations,
+        // from inside a running script: blocks made by either are freed or resized by the other.
+        let toggle = scope.create_function(|_, on: bool| {
+            let record = Arc::clone(&cycles);
+            lua.on_gc_cycle(on.then(|| Box::new(move |cycle: &Cycle| record.lock().unwrap().push(*cycle)) as _));
+            Ok(())
+        })?;
+        lua.globals().set("toggle", toggle)?;
+        lua.load(
+            r#"
+            local keep = {}
+            for round = 1, 40 do
+              toggle(round % 2 == 1)
+              local t = {}
+              for i = 1, 2000 do t[i] = string.rep("x", i % 50) .. i end
+              keep[round % 5] = t
+              if round % 4 == 1 then collectgarbage() end
+            end
+            toggle(false)
+            "#,
+        )
+        .exec()
+    })
+    .unwrap();
+    let cycles = cycles.lock().unwrap();
+    assert!(cycles.len() >= 10, "cycles seen while the hook was on: {}", cycles.len());
+    assert!(cycles.iter().all(|c| c.heap_before >= c.heap_after), "{cycles:?}");
+    let (ours, luas): (i64, f64) =
+        lua.load("return require('system').allocated(), collectgarbage('count')").eval().unwrap();
+    assert!((ours as f64 - luas * 1024.0).abs() < 1.0, "the accounts still match Lua's: {ours} vs {}", luas * 1024.0);
+}

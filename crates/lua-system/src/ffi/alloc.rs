@@ -55,6 +55,30 @@ pub(crate) unsafe extern "C" fn accounted(
     osize: usize,
     nsize: usize,
 ) -> *mut c_void {
+    // SAFETY: forwarded under the same contract.
+    unsafe { accounted_with::<false>(ud, block, osize, nsize) }
+}
+
+/// [`accounted`], also tracking the heap's peak for the cycle hook (`--gctrace`: the heap a
+/// cycle started from). The two serve the same blocks, so a state switches between them with
+/// `lua_setallocf` at any time (`AccountedState::watch_peaks`).
+pub(crate) unsafe extern "C" fn accounted_watching_peaks(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: forwarded under the same contract.
+    unsafe { accounted_with::<true>(ud, block, osize, nsize) }
+}
+
+#[inline(always)]
+unsafe fn accounted_with<const PEAKS: bool>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
     // SAFETY: `ud` is the `StateData` passed to `lua_newstate`, freed only after `lua_close`.
     let heap = unsafe { &(*(ud as *const StateData)).heap };
 
@@ -88,6 +112,9 @@ pub(crate) unsafe extern "C" fn accounted(
             return ptr::null_mut();
         }
         heap.record_new(nsize);
+        if PEAKS {
+            heap.note_peak();
+        }
         return new.cast();
     }
 
@@ -105,6 +132,9 @@ pub(crate) unsafe extern "C" fn accounted(
         return ptr::null_mut();
     }
     heap.record_resize(osize, nsize);
+    if PEAKS && nsize > osize {
+        heap.note_peak();
+    }
     resized.cast()
 }
 

@@ -51,6 +51,20 @@ impl AccountedState {
         self.data
     }
 
+    /// Tracks the heap's peak between cycles (`on`) or stops, by switching the state's allocator
+    /// function: the unwatched one does no peak bookkeeping at all.
+    pub(crate) fn watch_peaks(&self, on: bool) {
+        let allocator: ffi::lua_Alloc = if on { super::alloc::accounted_watching_peaks } else { accounted };
+        // SAFETY: `data` is alive as long as `self`. `AccountedState` is neither `Send` nor
+        // `Sync`, so this runs on the thread that owns the state, between two allocations
+        // (even when Lua is running a callback that got here). Both functions serve the same
+        // blocks with the same `ud`, so either may free or resize what the other allocated.
+        unsafe {
+            self.data.as_ref().heap.watch_peaks(on);
+            ffi::lua_setallocf(self.l.as_ptr(), allocator, self.data.as_ptr().cast());
+        }
+    }
+
     /// mlua's handle on the state (mlua registers it on first use, as for a Lua module).
     ///
     /// # Safety
