@@ -56,6 +56,13 @@ row("mem_stats()", cost("local a, b = system.mem_stats()", N // 10), constructor
 row("mem_stats(t)", cost("local a, b = system.mem_stats(t)", N // 10, "local t = {}"), constructor,
   "15-field constructor")
 
+-- metrics(): the same figures as text (about 1.5 KB built in a Lua buffer), beside mem_stats()
+-- and a Lua string.format of twenty numbers, its closest builtin.
+local format = cost('local s = string.format("%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d", '
+  .. "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20)", N // 10)
+row("string.format, 20 numbers", format, format, "itself")
+row("metrics()", cost("local a, b = system.metrics()", N // 100), format, "string.format, 20 numbers")
+
 -- 3. gc() against collectgarbage("collect"), with 1 MB and 100 MB live.
 for _, mb in ipairs({ 1, 100 }) do
   local live = {}
