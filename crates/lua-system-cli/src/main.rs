@@ -10,10 +10,8 @@ mod options;
 mod repl;
 mod warnings;
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use lua_system::mlua::{self, Lua, MultiValue, StdLib, Table, Value};
 use lua_system::{Permissions, Profile, SystemLua};
@@ -21,9 +19,6 @@ use lua_system::{Permissions, Profile, SystemLua};
 use crate::options::{Action, Options, StateKind, USAGE};
 
 pub const PROGNAME: &str = "lua-system";
-
-/// The most cycles a profile records (a script may run millions).
-const MAX_CYCLES: usize = 100_000;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -89,46 +84,22 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
     }
     lua.globals().set("arg", arg_table(&lua, argv, options.script)?)?;
 
-    // --gctrace and --mem-profile watch the accounted state's cycles and counters.
-    let watched = options.gctrace || options.mem_profile.is_some();
-    let profile_path =
-        options.mem_profile.as_deref().map(monitor::profile_path).transpose().map_err(mlua::Error::runtime)?;
-    let cycles = Arc::new(Mutex::new(Vec::new()));
-    if watched {
-        let State::Accounted(state) = &lua else {
+    // --gctrace, --mem-profile and --stats watch the state (monitor.rs).
+    let watch = monitor::Watch::new(options).map_err(mlua::Error::runtime)?;
+    let sampled = match &lua {
+        State::Accounted(state) => Some(state),
+        State::Plain(_) if options.gctrace || options.mem_profile.is_some() => {
             return Err(mlua::Error::runtime("--gctrace and --mem-profile need the accounted state"));
-        };
-        monitor::mark_forced_collections(&lua)?;
-        let (trace, record) = (options.gctrace, profile_path.is_some().then(|| Arc::clone(&cycles)));
-        state.on_gc_cycle(Some(Box::new(move |cycle| {
-            if trace {
-                let _ = writeln!(std::io::stderr(), "{}", monitor::trace_line(cycle));
-            }
-            if let Some(cycles) = &record {
-                let mut cycles = cycles.lock().unwrap_or_else(|p| p.into_inner());
-                if cycles.len() < MAX_CYCLES {
-                    cycles.push(*cycle);
-                }
-            }
-        })));
-    }
-
-    let program = || run_program(&lua, argv, options, &warnings);
-    let result = match (&lua, &profile_path) {
-        (State::Accounted(state), Some(path)) => {
-            let interval = Duration::from_millis(options.mem_profile_interval_ms.unwrap_or(10));
-            let (result, profile) = monitor::profile(state, interval, Arc::clone(&cycles), program);
-            if let Err(message) = monitor::write_profile(path, &profile) {
-                eprintln!("{PROGNAME}: {message}");
-            }
-            result
         }
-        _ => program(),
+        State::Plain(_) => None,
     };
-    if let Some(format) = &options.stats {
-        let stats = monitor::final_stats(&lua, format)?;
-        let _ = std::io::stderr().write_all(stats.as_bytes());
+    if let Some(state) = sampled {
+        watch.watch_cycles(state);
     }
+    watch.install(&lua)?;
+
+    let result = watch.run(sampled, || run_program(&lua, argv, options, &warnings));
+    watch.finish(&lua);
     result
 }
 

@@ -18,8 +18,12 @@
 //!   `.json` (the samples and the cycles). At most 2,000 samples are kept: past that, every
 //!   other one is dropped and the interval doubles, so a long script gets a bounded profile.
 //! * `--stats json|prometheus`: the final figures at exit, on stderr.
+//!
+//! The profile and the figures are written when the program ends, `os.exit` included (it is
+//! wrapped to write them first).
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,8 +32,118 @@ use std::time::Duration;
 use lua_system::mlua::{self, Function, Lua, MultiValue, Value};
 use lua_system::{Cycle, Probe, Sample, SystemLua};
 
+use crate::options::Options;
+
 /// The most samples a profile keeps.
 pub const MAX_SAMPLES: usize = 2000;
+
+/// The most cycles a profile records (a script may run millions).
+const MAX_CYCLES: usize = 100_000;
+
+/// What the runner was asked to watch, and the profile being recorded.
+pub struct Watch {
+    trace: bool,
+    profile: Option<(PathBuf, Duration)>,
+    stats: Option<String>,
+    recorded: Mutex<Profile>,
+    /// Set once the outputs are written: nothing more is traced or recorded after.
+    finished: AtomicBool,
+}
+
+impl Watch {
+    /// From the options; a bad `--mem-profile` file name is refused before anything runs.
+    pub fn new(options: &Options) -> Result<Arc<Watch>, String> {
+        let profile = match options.mem_profile.as_deref() {
+            Some(path) => {
+                Some((profile_path(path)?, Duration::from_millis(options.mem_profile_interval_ms.unwrap_or(10))))
+            }
+            None => None,
+        };
+        let interval_ms = profile.as_ref().map_or(0.0, |(_, interval)| interval.as_secs_f64() * 1e3);
+        Ok(Arc::new(Watch {
+            trace: options.gctrace,
+            profile,
+            stats: options.stats.clone(),
+            recorded: Mutex::new(Profile { interval_ms, ..Profile::default() }),
+            finished: AtomicBool::new(false),
+        }))
+    }
+
+    fn recorded(&self) -> std::sync::MutexGuard<'_, Profile> {
+        self.recorded.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Traces and records the state's cycles, if asked to.
+    pub fn watch_cycles(self: &Arc<Self>, state: &SystemLua) {
+        if !self.trace && self.profile.is_none() {
+            return;
+        }
+        let watch = Arc::clone(self);
+        state.on_gc_cycle(Some(Box::new(move |cycle| {
+            if watch.finished.load(Ordering::Relaxed) {
+                return; // os.exit(code, true) closing the state
+            }
+            if watch.trace {
+                let _ = writeln!(std::io::stderr(), "{}", trace_line(cycle));
+            }
+            if watch.profile.is_some() {
+                let mut recorded = watch.recorded();
+                if recorded.cycles.len() < MAX_CYCLES {
+                    recorded.cycles.push(*cycle);
+                }
+            }
+        })));
+    }
+
+    /// Wraps `collectgarbage` (forced cycles) when cycles are watched, and `os.exit` (the
+    /// outputs are written first) when there is anything to write.
+    pub fn install(self: &Arc<Self>, lua: &Lua) -> mlua::Result<()> {
+        if self.trace || self.profile.is_some() {
+            mark_forced_collections(lua)?;
+        }
+        if self.profile.is_some() || self.stats.is_some() {
+            let os: mlua::Table = lua.globals().get("os")?;
+            let exit: Function = os.get("exit")?;
+            let watch = Arc::clone(self);
+            os.set(
+                "exit",
+                lua.create_function(move |lua, args: MultiValue| {
+                    watch.finish(lua);
+                    exit.call::<MultiValue>(args)
+                })?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Runs `program`, sampling `state` on a thread of its own if a profile was asked for.
+    pub fn run<T>(&self, state: Option<&SystemLua>, program: impl FnOnce() -> T) -> T {
+        match (state, &self.profile) {
+            (Some(state), Some((_, interval))) => sample_while(state, *interval, &self.recorded, program),
+            _ => program(),
+        }
+    }
+
+    /// Writes the profile and the final figures, once.
+    pub fn finish(&self, lua: &Lua) {
+        if self.finished.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some((path, _)) = &self.profile {
+            if let Err(message) = write_profile(path, &self.recorded()) {
+                eprintln!("{}: {message}", crate::PROGNAME);
+            }
+        }
+        if let Some(format) = &self.stats {
+            match final_stats(lua, format) {
+                Ok(stats) => {
+                    let _ = std::io::stderr().write_all(stats.as_bytes());
+                }
+                Err(error) => eprintln!("{}: --stats: {error}", crate::PROGNAME),
+            }
+        }
+    }
+}
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -96,46 +210,49 @@ impl Profile {
         if self.samples.len() < MAX_SAMPLES {
             return false;
         }
-        let mut index = 0;
+        // Keep every other sample counting from the newest, so the last one always stays.
+        let mut from_end = self.samples.len();
         self.samples.retain(|_| {
-            index += 1;
-            index % 2 == 1
+            from_end -= 1;
+            from_end % 2 == 0
         });
         self.interval_ms *= 2.0;
         true
     }
 }
 
-/// Runs `script` while sampling `state` every `interval` on another thread, recording cycles
-/// through `cycles`; returns the script's result and the profile.
-pub fn profile<T>(
-    state: &SystemLua,
-    interval: Duration,
-    cycles: Arc<Mutex<Vec<Cycle>>>,
-    script: impl FnOnce() -> T,
-) -> (T, Profile) {
+/// Runs `script` while a thread samples `state` into `profile` every `interval`; the sampler
+/// stops when the script returns or panics.
+fn sample_while<T>(state: &SystemLua, interval: Duration, profile: &Mutex<Profile>, script: impl FnOnce() -> T) -> T {
     let probe: Probe<'_> = state.probe();
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
-            let mut profile = Profile { interval_ms: interval.as_secs_f64() * 1e3, ..Profile::default() };
             let mut interval = interval;
             loop {
-                if profile.push(probe.sample()) {
+                let sample = probe.sample();
+                if profile.lock().unwrap_or_else(|p| p.into_inner()).push(sample) {
                     interval *= 2;
                 }
                 if stop.load(Ordering::Relaxed) {
-                    return profile;
+                    return;
                 }
                 std::thread::park_timeout(interval);
             }
         });
+        // Stops the sampler on the way out, a panic included (the scope waits for it).
+        struct StopOnDrop<'a>(&'a AtomicBool, &'a std::thread::Thread);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+                self.1.unpark();
+            }
+        }
+        let stopper = StopOnDrop(&stop, sampler.thread());
         let result = script();
-        stop.store(true, Ordering::Relaxed);
-        sampler.thread().unpark();
-        let mut profile = sampler.join().expect("the sampler thread");
-        profile.cycles = std::mem::take(&mut *cycles.lock().unwrap_or_else(|p| p.into_inner()));
-        (result, profile)
+        drop(stopper);
+        let _ = sampler.join();
+        result
     })
 }
 
@@ -154,8 +271,8 @@ pub fn write_profile(path: &Path, profile: &Profile) -> Result<(), String> {
     }
 }
 
-/// The samples as CSV, one row per sample; `gc` holds the cycles that ended since the previous
-/// sample.
+/// The samples as CSV, one row per sample (bytes; empty where unavailable). The cycles show as
+/// `num_gc` stepping up; their details are in the `.json` profile.
 pub fn csv(profile: &Profile) -> String {
     let mut out = String::from("seconds,heap_alloc,heap_objects,next_gc,num_gc,resident\n");
     for s in &profile.samples {

@@ -183,6 +183,9 @@ impl Options {
             }
             i += 1;
         }
+        if options.mem_profile_interval_ms.is_some() && options.mem_profile.is_none() {
+            return Err(BadOption("'--mem-profile-interval' needs '--mem-profile FILE'".to_owned()));
+        }
         Ok(options)
     }
 

@@ -105,8 +105,10 @@ fn gctrace_prints_one_parsable_line_per_cycle_and_counts_as_num_gc_does() {
     }
     assert_eq!(lines.last().unwrap().number, num_gc, "the last traced cycle is num_gc");
 
+    // Two system.gc() and one collectgarbage(); an automatic cycle already sweeping when one
+    // of them was asked for ends within it and counts as forced too.
     let forced: Vec<&TraceLine> = lines.iter().filter(|l| l.forced).collect();
-    assert_eq!(forced.len(), 3, "two system.gc() and one collectgarbage()\n{err}");
+    assert!((3..=6).contains(&forced.len()), "forced cycles: {}\n{err}", forced.len());
     assert!(forced.iter().all(|l| l.duration_ms.is_some_and(|d| d >= 0.0)), "forced cycles are timed");
     assert!(lines.iter().filter(|l| !l.forced).all(|l| l.duration_ms.is_none()), "automatic ones are not");
     assert!(lines.windows(2).all(|w| w[0].seconds <= w[1].seconds), "times do not go back");
@@ -118,7 +120,8 @@ fn gctrace_prints_one_parsable_line_per_cycle_and_counts_as_num_gc_does() {
         }
     }
     // The live set of 100,000 tables is freed by the collection after `live = nil`.
-    let (built, freed) = (&forced[0], &forced[1]);
+    let built = forced.iter().position(|l| l.after_mb > 5.0).expect("a forced cycle with the live set");
+    let (built, freed) = (&forced[built], forced[built + 1..].iter().find(|l| l.after_mb < 1.0).expect("freed"));
     assert!(built.after_mb > 5.0 && freed.after_mb < 1.0, "{built:?} then {freed:?}");
     assert!(freed.objects + 90_000 < built.objects, "{built:?} then {freed:?}");
     // The last cycle ran with the collector stopped: no target.
@@ -155,7 +158,7 @@ fn mem_profile_svg_is_valid_xml_with_the_series_and_a_marker_per_cycle() {
     let circles = root.descendants().filter(|n| n.has_tag_name("circle")).count() as u64;
     assert!(circles >= 6 && circles <= num_gc + 1, "{circles} markers for {num_gc} cycles");
     let title = texts.iter().find(|t| t.starts_with("Lua heap over time")).expect("a title");
-    assert!(title.contains("(3 forced)"), "{title}");
+    assert!(["(3 forced)", "(4 forced)", "(5 forced)", "(6 forced)"].iter().any(|f| title.contains(f)), "{title}");
 }
 
 #[test]
@@ -207,7 +210,7 @@ fn mem_profile_json_holds_samples_and_cycles() {
     assert!(samples.iter().all(|s| s["heap_alloc"].as_u64().is_some_and(|h| h > 0)));
     let cycles = json["cycles"].as_array().unwrap();
     assert_eq!(cycles.last().unwrap()["number"], num_gc);
-    assert_eq!(cycles.iter().filter(|c| c["forced"] == true).count(), 3);
+    assert!((3..=6).contains(&cycles.iter().filter(|c| c["forced"] == true).count()));
     assert!(cycles.iter().all(|c| c["heap_before"].as_u64() >= c["heap_after"].as_u64()));
 }
 
@@ -217,8 +220,11 @@ fn mem_profile_checks_its_file_name_before_running() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("must end in .svg, .csv or .json"), "{}", stderr(&out));
     assert_eq!(stdout(&out), "", "the script did not run");
-    let out = run(&["--mem-profile-interval", "0", "-e", "print('ran')"]);
+    let out = run(&["--mem-profile", "p.csv", "--mem-profile-interval", "0", "-e", "print('ran')"]);
     assert_eq!(out.status.code(), Some(1));
+    let out = run(&["--mem-profile-interval", "5", "-e", "print('ran')"]);
+    assert_eq!(out.status.code(), Some(1), "an interval without a profile is a mistake");
+    assert!(stderr(&out).contains("needs '--mem-profile FILE'"), "{}", stderr(&out));
     let out = run(&["--gctrace", "--state", "plain", "-e", "print('ran')"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("need the accounted state"), "{}", stderr(&out));
@@ -313,4 +319,45 @@ fn metrics_and_stats_pass_the_prometheus_client_parser() {
     assert_eq!(sample_value(&parsed, "lua_gc_cycles_total"), Some(num_gc as f64));
     assert_eq!(sample_value(&parsed, "lua_gc_percent"), Some(-1.0));
     assert_eq!(sample_value(&parsed, "lua_gc_next_bytes"), None, "no target while stopped");
+}
+
+#[test]
+fn os_exit_still_writes_the_profile_and_the_stats_and_keeps_its_status() {
+    let path = temp_file("exit.json");
+    let script = temp_script(
+        "exits.lua",
+        "local s = require('system') local t = {} for i = 1, 50000 do t[i] = { i } end s.gc() os.exit(3, true)",
+    );
+    let out = run(&["--gctrace", "--mem-profile", path.to_str().unwrap(), "--stats", "json", script.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    let json_start = err.find("{\n").expect("stats on stderr");
+    let stats: serde_json::Value = serde_json::from_str(&err[json_start..]).expect("the stats are JSON");
+    let cycles = stats["gc_cycles_total"].as_u64().unwrap();
+    // Every trace line comes before the stats; closing the state (os.exit's `true`) adds none.
+    let traced: Vec<&str> = err[..json_start].lines().collect();
+    assert!(traced.iter().all(|l| l.starts_with("gc ")), "{err}");
+    assert!(traced.last().unwrap().starts_with(&format!("gc {cycles} ")), "{err}");
+    assert!(err[json_start..].lines().all(|l| !l.starts_with("gc ")), "nothing traced after the stats: {err}");
+    let profile: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(!profile["samples"].as_array().unwrap().is_empty());
+    assert_eq!(profile["cycles"].as_array().unwrap().last().unwrap()["number"], cycles);
+}
+
+#[test]
+fn metrics_reveal_nothing_the_allowed_functions_would_not() {
+    let script = "io.write((require('system').metrics()))";
+    let out = run(&["--deny", "mem_stats,num_cpu", "-e", script]);
+    let text = stdout(&out);
+    assert!(text.contains("\nlua_heap_alloc_bytes "), "allocated() is allowed: {text}{}", stderr(&out));
+    assert!(text.contains("\nlua_heap_objects "), "heap_objects() is allowed: {text}");
+    assert!(text.contains("\nlua_gc_percent "), "get_gc_percent() is allowed: {text}");
+    assert!(text.contains("\nlua_max_procs "), "go_max_procs() is allowed: {text}");
+    for hidden in
+        ["process_cpus", "lua_heap_allocated_bytes_total", "lua_gc_cycles_total", "process_resident_memory_bytes"]
+    {
+        assert!(!text.contains(hidden), "{hidden} is mem_stats()'s or num_cpu()'s: {text}");
+    }
+    let out = run(&["--deny", "mem_stats,allocated,heap_objects,get_gc_percent,go_max_procs,num_cpu", "-e", script]);
+    assert_eq!(stdout(&out), "", "nothing left to reveal: an empty exposition");
 }

@@ -224,6 +224,8 @@ pub fn set_memory_limit(lua: &Lua, limit: Option<usize>) -> mlua::Result<Option<
 
 /// Marks the start (`true`) and end of a full collection the host runs itself, so the cycle it
 /// completes is reported as forced (see [`SystemLua::on_gc_cycle`]). `system.gc()` marks its own.
+/// Marks nest (a finalizer may force a collection inside another): pair every `true` with a
+/// `false`.
 pub fn mark_forced_collection(lua: &Lua, forced: bool) -> mlua::Result<()> {
     installed(lua)?.data().gc.mark_forced(forced);
     Ok(())

@@ -8,7 +8,7 @@
 //!   (`ffi/state.rs`); the heap measured then is the base of `next_gc`.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::args;
@@ -36,7 +36,9 @@ pub struct Cycle {
     /// Live heap blocks when the cycle ended.
     pub objects: u64,
     /// Whether a full collection was asked for (`system.gc()`, `collectgarbage("collect")` in
-    /// the runner) rather than run by the collector on its own.
+    /// the runner) rather than run by the collector on its own. An automatic cycle that was
+    /// already past its marking when the collection was asked for ends within it, and is
+    /// reported forced too.
     pub forced: bool,
     /// How long a forced collection took; automatic cycles run in steps between the script's
     /// own work, so their length is not measured.
@@ -53,8 +55,11 @@ pub(crate) struct GcState {
     /// The effective percent last read or set (-1: stopped), for readers that cannot ask Lua
     /// (a sampler on another thread, a finalizer).
     effective: AtomicI64,
-    /// When a forced collection started, in nanoseconds since `born` plus one; 0: none running.
+    /// When the outermost forced collection running started, in nanoseconds since `born` plus
+    /// one; 0: none running.
     forced_since: AtomicU64,
+    /// Forced collections running: a finalizer may force one inside another.
+    forced_depth: AtomicU32,
     hook: Mutex<Option<CycleHook>>,
     /// The exact percent last set through the module, 0..=PERCENT_MAX.
     percent: AtomicI64,
@@ -79,6 +84,7 @@ impl GcState {
             born: Instant::now(),
             effective: AtomicI64::new(crate::ffi::collector::effective_percent(DEFAULT_PERCENT)),
             forced_since: AtomicU64::new(0),
+            forced_depth: AtomicU32::new(0),
             hook: Mutex::new(None),
             percent: AtomicI64::new(DEFAULT_PERCENT),
             cycles: AtomicU64::new(0),
@@ -117,8 +123,8 @@ impl GcState {
         self.percent.store(percent, Relaxed);
     }
 
-    /// Records a completed cycle; `peak` and `objects` are the heap's, where the module counts
-    /// them. Returns the cycle as reported to the hook.
+    /// Records a completed cycle, and reports it to the hook if there is one; `peak` and
+    /// `objects` are the heap's, where the module counts them.
     pub(crate) fn record_cycle(&self, live_bytes: Option<u64>, peak: Option<u64>, objects: Option<u64>) {
         if let Some(bytes) = live_bytes {
             self.live_after_cycle.store(bytes, Relaxed);
@@ -151,10 +157,21 @@ impl GcState {
         *self.hook.lock().unwrap_or_else(|poison| poison.into_inner()) = hook;
     }
 
-    /// Marks the start (`true`) or end of a forced collection.
+    /// Marks the start (`true`) or end of a forced collection. Marks nest: a collection forced
+    /// by a finalizer during another ends only its own mark. Called on the state's thread.
     pub(crate) fn mark_forced(&self, forced: bool) {
-        let since = if forced { self.born.elapsed().as_nanos() as u64 + 1 } else { 0 };
-        self.forced_since.store(since, Relaxed);
+        let depth = self.forced_depth.load(Relaxed);
+        if forced {
+            if depth == 0 {
+                self.forced_since.store(self.born.elapsed().as_nanos() as u64 + 1, Relaxed);
+            }
+            self.forced_depth.store(depth + 1, Relaxed);
+        } else if depth > 0 {
+            self.forced_depth.store(depth - 1, Relaxed);
+            if depth == 1 {
+                self.forced_since.store(0, Relaxed);
+            }
+        }
     }
 
     pub(crate) fn born(&self) -> Instant {

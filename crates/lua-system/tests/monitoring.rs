@@ -53,6 +53,21 @@ fn a_collection_the_host_runs_is_forced_when_marked() {
 }
 
 #[test]
+fn forced_marks_nest() {
+    let lua = exact();
+    let cycles = record_cycles(&lua);
+    lua_system::mark_forced_collection(&lua, true).unwrap();
+    lua_system::mark_forced_collection(&lua, true).unwrap(); // a finalizer forcing one inside
+    lua_system::mark_forced_collection(&lua, false).unwrap();
+    lua.gc_collect().unwrap(); // still inside the outer one
+    lua_system::mark_forced_collection(&lua, false).unwrap();
+    lua_system::mark_forced_collection(&lua, false).unwrap(); // unpaired: ignored
+    lua.gc_collect().unwrap();
+    let forced: Vec<bool> = cycles.lock().unwrap().iter().map(|c| c.forced).collect();
+    assert_eq!(forced, [true, false]);
+}
+
+#[test]
 fn removing_the_hook_and_closing_the_state_report_nothing_more() {
     let lua = exact();
     let cycles = record_cycles(&lua);
@@ -128,7 +143,7 @@ fn metrics_serialize_with_serde_and_render_as_prometheus() {
     let json = serde_json::to_value(metrics).unwrap();
     assert_eq!(json["accounting"], "exact");
     assert_eq!(json["heap_alloc_bytes"], metrics.heap_alloc_bytes.unwrap());
-    assert_eq!(json["gc_cycles_total"], metrics.gc_cycles_total);
+    assert_eq!(json["gc_cycles_total"], metrics.gc_cycles_total.unwrap());
     assert_eq!(json["gc_percent"], lua_system::gc_percent(&lua).unwrap(), "100 (150 in Lua 5.5)");
     assert!(json["process_resident_memory_bytes"].as_u64().unwrap() > 0);
 
@@ -212,4 +227,25 @@ fn the_hook_can_be_set_and_removed_while_lua_runs_without_losing_a_byte() {
     let (ours, luas): (i64, f64) =
         lua.load("return require('system').allocated(), collectgarbage('count')").eval().unwrap();
     assert!((ours as f64 - luas * 1024.0).abs() < 1.0, "the accounts still match Lua's: {ours} vs {}", luas * 1024.0);
+}
+
+#[test]
+fn several_states_share_one_exposition_each_family_once() {
+    let (a, b) = (exact(), exact());
+    b.load("big = {} for i = 1, 10000 do big[i] = { i } end").exec().unwrap();
+    let (ma, mb) = (a.mem_stats().unwrap().metrics(), b.mem_stats().unwrap().metrics());
+    let text = lua_system::Metrics::to_prometheus_many(&[(&[("state", "a")], &ma), (&[("state", "b")], &mb)]).unwrap();
+    let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let mut unique = types.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(types.len(), unique.len(), "each family once:\n{text}");
+    assert!(text.contains(&format!("lua_heap_alloc_bytes{{state=\"a\"}} {}\n", ma.heap_alloc_bytes.unwrap())));
+    assert!(text.contains(&format!("lua_heap_alloc_bytes{{state=\"b\"}} {}\n", mb.heap_alloc_bytes.unwrap())));
+    // Each family's samples follow its TYPE line, one per state that has the figure (a state
+    // without a cycle yet has no last-cycle time).
+    let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+    let both = |m: &lua_system::Metrics| m.to_prometheus().lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(samples, both(&ma) + both(&mb));
+    assert_eq!(lua_system::Metrics::to_prometheus_many(&[]).unwrap(), "");
 }
