@@ -361,3 +361,27 @@ fn metrics_reveal_nothing_the_allowed_functions_would_not() {
     let out = run(&["--deny", "mem_stats,allocated,heap_objects,get_gc_percent,go_max_procs,num_cpu", "-e", script]);
     assert_eq!(stdout(&out), "", "nothing left to reveal: an empty exposition");
 }
+
+/// The README's first command: the main example with `--mem-profile memory.svg`.
+#[test]
+fn the_main_example_charts_the_heap_growing_and_falling_with_cycles_marked() {
+    let json = temp_file("example.json");
+    let out = run(&["--mem-profile", json.to_str().unwrap(), "examples/memory_monitor.lua"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let profile: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let heap: Vec<u64> =
+        profile["samples"].as_array().unwrap().iter().map(|s| s["heap_alloc"].as_u64().unwrap()).collect();
+    let peak = heap.iter().copied().enumerate().max_by_key(|&(_, h)| h).unwrap();
+    assert!(peak.1 > 10 << 20, "the cache grows the heap past 10 MiB: {peak:?}");
+    assert!(heap[..peak.0].windows(2).any(|w| w[1] < w[0]), "the garbage phase saws up and down");
+    assert!(*heap.last().unwrap() < 2 << 20, "dropping the cache frees it");
+    let cycles = profile["cycles"].as_array().unwrap();
+    assert!(cycles.len() >= 10 && cycles.iter().any(|c| c["forced"] == true));
+
+    let svg = temp_file("example.svg");
+    let out = run(&["--mem-profile", svg.to_str().unwrap(), "examples/memory_monitor.lua"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let document = roxmltree::Document::parse(&text).expect("valid XML");
+    assert!(document.descendants().filter(|n| n.has_tag_name("circle")).count() >= 10, "cycles are marked");
+}
