@@ -34,10 +34,16 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Writes `source` to a file named `name` in a directory of this test process. Tests run in
+/// parallel and may write the same script: each writes its own copy and renames it into place,
+/// so a runner started by another test never reads a half-written file.
 pub fn temp_script(name: &str, source: &str) -> PathBuf {
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!("lua-system-runner-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
-    std::fs::write(&path, source).unwrap();
+    let copy = dir.join(format!(".{name}.{}", COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    std::fs::write(&copy, source).unwrap();
+    std::fs::rename(&copy, &path).unwrap();
     path
 }
