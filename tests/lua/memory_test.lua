@@ -49,13 +49,9 @@ local function invariants(s, previous)
   end
 end
 
--- Exact deltas need the collector stopped: otherwise a cycle may free earlier garbage meanwhile.
-local function without_collector(f)
-  local percent = system.set_gc_percent(-1)
-  local ok, err = pcall(f)
-  system.set_gc_percent(percent)
-  if not ok then error(err, 0) end
-end
+-- Exact deltas need the collector stopped (T.without_collector): otherwise a cycle may free
+-- earlier garbage meanwhile.
+local without_collector = T.without_collector
 
 T.test("mem_stats has every spec field and the extras as integers, or declares why not", function()
   local s = system.mem_stats()

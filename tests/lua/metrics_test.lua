@@ -35,14 +35,6 @@ local function parse(text)
   return families, order
 end
 
--- Reads metrics() with the collector stopped, so no cycle runs between it and the reference.
-local function with_collector_stopped(f)
-  local previous = system.set_gc_percent(-1)
-  local ok, err = pcall(f)
-  system.set_gc_percent(previous)
-  if not ok then error(err, 0) end
-end
-
 T.test("metrics() answers text and nil, in the exposition format", function()
   local text = T.ok("metrics", system.metrics)
   T.eq(type(text), "string")
@@ -57,7 +49,8 @@ T.test("metrics() answers text and nil, in the exposition format", function()
 end)
 
 T.test("metrics() reports what the functions report", function()
-  with_collector_stopped(function()
+  -- The collector stopped, no cycle runs between metrics() and the reference figures.
+  T.without_collector(function()
     local allocated = system.allocated()
     local stats = system.mem_stats()
     local families = parse(system.metrics())

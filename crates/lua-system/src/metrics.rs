@@ -3,7 +3,6 @@
 //! samples a state from another thread while its script runs.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use crate::ffi::{Call, Reply};
 use crate::memory::MemStats;
@@ -368,11 +367,6 @@ impl Probe<'_> {
             num_gc: data.gc.cycles(),
             resident: process::resident_bytes(),
         }
-    }
-
-    /// Time since the state was created.
-    pub fn age(&self) -> Duration {
-        self.data.gc.born().elapsed()
     }
 }
 

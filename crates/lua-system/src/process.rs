@@ -131,21 +131,46 @@ pub(crate) fn sampled(state_bytes: Option<u64>) -> (Result<ProcessMemory, Text>,
     (memory, Duration::ZERO)
 }
 
+/// A file of `/proc/<pid>/` kept open: opening it costs as much as reading it. The file is
+/// named by pid, not `self`, and reopened when the pid changes, so a forked child reads its own.
+struct ProcFile {
+    name: &'static str,
+    open: Mutex<Option<(u32, File)>>,
+}
+
+impl ProcFile {
+    const fn new(name: &'static str) -> ProcFile {
+        ProcFile { name, open: Mutex::new(None) }
+    }
+
+    /// Reads the whole file (up to the buffer's size) as text.
+    fn read<'b>(&self, buffer: &'b mut [u8]) -> Result<&'b str, Text> {
+        let name = self.name;
+        if faults::active(Fault::ProcUnreadable) {
+            return Err(text!("cannot read /proc/self/{name}: Permission denied (os error 13)"));
+        }
+        let pid = std::process::id();
+        let mut open = self.open.lock().unwrap_or_else(|poison| poison.into_inner());
+        let file = match open.take() {
+            Some((owner, file)) if owner == pid => file,
+            _ => {
+                let path = format!("/proc/{pid}/{name}");
+                File::open(&path).map_err(|e| text!("cannot open {path}: {e}"))?
+            }
+        };
+        let read = file.read_at(buffer, 0);
+        *open = Some((pid, file));
+        let len = read.map_err(|e| text!("cannot read /proc/self/{name}: {e}"))?;
+        std::str::from_utf8(&buffer[..len]).map_err(|_| text!("/proc/self/{name} is not text"))
+    }
+}
+
 /// The process's resident memory, from `/proc/<pid>/statm` (cheaper than `status`: no
 /// formatting of every field), for samplers. `None` if it cannot be read.
 pub(crate) fn resident_bytes() -> Option<u64> {
-    static STATM: Mutex<Option<(u32, File)>> = Mutex::new(None);
-    let pid = std::process::id();
-    let mut cached = STATM.lock().unwrap_or_else(|poison| poison.into_inner());
-    let file = match cached.take() {
-        Some((owner, file)) if owner == pid => file,
-        _ => File::open(format!("/proc/{pid}/statm")).ok()?,
-    };
+    static STATM: ProcFile = ProcFile::new("statm");
     let mut buffer = [0u8; 128];
-    let read = file.read_at(&mut buffer, 0);
-    *cached = Some((pid, file));
-    let text = std::str::from_utf8(&buffer[..read.ok()?]).ok()?;
-    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    let pages: u64 = STATM.read(&mut buffer).ok()?.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * rustix::param::page_size() as u64)
 }
 
@@ -159,29 +184,10 @@ struct KernelFigures {
 impl KernelFigures {
     const PATH: &'static str = "/proc/self/status";
 
-    /// Reads `/proc/<pid>/status` through a file kept open: opening it costs as much as reading
-    /// it. The file is named by pid, not `self`, and reopened when the pid changes, so a forked
-    /// child reads its own.
     fn read() -> Result<KernelFigures, Text> {
-        if faults::active(Fault::ProcUnreadable) {
-            return Err(text!("cannot read {}: Permission denied (os error 13)", Self::PATH));
-        }
-        static STATUS: Mutex<Option<(u32, File)>> = Mutex::new(None);
-        let pid = std::process::id();
-        let mut cached = STATUS.lock().unwrap_or_else(|poison| poison.into_inner());
-        let file = match cached.take() {
-            Some((owner, file)) if owner == pid => file,
-            _ => {
-                let path = format!("/proc/{pid}/status");
-                File::open(&path).map_err(|e| text!("cannot open {path}: {e}"))?
-            }
-        };
+        static STATUS: ProcFile = ProcFile::new("status");
         let mut buffer = [0u8; 8192];
-        let read = file.read_at(&mut buffer, 0);
-        *cached = Some((pid, file));
-        let len = read.map_err(|e| text!("cannot read {}: {e}", Self::PATH))?;
-        let status = std::str::from_utf8(&buffer[..len]).map_err(|_| text!("{} is not text", Self::PATH))?;
-        Self::parse(status)
+        Self::parse(STATUS.read(&mut buffer)?)
     }
 
     fn parse(status: &str) -> Result<KernelFigures, Text> {
