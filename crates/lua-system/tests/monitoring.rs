@@ -85,25 +85,51 @@ fn removing_the_hook_and_closing_the_state_report_nothing_more() {
 
 #[test]
 fn a_probe_samples_the_state_from_another_thread_while_its_script_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::{self, RecvTimeoutError};
+    use std::time::Duration;
+
     let lua = exact();
     let probe = lua.probe();
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    // The sampler runs free, every 200 µs, and also answers the script's checkpoints: a thread
+    // scheduler that never lets it run beside the script (valgrind serialises threads) still
+    // gets samples taken mid-script, so the test does not depend on timing.
+    let (checkpoint, requests) = mpsc::channel::<()>();
+    let (answer, answers) = mpsc::channel::<()>();
+    let wait_for_sample = lua
+        .create_function(move |_, ()| {
+            checkpoint.send(()).map_err(lua_system::mlua::Error::external)?;
+            answers.recv().map_err(lua_system::mlua::Error::external)
+        })
+        .unwrap();
+    lua.globals().set("wait_for_sample", wait_for_sample).unwrap();
     let samples = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| {
+        let (probe, stop) = (&probe, &stop);
+        let sampler = scope.spawn(move || {
             let mut samples = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                samples.push(probe.sample());
-                std::thread::sleep(std::time::Duration::from_micros(200));
+            loop {
+                match requests.recv_timeout(Duration::from_micros(200)) {
+                    Ok(()) => {
+                        samples.push(probe.sample());
+                        answer.send(()).unwrap();
+                    }
+                    Err(RecvTimeoutError::Timeout) if !stop.load(Ordering::Relaxed) => samples.push(probe.sample()),
+                    Err(_) => return samples,
+                }
             }
-            samples
         });
-        lua.load("require('system').set_gc_percent(-1) live = {} for i = 1, 300000 do live[i] = { i } end")
-            .exec()
-            .unwrap();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        lua.load(
+            "require('system').set_gc_percent(-1) live = {}
+             for i = 1, 300000 do live[i] = { i } if i % 30000 == 0 then wait_for_sample() end end",
+        )
+        .exec()
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
         sampler.join().unwrap()
     });
-    assert!(samples.len() >= 3, "{} samples", samples.len());
+    lua.globals().set("wait_for_sample", lua_system::mlua::Nil).unwrap();
+    assert!(samples.len() >= 10, "{} samples", samples.len());
     // The collector is stopped and the live set grows: the samples climb from the start to the
     // end figure (a table's resize may briefly hold its old and new parts).
     let stats = lua.mem_stats().unwrap();
