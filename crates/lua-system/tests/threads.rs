@@ -150,8 +150,10 @@ fn stress_states_on_many_threads_for_three_seconds() {
     let threads: Vec<_> = (0..8)
         .map(|t| {
             std::thread::spawn(move || {
+                // At least one round each, however the threads are scheduled (valgrind runs one
+                // at a time), then rounds until the deadline.
                 let mut rounds = 0u64;
-                while std::time::Instant::now() < deadline {
+                loop {
                     // SAFETY: the `Lua` is not cloned.
                     let lua = unsafe { SystemLua::new().unwrap() };
                     let observe = rounds % 2 == 1;
@@ -192,14 +194,14 @@ fn stress_states_on_many_threads_for_three_seconds() {
                     .exec()
                     .unwrap();
                     rounds += 1;
+                    if std::time::Instant::now() >= deadline {
+                        break rounds;
+                    }
                 }
-                rounds
             })
         })
         .collect();
-    for thread in threads {
-        let rounds = thread.join().expect("a stress thread failed");
-        assert!(rounds > 0);
-    }
+    let rounds: u64 = threads.into_iter().map(|thread| thread.join().expect("a stress thread failed")).sum();
+    println!("{rounds} rounds on 8 threads");
     lua_system::set_max_procs(original).unwrap();
 }
