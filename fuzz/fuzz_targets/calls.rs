@@ -37,9 +37,8 @@ struct Fixture {
 }
 
 thread_local! {
-    // SAFETY: the `Lua` is never cloned out of the fixture.
     static FIXTURE: RefCell<Fixture> = RefCell::new({
-        let lua = unsafe { SystemLua::new().unwrap() };
+        let lua = SystemLua::new().unwrap();
         let system = lua.load("return require('system')").eval().unwrap();
         Fixture { lua, system }
     });

@@ -30,7 +30,8 @@ T.test("every function called from a finalizer answers cleanly", function()
     T.check(answers.gc[3]:find("finalizers", 1, true), answers.gc[3])
     T.eq(answers.set_gc_percent[2], nil, "set_gc_percent refused")
     T.eq(system.get_gc_percent(), T.default_percent, "unchanged")
-    T.check(answers.mem_stats[2].unavailable.next_gc, "next_gc declared unavailable there")
+    -- Every spec field is there, next_gc from the setting the module last saw.
+    T.check(answers.mem_stats[2].next_gc, "next_gc answered there")
   else
     T.eq(answers.gc[2], true, "gc from a finalizer")
     -- Lua 5.2, 5.3 and LuaJIT pause their collector while a finalizer runs, and say so: the

@@ -41,7 +41,7 @@ T.test("metrics() answers text and nil, in the exposition format", function()
   local families, order = parse(text)
   T.check(#order >= 8, "at least eight families, got " .. #order)
   for _, name in ipairs({ "lua_heap_alloc_bytes", "lua_gc_cycles_total", "lua_gc_percent", "lua_max_procs",
-                          "process_cpus" }) do
+                          "lua_process_cpus" }) do
     T.check(families[name], name .. " is present")
   end
   T.eq(families.lua_heap_alloc_bytes.type, "gauge")
@@ -61,7 +61,7 @@ T.test("metrics() reports what the functions report", function()
     T.check(heap >= allocated and heap - allocated < 64 * 1024,
       "heap " .. heap .. " is what allocated() said, " .. allocated .. ", plus the stats table")
     T.eq(families.lua_max_procs.value, system.go_max_procs())
-    T.eq(families.process_cpus.value, system.num_cpu())
+    T.eq(families.lua_process_cpus.value, system.num_cpu())
     T.eq(families.lua_heap_objects ~= nil, stats.heap_objects ~= nil, "objects where the module counts them")
     T.eq(families.lua_heap_allocated_bytes_total ~= nil, stats.total_alloc ~= nil, "total where counted")
     if stats.total_alloc then T.check(families.lua_heap_allocated_bytes_total.value >= heap, "total >= live") end
@@ -81,7 +81,7 @@ end)
 
 T.test("process figures are in bytes and plausible", function()
   local families = parse(system.metrics())
-  local resident = families.process_resident_memory_bytes
+  local resident = families.lua_process_resident_memory_bytes
   T.check(resident, "resident memory is read from /proc on Linux")
   T.check(resident.value > 1024 * 1024 and resident.value < 2 ^ 40, "resident: " .. resident.value)
   T.check(resident.value % 1024 == 0, "resident memory is whole pages")

@@ -58,7 +58,7 @@ impl std::ops::Deref for State {
 fn new_state(kind: StateKind) -> mlua::Result<State> {
     Ok(match kind {
         // SAFETY: the runner never clones the `Lua` out of the state.
-        StateKind::Accounted => State::Accounted(unsafe { SystemLua::with_libs(StdLib::NONE)? }),
+        StateKind::Accounted => State::Accounted(unsafe { SystemLua::unsafe_new_with(StdLib::NONE)? }),
         // SAFETY: as lua.c, the runner opens every library, C modules included.
         StateKind::Plain => State::Plain(unsafe { Lua::unsafe_new_with(StdLib::NONE, mlua::LuaOptions::default()) }),
     })
@@ -94,7 +94,7 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
         State::Plain(_) => None,
     };
     if let Some(state) = sampled {
-        watch.watch_cycles(state);
+        watch.watch_cycles(state)?;
     }
     watch.install(&lua)?;
 

@@ -74,9 +74,9 @@ impl Watch {
     }
 
     /// Traces and records the state's cycles, if asked to.
-    pub fn watch_cycles(self: &Arc<Self>, state: &SystemLua) {
+    pub fn watch_cycles(self: &Arc<Self>, state: &SystemLua) -> mlua::Result<()> {
         if !self.trace && self.profile.is_none() {
-            return;
+            return Ok(());
         }
         let watch = Arc::clone(self);
         state.on_gc_cycle(Some(Box::new(move |cycle| {
@@ -92,7 +92,7 @@ impl Watch {
                     recorded.cycles.push(*cycle);
                 }
             }
-        })));
+        })))
     }
 
     /// Wraps `collectgarbage` (forced cycles) when cycles are watched, and `os.exit` (the
@@ -396,8 +396,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Sample {
-        // SAFETY: the `Lua` is not cloned.
-        let lua = unsafe { SystemLua::new().unwrap() };
+        let lua = SystemLua::new().unwrap();
         lua.probe().sample()
     }
 

@@ -235,12 +235,12 @@ fn stats_json_prints_the_final_figures() {
     let (num_gc, err) = run_workload(&["--stats", "json"]);
     let json: serde_json::Value = serde_json::from_str(&err).expect("JSON on stderr");
     assert_eq!(json["accounting"], "exact");
-    assert_eq!(json["gc_cycles_total"], num_gc, "the collector was stopped after num_gc was printed");
-    assert_eq!(json["gc_percent"], -1);
-    assert!(json["gc_next_bytes"].is_null(), "no target while stopped");
-    let heap = json["heap_alloc_bytes"].as_u64().unwrap();
-    assert!(heap > 0 && json["heap_allocated_bytes_total"].as_u64().unwrap() > heap);
-    assert!(json["process_resident_memory_bytes"].as_u64().unwrap() > heap);
+    assert_eq!(json["lua_gc_cycles_total"], num_gc as f64, "the collector was stopped after num_gc was printed");
+    assert_eq!(json["lua_gc_percent"], -1.0);
+    assert!(json["lua_gc_next_bytes"].is_null(), "no target while stopped");
+    let heap = json["lua_heap_alloc_bytes"].as_f64().unwrap();
+    assert!(heap > 0.0 && json["lua_heap_allocated_bytes_total"].as_f64().unwrap() > heap);
+    assert!(json["lua_process_resident_memory_bytes"].as_f64().unwrap() > heap);
 
     let out = run(&["--stats", "xml", "-e", "print('ran')"]);
     assert_eq!(out.status.code(), Some(1));
@@ -306,7 +306,7 @@ fn metrics_and_stats_pass_the_prometheus_client_parser() {
         "lua_heap_alloc_bytes gauge",
         "lua_gc_cycles counter",
         "lua_heap_objects gauge",
-        "process_resident_memory_bytes gauge",
+        "lua_process_resident_memory_bytes gauge",
     ] {
         assert!(parsed.lines().any(|l| l.starts_with(family)), "{family} in\n{parsed}");
     }
@@ -333,7 +333,7 @@ fn os_exit_still_writes_the_profile_and_the_stats_and_keeps_its_status() {
     let err = stderr(&out);
     let json_start = err.find("{\n").expect("stats on stderr");
     let stats: serde_json::Value = serde_json::from_str(&err[json_start..]).expect("the stats are JSON");
-    let cycles = stats["gc_cycles_total"].as_u64().unwrap();
+    let cycles = stats["lua_gc_cycles_total"].as_f64().unwrap() as u64;
     // Every trace line comes before the stats; closing the state (os.exit's `true`) adds none.
     let traced: Vec<&str> = err[..json_start].lines().collect();
     assert!(traced.iter().all(|l| l.starts_with("gc ")), "{err}");
@@ -353,9 +353,12 @@ fn metrics_reveal_nothing_the_allowed_functions_would_not() {
     assert!(text.contains("\nlua_heap_objects "), "heap_objects() is allowed: {text}");
     assert!(text.contains("\nlua_gc_percent "), "get_gc_percent() is allowed: {text}");
     assert!(text.contains("\nlua_max_procs "), "go_max_procs() is allowed: {text}");
-    for hidden in
-        ["process_cpus", "lua_heap_allocated_bytes_total", "lua_gc_cycles_total", "process_resident_memory_bytes"]
-    {
+    for hidden in [
+        "lua_process_cpus",
+        "lua_heap_allocated_bytes_total",
+        "lua_gc_cycles_total",
+        "lua_process_resident_memory_bytes",
+    ] {
         assert!(!text.contains(hidden), "{hidden} is mem_stats()'s or num_cpu()'s: {text}");
     }
     let out = run(&["--deny", "mem_stats,allocated,heap_objects,get_gc_percent,go_max_procs,num_cpu", "-e", script]);

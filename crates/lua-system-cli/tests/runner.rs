@@ -195,9 +195,9 @@ fn on_a_terminal_without_a_script_the_repl_starts() {
 }
 
 #[test]
-fn plain_state_option_runs_the_module_in_observed_mode() {
+fn plain_state_option_runs_the_module_interposed() {
     let out = run(&["--state", "plain", "-e", "print(require('system').mem_stats().accounting)"]);
-    assert_eq!(stdout(&out), "observed\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "interposed\n", "{}", stderr(&out));
     let out = run(&["-e", "print(require('system').mem_stats().accounting)"]);
     assert_eq!(stdout(&out), "exact\n", "{}", stderr(&out));
 }

@@ -24,7 +24,7 @@ fn accounting(c: &mut Criterion) {
         let plain = Lua::new_with(StdLib::ALL_SAFE, Default::default()).unwrap();
         let (name, run_plain) = workload(&plain, index);
         // SAFETY: the `Lua` is not cloned.
-        let exact = unsafe { SystemLua::with_libs(StdLib::ALL_SAFE).unwrap() };
+        let exact = unsafe { SystemLua::unsafe_new_with(StdLib::ALL_SAFE).unwrap() };
         let (_, run_exact) = workload(&exact, index);
         let mut group = c.benchmark_group(name);
         group.sample_size(10);

@@ -10,8 +10,7 @@ use lua_system::SystemLua;
 use lua_system::mlua::Function;
 
 fn host(c: &mut Criterion) {
-    // SAFETY: the `Lua` is not cloned.
-    let lua = unsafe { SystemLua::new().unwrap() };
+    let lua = SystemLua::new().unwrap();
     let lua_loop = |call: &str| -> Function {
         lua.load(format!(
             "local s = require('system') return function() for _ = 1, 1000 do local a, b = {call} end end"

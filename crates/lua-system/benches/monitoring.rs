@@ -9,8 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use lua_system::SystemLua;
 
 fn monitoring(c: &mut Criterion) {
-    // SAFETY: the `Lua` is not cloned.
-    let lua = unsafe { SystemLua::new().unwrap() };
+    let lua = SystemLua::new().unwrap();
     lua.load("live = {} for i = 1, 100000 do live[i] = { i } end").exec().unwrap();
     let probe = lua.probe();
     let stats = lua.mem_stats().unwrap();
@@ -23,7 +22,8 @@ fn monitoring(c: &mut Criterion) {
     group.bench_function("full collection, no hook", |b| b.iter(|| full_collection.call::<()>(()).unwrap()));
     lua.on_gc_cycle(Some(Box::new(|cycle| {
         std::hint::black_box(cycle);
-    })));
+    })))
+    .unwrap();
     group.bench_function("full collection, with a hook", |b| b.iter(|| full_collection.call::<()>(()).unwrap()));
     group.finish();
 }

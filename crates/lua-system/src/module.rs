@@ -1,29 +1,104 @@
-//! The Lua-visible table `system`: one line per function, like a `luaL_Reg` array.
-//! Each function lives in the file named after its concern.
+//! The Lua-visible table `system`: one line per function, like a `luaL_Reg` array, with what
+//! the function does (for permissions, `permissions.rs`). Each function lives in the file named
+//! after its concern. The module table, the permission profiles and the fuzz target all follow
+//! this list.
 
-use crate::ffi::call::Entry;
-use crate::permissions::Operation as Op;
+use std::ffi::CStr;
+
+use crate::answer::{Failure, Reply};
+use crate::ffi::Call;
+use crate::state_data::StateData;
+use crate::text::Text;
 use crate::{gc, host, limit, memory, metrics, runtime};
 
+/// What a function does, for permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Reads figures of the state or the process.
+    Reads,
+    /// Reads the host's identity (host name, process id).
+    Identifies,
+    /// Changes something: the collector, a limit.
+    Changes,
+    /// Reads when called without an argument, changes when called with one.
+    ReadsOrChanges,
+}
+
+/// A module function: reads its arguments from the [`Call`], answers a [`Reply`] or a
+/// [`Failure`].
+pub(crate) type Function = fn(&Call<'_, StateData>) -> Result<Reply, Failure>;
+
+/// One line of the registry.
+pub(crate) struct Entry {
+    pub name: &'static CStr,
+    pub function: Function,
+    pub kind: Kind,
+}
+
+const fn entry(name: &'static CStr, function: Function, kind: Kind) -> Entry {
+    Entry { name, function, kind }
+}
+
+#[rustfmt::skip]
 pub(crate) static FUNCTIONS: &[Entry] = &[
     // Memory (memory.rs)
-    Entry { name: c"mem_stats", function: memory::mem_stats, operation: Op::MemStats },
-    Entry { name: c"allocated", function: memory::allocated, operation: Op::Allocated },
-    Entry { name: c"heap_objects", function: memory::heap_objects, operation: Op::HeapObjects },
+    entry(c"mem_stats",        memory::mem_stats,       Kind::Reads),
+    entry(c"allocated",        memory::allocated,       Kind::Reads),
+    entry(c"heap_objects",     memory::heap_objects,    Kind::Reads),
     // Garbage collector (gc.rs)
-    Entry { name: c"gc", function: gc::gc, operation: Op::Gc },
-    Entry { name: c"set_gc_percent", function: gc::set_gc_percent, operation: Op::SetGcPercent },
-    Entry { name: c"get_gc_percent", function: gc::get_gc_percent, operation: Op::GetGcPercent },
+    entry(c"gc",               gc::gc,                  Kind::Changes),
+    entry(c"set_gc_percent",   gc::set_gc_percent,      Kind::Changes),
+    entry(c"get_gc_percent",   gc::get_gc_percent,      Kind::Reads),
     // Runtime (runtime.rs)
-    Entry { name: c"num_goroutines", function: runtime::num_goroutines, operation: Op::NumGoroutines },
-    Entry { name: c"go_max_procs", function: runtime::go_max_procs, operation: Op::GoMaxProcs },
-    Entry { name: c"num_cpu", function: runtime::num_cpu, operation: Op::NumCpu },
+    entry(c"num_goroutines",   runtime::num_goroutines, Kind::Reads),
+    entry(c"go_max_procs",     runtime::go_max_procs,   Kind::ReadsOrChanges),
+    entry(c"num_cpu",          runtime::num_cpu,        Kind::Reads),
     // Host (host.rs)
-    Entry { name: c"hostname", function: host::hostname, operation: Op::Hostname },
-    Entry { name: c"pid", function: host::pid, operation: Op::Pid },
-    // Memory limit (limit.rs), Go's debug.SetMemoryLimit: not in the spec
-    Entry { name: c"set_memory_limit", function: limit::set_memory_limit, operation: Op::SetMemoryLimit },
-    Entry { name: c"get_memory_limit", function: limit::get_memory_limit, operation: Op::GetMemoryLimit },
-    // Monitoring (metrics.rs): not in the spec
-    Entry { name: c"metrics", function: metrics::metrics, operation: Op::Metrics },
+    entry(c"hostname",         host::hostname,          Kind::Identifies),
+    entry(c"pid",              host::pid,               Kind::Identifies),
+    // Not in the spec: the memory limit (limit.rs), Go's debug.SetMemoryLimit
+    entry(c"set_memory_limit", limit::set_memory_limit, Kind::Changes),
+    entry(c"get_memory_limit", limit::get_memory_limit, Kind::Reads),
+    // Not in the spec: monitoring (metrics.rs)
+    entry(c"metrics",          metrics::metrics,        Kind::Reads),
 ];
+
+/// Whether the call changes something: always for [`Kind::Changes`], with an argument for
+/// [`Kind::ReadsOrChanges`].
+fn changes(kind: Kind, call: &Call<'_, StateData>) -> bool {
+    match kind {
+        Kind::Changes => true,
+        Kind::ReadsOrChanges => !matches!(call.arg(1), crate::ffi::Arg::Absent | crate::ffi::Arg::Nil),
+        Kind::Reads | Kind::Identifies => false,
+    }
+}
+
+/// The registry as the trampoline sees it.
+pub(crate) struct Module;
+
+impl crate::ffi::call::Module for Module {
+    type Record = StateData;
+    type Value = Reply;
+
+    fn names() -> impl Iterator<Item = &'static CStr> {
+        FUNCTIONS.iter().map(|entry| entry.name)
+    }
+
+    fn run(call: &Call<'_, StateData>, index: usize) -> Result<Reply, Text> {
+        let Some(entry) = FUNCTIONS.get(index) else {
+            return Err(Self::failed(index, "not a function of the module"));
+        };
+        let name = entry.name.to_str().unwrap_or("?");
+        if crate::faults::active(crate::faults::Fault::Panic) {
+            panic!("injected fault in {name}");
+        }
+        let allowed = call.record().permissions().allows_index(index, changes(entry.kind, call));
+        let outcome = if allowed { (entry.function)(call) } else { Err(Failure::Denied) };
+        outcome.map_err(|failure| failure.message(name))
+    }
+
+    fn failed(index: usize, what: &str) -> Text {
+        let name = FUNCTIONS.get(index).and_then(|entry| entry.name.to_str().ok()).unwrap_or("system");
+        Failure::Failed(crate::text::text!("{what}")).message(name)
+    }
+}

@@ -1,9 +1,12 @@
 //! What scripts may do with the module in a state: permission profiles.
 //!
+//! Each function's kind is on its line of the registry (`module.rs`); the profiles follow from
+//! the kinds:
+//!
 //! | profile | allows |
 //! |---|---|
 //! | `full` (default) | everything |
-//! | `observe` | reading only: `gc`, `set_gc_percent`, `go_max_procs(n)` with an argument and `set_memory_limit` are denied |
+//! | `observe` | reading only: the functions that change something (`gc`, `set_gc_percent`, `set_memory_limit`, `go_max_procs(n)` with an argument) are denied |
 //! | `sandbox` | `observe`, and no host identity either: `hostname` and `pid` are denied |
 //!
 //! A denied call answers `nil, "permission denied: system.<function>"` and changes nothing; the
@@ -14,82 +17,16 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One thing a script can ask of the module. `go_max_procs` is two: reading the limit, and
-/// setting it (a call with an argument).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-#[non_exhaustive]
-pub enum Operation {
-    MemStats,
-    Allocated,
-    HeapObjects,
-    Gc,
-    SetGcPercent,
-    GetGcPercent,
-    NumGoroutines,
-    GoMaxProcs,
-    SetGoMaxProcs,
-    NumCpu,
-    Hostname,
-    Pid,
-    SetMemoryLimit,
-    GetMemoryLimit,
-    Metrics,
-}
-
-impl Operation {
-    const ALL: [Operation; 15] = [
-        Operation::MemStats,
-        Operation::Allocated,
-        Operation::HeapObjects,
-        Operation::Gc,
-        Operation::SetGcPercent,
-        Operation::GetGcPercent,
-        Operation::NumGoroutines,
-        Operation::GoMaxProcs,
-        Operation::SetGoMaxProcs,
-        Operation::NumCpu,
-        Operation::Hostname,
-        Operation::Pid,
-        Operation::SetMemoryLimit,
-        Operation::GetMemoryLimit,
-        Operation::Metrics,
-    ];
-
-    /// The operations that change something.
-    const CHANGES: [Operation; 4] =
-        [Operation::Gc, Operation::SetGcPercent, Operation::SetGoMaxProcs, Operation::SetMemoryLimit];
-
-    /// The Lua function the operation belongs to.
-    pub fn function(self) -> &'static str {
-        match self {
-            Operation::MemStats => "mem_stats",
-            Operation::Allocated => "allocated",
-            Operation::HeapObjects => "heap_objects",
-            Operation::Gc => "gc",
-            Operation::SetGcPercent => "set_gc_percent",
-            Operation::GetGcPercent => "get_gc_percent",
-            Operation::NumGoroutines => "num_goroutines",
-            Operation::GoMaxProcs | Operation::SetGoMaxProcs => "go_max_procs",
-            Operation::NumCpu => "num_cpu",
-            Operation::Hostname => "hostname",
-            Operation::Pid => "pid",
-            Operation::SetMemoryLimit => "set_memory_limit",
-            Operation::GetMemoryLimit => "get_memory_limit",
-            Operation::Metrics => "metrics",
-        }
-    }
-
-    fn bit(self) -> u32 {
-        1 << self as u8
-    }
-}
+use crate::module::{FUNCTIONS, Kind};
 
 /// A named set of permissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Profile {
+    /// Everything.
     Full,
+    /// Reading only.
     Observe,
+    /// Reading only, without the host's identity.
     Sandbox,
 }
 
@@ -106,51 +43,83 @@ impl FromStr for Profile {
     }
 }
 
-/// The operations a state's scripts may perform.
+/// The functions a state's scripts may call, for reading and for changing: one bit per
+/// function of the registry in each set.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Permissions {
-    allowed: u32,
+    read: u64,
+    change: u64,
 }
 
+const _: () = assert!(FUNCTIONS.len() <= 64, "one bit per function");
+
 impl Permissions {
+    /// The permissions of `profile`.
     pub fn profile(profile: Profile) -> Permissions {
-        let everything = Operation::ALL.iter().fold(0, |bits, op| bits | op.bit());
-        let changes = Operation::CHANGES.iter().fold(0, |bits, op| bits | op.bit());
-        let identity = Operation::Hostname.bit() | Operation::Pid.bit();
-        let allowed = match profile {
-            Profile::Full => everything,
-            Profile::Observe => everything & !changes,
-            Profile::Sandbox => everything & !changes & !identity,
-        };
-        Permissions { allowed }
+        let mut permissions = Permissions { read: 0, change: 0 };
+        for (index, entry) in FUNCTIONS.iter().enumerate() {
+            let bit = 1u64 << index;
+            let (read, change) = match (profile, entry.kind) {
+                (Profile::Full, _) => (true, true),
+                (_, Kind::Reads | Kind::ReadsOrChanges) => (true, false),
+                (Profile::Observe, Kind::Identifies) => (true, false),
+                (Profile::Sandbox, Kind::Identifies) => (false, false),
+                (_, Kind::Changes) => (false, false),
+            };
+            if read {
+                permissions.read |= bit;
+            }
+            if change {
+                permissions.change |= bit;
+            }
+        }
+        permissions
     }
 
-    pub fn allows(self, operation: Operation) -> bool {
-        self.allowed & operation.bit() != 0
+    /// Whether function `index` of the registry may be called, to change something (`change`)
+    /// or only to read.
+    pub(crate) fn allows_index(self, index: usize, change: bool) -> bool {
+        let set = if change { self.change } else { self.read };
+        index < 64 && set & (1 << index) != 0
     }
 
-    /// Also allows every operation of the function `name` (`go_max_procs`: reading and setting).
+    /// Whether the function `name` may be called at all (for reading, or for its change).
+    pub fn allows(self, name: &str) -> bool {
+        index_of(name).is_some_and(|index| {
+            let changes_only = FUNCTIONS[index].kind == Kind::Changes;
+            self.allows_index(index, changes_only)
+        })
+    }
+
+    /// Whether the function `name` may change what it changes (`gc`, `set_gc_percent`,
+    /// `set_memory_limit`, `go_max_procs` with an argument).
+    pub fn allows_change(self, name: &str) -> bool {
+        index_of(name).is_some_and(|index| self.allows_index(index, true))
+    }
+
+    /// Also allows the function `name`, reading and changing.
     pub fn allow(self, name: &str) -> Result<Permissions, UnknownFunction> {
-        Ok(Permissions { allowed: self.allowed | Self::bits_of(name)? })
+        let bit = 1u64 << index_of(name).ok_or_else(|| UnknownFunction(name.to_owned()))?;
+        Ok(Permissions { read: self.read | bit, change: self.change | bit })
     }
 
-    /// Denies every operation of the function `name`.
+    /// Denies the function `name`, reading and changing.
     pub fn deny(self, name: &str) -> Result<Permissions, UnknownFunction> {
-        Ok(Permissions { allowed: self.allowed & !Self::bits_of(name)? })
+        let bit = 1u64 << index_of(name).ok_or_else(|| UnknownFunction(name.to_owned()))?;
+        Ok(Permissions { read: self.read & !bit, change: self.change & !bit })
     }
 
-    fn bits_of(name: &str) -> Result<u32, UnknownFunction> {
-        let bits = Operation::ALL.iter().filter(|op| op.function() == name).fold(0, |bits, op| bits | op.bit());
-        if bits == 0 { Err(UnknownFunction(name.to_owned())) } else { Ok(bits) }
+    pub(crate) fn to_bits(self) -> u128 {
+        (u128::from(self.change) << 64) | u128::from(self.read)
     }
 
-    pub(crate) fn to_bits(self) -> u32 {
-        self.allowed
+    pub(crate) fn from_bits(bits: u128) -> Permissions {
+        Permissions { read: bits as u64, change: (bits >> 64) as u64 }
     }
+}
 
-    pub(crate) fn from_bits(allowed: u32) -> Permissions {
-        Permissions { allowed }
-    }
+fn index_of(name: &str) -> Option<usize> {
+    FUNCTIONS.iter().position(|entry| entry.name.to_bytes() == name.as_bytes())
 }
 
 impl Default for Permissions {
@@ -161,8 +130,10 @@ impl Default for Permissions {
 
 impl fmt::Debug for Permissions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let allowed: Vec<_> = Operation::ALL.iter().filter(|op| self.allows(**op)).collect();
-        f.debug_tuple("Permissions").field(&allowed).finish()
+        let name = |index: usize| FUNCTIONS[index].name.to_str().unwrap_or("?");
+        let reads: Vec<_> = (0..FUNCTIONS.len()).filter(|&i| self.allows_index(i, false)).map(name).collect();
+        let changes: Vec<_> = (0..FUNCTIONS.len()).filter(|&i| self.allows_index(i, true)).map(name).collect();
+        f.debug_struct("Permissions").field("read", &reads).field("change", &changes).finish()
     }
 }
 
@@ -185,24 +156,32 @@ mod tests {
     #[test]
     fn observe_denies_exactly_the_changes() {
         let observe = Permissions::profile(Profile::Observe);
-        for op in Operation::ALL {
-            assert_eq!(observe.allows(op), !Operation::CHANGES.contains(&op), "{op:?}");
+        for (index, entry) in FUNCTIONS.iter().enumerate() {
+            let name = entry.name.to_str().unwrap();
+            assert!(!observe.allows_change(name), "{name}");
+            assert_eq!(observe.allows_index(index, false), entry.kind != Kind::Changes, "{name}");
         }
     }
 
     #[test]
     fn sandbox_also_hides_the_host() {
         let sandbox = Permissions::profile(Profile::Sandbox);
-        assert!(!sandbox.allows(Operation::Hostname) && !sandbox.allows(Operation::Pid));
-        assert!(sandbox.allows(Operation::MemStats) && sandbox.allows(Operation::GoMaxProcs));
-        assert!(!sandbox.allows(Operation::SetGoMaxProcs));
+        assert!(!sandbox.allows("hostname") && !sandbox.allows("pid"));
+        assert!(sandbox.allows("mem_stats") && sandbox.allows("go_max_procs"));
+        assert!(!sandbox.allows_change("go_max_procs"));
     }
 
     #[test]
     fn allow_and_deny_take_function_names() {
         let p = Permissions::profile(Profile::Observe).allow("gc").unwrap().deny("go_max_procs").unwrap();
-        assert!(p.allows(Operation::Gc));
-        assert!(!p.allows(Operation::GoMaxProcs) && !p.allows(Operation::SetGoMaxProcs));
+        assert!(p.allows("gc") && p.allows_change("gc"));
+        assert!(!p.allows("go_max_procs") && !p.allows_change("go_max_procs"));
         assert_eq!(p.allow("fork").unwrap_err(), UnknownFunction("fork".into()));
+    }
+
+    #[test]
+    fn bits_round_trip() {
+        let p = Permissions::profile(Profile::Sandbox).allow("pid").unwrap();
+        assert_eq!(Permissions::from_bits(p.to_bits()), p);
     }
 }

@@ -33,8 +33,7 @@ fn with_fault(fault: Fault, test: impl FnOnce()) {
 }
 
 fn state() -> SystemLua {
-    // SAFETY: the `Lua` is not cloned.
-    unsafe { SystemLua::new().unwrap() }
+    SystemLua::new().unwrap()
 }
 
 /// Checks the module's invariants and that every function still answers by the convention.

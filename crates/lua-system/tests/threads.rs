@@ -52,8 +52,7 @@ fn many_threads_each_with_a_state_call_every_function_at_once() {
     let threads: Vec<_> = (0..8)
         .map(|t| {
             std::thread::spawn(move || {
-                // SAFETY: the `Lua` is not cloned.
-                let lua = unsafe { SystemLua::new().unwrap() };
+                let lua = SystemLua::new().unwrap();
                 let cycles: i64 =
                     lua.load(EVERY_FUNCTION.replace("ROUNDS", "50")).set_name(format!("thread {t}")).eval().unwrap();
                 assert!(cycles >= 50, "each state counted its own cycles: {cycles}");
@@ -96,8 +95,7 @@ fn a_change_from_lua_reaches_rust_listeners() {
             calls.fetch_add(1, Ordering::SeqCst);
         })
     };
-    // SAFETY: the `Lua` is not cloned.
-    let lua = unsafe { SystemLua::new().unwrap() };
+    let lua = SystemLua::new().unwrap();
     lua.load("require('system').go_max_procs(1)").exec().unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(lua_system::max_procs(), 1);
@@ -154,8 +152,7 @@ fn stress_states_on_many_threads_for_three_seconds() {
                 // at a time), then rounds until the deadline.
                 let mut rounds = 0u64;
                 loop {
-                    // SAFETY: the `Lua` is not cloned.
-                    let lua = unsafe { SystemLua::new().unwrap() };
+                    let lua = SystemLua::new().unwrap();
                     let observe = rounds % 2 == 1;
                     if observe {
                         let profile = lua_system::Permissions::profile(lua_system::Profile::Observe);

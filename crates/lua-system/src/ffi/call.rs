@@ -1,9 +1,16 @@
 //! How a module function is called: one trampoline for all of them.
 //!
-//! Each Lua-visible function is a C closure of [`trampoline`] with two upvalues: the registry
-//! entry (a `&'static Entry`) and the state's [`StateData`]. The trampoline hands the function a
-//! [`Call`] (arguments and state), catches any panic, and pushes exactly two values:
+//! Each Lua-visible function is a C closure of [`trampoline`] with one upvalue: its index in the
+//! module's registry (an integer; a script that changes it with `debug.setupvalue` gets another
+//! function of the module, still checked against the state's permissions, or an error). The
+//! trampoline finds the state's record through its allocator, hands the function a [`Call`]
+//! (arguments, record, collector), catches any panic, and pushes exactly two values:
 //! `value, nil` on success, `nil, message` on failure.
+//!
+//! A function answers with a `Copy` value, pushed after the function has returned: when Lua
+//! raises a memory error while pushing, it unwinds (`longjmp`) over frames that own nothing.
+//! Values that need memory are pushed under a protected call, so even a state at its memory
+//! limit answers `nil, message` instead of raising.
 
 use std::ffi::{CStr, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -11,41 +18,39 @@ use std::ptr;
 
 use mlua::ffi::{self, lua_State};
 
-use super::Collector;
-use crate::faults::{self, Fault};
-use crate::memory::MemStats;
-use crate::metrics::Metrics;
-use crate::permissions::Operation;
-use crate::state::StateData;
-use crate::text::{Text, text};
+use super::{Collector, Record, protected, states};
+use crate::text::Text;
 
-/// A module function: reads its arguments from the [`Call`], answers a [`Reply`] or a message.
-pub(crate) type ModuleFn = fn(&Call<'_>) -> Result<Reply, Text>;
+/// The module's registry of functions, as the trampoline sees it (implemented in `module.rs`).
+pub(crate) trait Module: 'static {
+    type Record: Record;
+    /// What a successful call answers.
+    type Value: Value;
 
-/// One line of the module's registry (see `module.rs`).
-pub(crate) struct Entry {
-    pub name: &'static CStr,
-    pub function: ModuleFn,
-    /// What calling it does, for permissions (`go_max_procs(n)` checks its setting itself).
-    pub operation: Operation,
+    /// The functions' names, in registry order: the keys of the module table.
+    fn names() -> impl Iterator<Item = &'static CStr>;
+
+    /// Runs function `index` of the registry. A failure is the whole message, function name
+    /// included.
+    fn run(call: &Call<'_, Self::Record>, index: usize) -> Result<Self::Value, Text>;
+
+    /// The message when function `index` panicked, or when the state has no record.
+    fn failed(index: usize, what: &str) -> Text;
 }
 
-impl Entry {
-    pub(crate) fn name(&self) -> &'static str {
-        self.name.to_str().unwrap_or("?")
+/// A value a module function answers.
+pub(crate) trait Value: Copy + 'static {
+    /// Whether pushing it needs memory: it is then pushed under a protected call.
+    fn needs_memory(&self) -> bool;
+
+    /// Pushes exactly one value.
+    fn push(&self, out: &mut Out);
+
+    /// Whether the value is written into the table the function got as argument 1 (so no
+    /// garbage is made by a monitoring loop), rather than into a new one.
+    fn refills_argument(&self) -> bool {
+        false
     }
-}
-
-/// What a successful call returns. `Copy`, so no destructor is pending when Lua may `longjmp`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Reply {
-    Integer(i64),
-    Boolean(bool),
-    Text(Text),
-    /// The statistics; `true` to fill the table passed as argument 1 instead of a new one.
-    Stats(MemStats, bool),
-    /// The figures in the Prometheus text format, built in a Lua buffer (of any length).
-    Metrics(Metrics),
 }
 
 /// One argument, as Lua passed it.
@@ -74,22 +79,16 @@ impl Arg {
     }
 }
 
-/// One call of a module function: its arguments and the state it was called from (which may
-/// be a coroutine of the state).
-pub(crate) struct Call<'a> {
+/// One call of a module function: its arguments and the state it was called from (which may be
+/// a coroutine of the state).
+pub(crate) struct Call<'a, R> {
     l: *mut lua_State,
-    data: &'a StateData,
-    entry: &'static Entry,
+    record: &'a R,
 }
 
-impl<'a> Call<'a> {
-    /// The function's name, for messages.
-    pub(crate) fn name(&self) -> &'static str {
-        self.entry.name()
-    }
-
-    pub(crate) fn data(&self) -> &'a StateData {
-        self.data
+impl<'a, R: Record> Call<'a, R> {
+    pub(crate) fn record(&self) -> &'a R {
+        self.record
     }
 
     pub(crate) fn collector(&self) -> Collector {
@@ -97,26 +96,17 @@ impl<'a> Call<'a> {
         unsafe { Collector::new(self.l) }
     }
 
-    /// `Ok` if the state's permissions allow `operation`; otherwise the message of a denied call.
-    pub(crate) fn permit(&self, operation: Operation) -> Result<(), Text> {
-        if self.data.permissions().allows(operation) {
-            Ok(())
-        } else {
-            Err(text!("permission denied: system.{}", operation.function()))
+    /// Coroutines of the state that can still run, the calling one included if it is one
+    /// (`coroutines.rs`).
+    pub(crate) fn alive_coroutines(&self) -> u64 {
+        // SAFETY: `l` runs this call; the record's thread blocks are its state's.
+        unsafe {
+            if super::coroutines::ALLOCATOR_SEES_THREADS {
+                super::coroutines::count_alive_blocks(self.record.heap().coroutines())
+            } else {
+                super::coroutines::count_alive_recorded(self.l)
+            }
         }
-    }
-
-    /// mlua's handle on the state, for states mlua created (where mlua enforces the memory limit).
-    pub(crate) fn mlua(&self) -> Option<&'a mlua::Lua> {
-        // SAFETY: only for states made by mlua, whose registry holds mlua's record: this returns
-        // that handle, valid while the state runs this call.
-        self.data.mlua_limit.then(|| unsafe { mlua::Lua::get_or_init_from_ptr(self.l) })
-    }
-
-    /// Coroutines recorded by the `coroutine.create`/`wrap` wrappers (see `coroutines.rs`).
-    pub(crate) fn recorded_coroutines(&self) -> u64 {
-        // SAFETY: `self.l` is running; a C function has room for LUA_MINSTACK values.
-        unsafe { super::coroutines::count_recorded(self.l) }
     }
 
     /// Argument `n` (1-based). Never raises.
@@ -144,66 +134,69 @@ impl<'a> Call<'a> {
     }
 }
 
-/// Builds the Lua function for `entry`: a closure of [`trampoline`] over the entry and `data`.
+/// Pushes the module table: one closure of [`trampoline`] per registry entry.
 ///
 /// # Safety
-/// `l` is a running state with room for three values; `data` outlives every call of the
-/// closure (it lives until the state is closed).
-pub(crate) unsafe fn push_function(l: *mut lua_State, entry: &'static Entry, data: *const StateData) {
-    // SAFETY: per the contract; light userdata and C closures over them need no metatables.
+/// `l` is a running state with room for three values; the caller runs this protected (it
+/// allocates).
+pub(crate) unsafe fn push_module<M: Module>(l: *mut lua_State) {
+    // SAFETY: per the contract.
     unsafe {
-        ffi::lua_pushlightuserdata(l, entry as *const Entry as *mut c_void);
-        ffi::lua_pushlightuserdata(l, data as *mut c_void);
-        ffi::lua_pushcfunction(l, push_reply);
-        ffi::lua_pushcclosure(l, trampoline, 3);
+        ffi::lua_createtable(l, 0, M::names().count() as c_int);
+        for (index, name) in M::names().enumerate() {
+            ffi::lua_pushinteger(l, index as ffi::lua_Integer);
+            ffi::lua_pushcclosure(l, trampoline::<M>, 1);
+            ffi::lua_setfield(l, -2, name.as_ptr());
+        }
     }
 }
 
 /// The C function behind every module function.
-unsafe extern "C-unwind" fn trampoline(l: *mut lua_State) -> c_int {
-    // SAFETY: `push_function` is the only place that creates this closure, with these two
-    // upvalues; the entry is `'static` and the data lives as long as the state.
-    let (entry, data) = unsafe {
-        let entry = ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const Entry;
-        let data = ffi::lua_touserdata(l, ffi::lua_upvalueindex(2)) as *const StateData;
-        (&*entry, &*data)
+unsafe extern "C-unwind" fn trampoline<M: Module>(l: *mut lua_State) -> c_int {
+    // SAFETY: reading an upvalue and the allocator never raises; the record outlives the call.
+    let (index, record) = unsafe {
+        let mut is_integer = 0;
+        let index = ffi::lua_tointegerx(l, ffi::lua_upvalueindex(1), &mut is_integer);
+        let index = if is_integer != 0 { usize::try_from(index).unwrap_or(usize::MAX) } else { usize::MAX };
+        (index, states::record::<M::Record>(l))
     };
-    let call = Call { l, data, entry };
-    let run = || {
-        if faults::active(Fault::Panic) {
-            panic!("injected fault in {}", entry.name());
+    let outcome = match record {
+        None => Err(M::failed(index, "the module's record of this state is gone (the state is closing)")),
+        Some(record) => {
+            if record.sentinel_missing() {
+                // SAFETY: `l` is running; arming leaves the stack as it found it.
+                unsafe { super::sentinel::arm::<M::Record>(l, record) };
+            }
+            let call = Call { l, record };
+            catch_unwind(AssertUnwindSafe(|| M::run(&call, index)))
+                .unwrap_or_else(|_panic| Err(M::failed(index, "internal error (a panic was caught)")))
         }
-        call.permit(entry.operation).and_then(|()| (entry.function)(&call))
     };
-    let outcome = match catch_unwind(AssertUnwindSafe(run)) {
-        Ok(outcome) => outcome,
-        Err(_panic) => Err(text!("{}: internal error (a panic was caught)", entry.name())),
-    };
-    // From here on this frame holds only `Copy` data: a memory error raised while pushing
-    // may `longjmp` over it.
+    // From here on this frame holds only `Copy` data: a memory error raised while pushing may
+    // `longjmp` over it.
     // SAFETY: `l` is the running state; a C function has room for LUA_MINSTACK values.
     unsafe { push_outcome(l, &outcome) }
 }
 
-/// Pushes `value, nil` or `nil, message`, and returns 2.
-///
-/// Values that need memory (strings, tables) are built under `lua_pcall`: if the state is out
-/// of memory (its limit reached), the call answers `nil, <Lua's memory error message>` instead
-/// of raising.
-unsafe fn push_outcome(l: *mut lua_State, outcome: &Result<Reply, Text>) -> c_int {
+/// What a protected push pushes.
+#[derive(Clone, Copy)]
+enum Item<V> {
+    Value(V),
+    Message(Text),
+}
+
+/// Pushes `value, nil` or `nil, message`, and returns 2. Values that need memory are pushed
+/// protected: if the state is out of memory, the call answers `nil, <Lua's error>` instead.
+unsafe fn push_outcome<V: Value>(l: *mut lua_State, outcome: &Result<V, Text>) -> c_int {
     // SAFETY: see the callers; every push below has stack room (at most 3 slots used).
     unsafe {
         match outcome {
-            Ok(Reply::Integer(value)) => {
-                ffi::lua_pushinteger(l, *value);
+            Ok(value) if !value.needs_memory() => {
+                value.push(&mut Out { l, refill: 0 });
                 ffi::lua_pushnil(l);
             }
-            Ok(Reply::Boolean(value)) => {
-                ffi::lua_pushboolean(l, *value as c_int);
-                ffi::lua_pushnil(l);
-            }
-            Ok(reply) => {
-                if protected_push(l, reply) {
+            Ok(value) => {
+                if protected_push(l, &Item::Value(*value)) {
                     ffi::lua_pushnil(l);
                 } else {
                     // The error object is on top: answer `nil, error`.
@@ -213,57 +206,115 @@ unsafe fn push_outcome(l: *mut lua_State, outcome: &Result<Reply, Text>) -> c_in
             }
             Err(message) => {
                 ffi::lua_pushnil(l);
-                protected_push(l, &Reply::Text(*message));
+                protected_push(l, &Item::<V>::Message(*message));
             }
         }
     }
     2
 }
 
-/// Pushes the value of `reply` under `lua_pcall`. On failure the error object is pushed instead
-/// and false is returned. Runs in the trampoline, whose upvalue 3 is [`push_reply`].
-unsafe fn protected_push(l: *mut lua_State, reply: &Reply) -> bool {
-    // SAFETY: `push_reply` reads `reply` through the light userdata only during this pcall; a
-    // table to refill is argument 1 of the module function, passed on as argument 2.
+/// Registry slots through which Lua 5.1 and LuaJIT pass a protected push its table argument and
+/// return its value (their protected call without allocation, `lua_cpcall`, takes one argument
+/// and returns no values). Both keys are made when the module is loaded (`prepare_slots`) and
+/// only ever set to a value or `false`, never `nil`, so setting them later needs no memory.
+#[cfg(any(feature = "lua51", feature = "luajit"))]
+static RESULT_SLOT: u8 = 0;
+#[cfg(any(feature = "lua51", feature = "luajit"))]
+static ARGUMENT_SLOT: u8 = 0;
+
+#[cfg(any(feature = "lua51", feature = "luajit"))]
+fn slot(key: &'static u8) -> *const c_void {
+    key as *const u8 as *const c_void
+}
+
+/// Makes the registry slots of protected pushes (Lua 5.1 and LuaJIT; nothing elsewhere).
+///
+/// # Safety
+/// `l` is running, protected (this allocates), with room for two values.
+pub(crate) unsafe fn prepare_slots(l: *mut lua_State) {
+    #[cfg(any(feature = "lua51", feature = "luajit"))]
+    // SAFETY: per the contract.
     unsafe {
-        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(3));
-        ffi::lua_pushlightuserdata(l, reply as *const Reply as *mut c_void);
-        let mut arguments = 1;
-        if let Reply::Stats(_, true) = reply {
-            ffi::lua_pushvalue(l, 1);
-            arguments = 2;
+        for key in [slot(&RESULT_SLOT), slot(&ARGUMENT_SLOT)] {
+            ffi::lua_pushboolean(l, 0);
+            ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, key);
         }
-        ffi::lua_pcall(l, arguments, 1, 0) == ffi::LUA_OK
+    }
+    let _ = l;
+}
+
+/// Pushes the item under a protected call. On failure the error object is pushed instead and
+/// false is returned.
+unsafe fn protected_push<V: Value>(l: *mut lua_State, item: &Item<V>) -> bool {
+    let data = item as *const Item<V> as *mut c_void;
+    let refill = matches!(item, Item::Value(value) if value.refills_argument());
+    // SAFETY: `push_item` reads the item only during this call; slots are made at load time.
+    unsafe {
+        #[cfg(not(any(feature = "lua51", feature = "luajit")))]
+        {
+            ffi::lua_pushcfunction(l, push_item::<V>);
+            ffi::lua_pushlightuserdata(l, data);
+            if refill {
+                ffi::lua_pushvalue(l, 1);
+            }
+            let previous = protected::arm(data);
+            let status = ffi::lua_pcall(l, 1 + refill as c_int, 1, 0);
+            protected::arm(previous);
+            status == ffi::LUA_OK
+        }
+        #[cfg(any(feature = "lua51", feature = "luajit"))]
+        {
+            if refill {
+                ffi::lua_pushvalue(l, 1);
+                ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, slot(&ARGUMENT_SLOT));
+            }
+            let ok = protected::call(l, push_item::<V>, data).is_ok();
+            if ok {
+                ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, slot(&RESULT_SLOT));
+            }
+            for key in [slot(&ARGUMENT_SLOT), slot(&RESULT_SLOT)] {
+                ffi::lua_pushboolean(l, 0);
+                ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, key);
+            }
+            ok
+        }
     }
 }
 
-unsafe extern "C-unwind" fn push_reply(l: *mut lua_State) -> c_int {
-    // SAFETY: only `protected_push` calls this, with a pointer to a live `Reply` as argument 1.
+/// Pushes the armed item: as its result (Lua 5.2 and later), or into the result slot.
+unsafe extern "C-unwind" fn push_item<V: Value>(l: *mut lua_State) -> c_int {
+    // SAFETY: the armed pointer is a live `Item<V>` owned by `protected_push`'s caller.
     unsafe {
-        let reply = &*(ffi::lua_touserdata(l, 1) as *const Reply);
-        match reply {
-            Reply::Integer(value) => ffi::lua_pushinteger(l, *value),
-            Reply::Boolean(value) => ffi::lua_pushboolean(l, *value as c_int),
-            Reply::Text(text) => push_bytes(l, text.as_bytes()),
-            Reply::Stats(stats, refill) => {
-                if *refill {
-                    ffi::lua_settop(l, 2);
-                } else {
-                    ffi::lua_createtable(l, 0, MemStats::LUA_FIELDS);
+        let Some(item) = protected::armed::<Item<V>>(l) else {
+            return protected::NO_RESULTS;
+        };
+        let refill = match &*item {
+            Item::Value(value) if value.refills_argument() => {
+                #[cfg(any(feature = "lua51", feature = "luajit"))]
+                ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, slot(&ARGUMENT_SLOT));
+                #[cfg(not(any(feature = "lua51", feature = "luajit")))]
+                ffi::lua_pushvalue(l, 2);
+                if ffi::lua_type(l, -1) != ffi::LUA_TTABLE {
+                    return protected::NO_RESULTS; // tampered with: push nothing
                 }
-                stats.write(&mut TableWriter { l });
+                ffi::lua_gettop(l)
             }
-            Reply::Metrics(metrics) => {
-                let mut buffer = std::mem::MaybeUninit::<ffi::luaL_Buffer>::uninit();
-                let buffer = buffer.as_mut_ptr();
-                ffi::luaL_buffinit(l, buffer);
-                // Each line is inline text: nothing here owns a destructor if Lua raises.
-                metrics.write_prometheus(|line| ffi::luaL_addlstring(buffer, line.as_ptr().cast(), line.len()));
-                ffi::luaL_pushresult(buffer);
-            }
+            _ => 0,
+        };
+        match &*item {
+            Item::Value(value) => value.push(&mut Out { l, refill }),
+            Item::Message(text) => push_bytes(l, text.as_bytes()),
+        }
+        #[cfg(any(feature = "lua51", feature = "luajit"))]
+        {
+            ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, slot(&RESULT_SLOT));
+            protected::NO_RESULTS
+        }
+        #[cfg(not(any(feature = "lua51", feature = "luajit")))]
+        {
+            1
         }
     }
-    1
 }
 
 unsafe fn push_bytes(l: *mut lua_State, bytes: &[u8]) {
@@ -273,9 +324,60 @@ unsafe fn push_bytes(l: *mut lua_State, bytes: &[u8]) {
     }
 }
 
-/// Fills the table on top of the stack. Used only inside `push_reply`, under `lua_pcall`: a
-/// memory error raised by a `set_*` unwinds to that pcall, so callers must not hold values
-/// with destructors while writing.
+/// Where a [`Value`] pushes itself. Methods that need memory are called only when the value
+/// said so ([`Value::needs_memory`]), under a protected call: nothing here may own a
+/// destructor when they raise.
+pub(crate) struct Out {
+    l: *mut lua_State,
+    /// Stack index of the table to refill (0: none).
+    refill: c_int,
+}
+
+impl Out {
+    pub(crate) fn integer(&mut self, value: i64) {
+        // SAFETY: one slot; pushing an integer needs no memory.
+        unsafe { ffi::lua_pushinteger(self.l, value) }
+    }
+
+    pub(crate) fn boolean(&mut self, value: bool) {
+        // SAFETY: as above.
+        unsafe { ffi::lua_pushboolean(self.l, value as c_int) }
+    }
+
+    pub(crate) fn bytes(&mut self, bytes: &[u8]) {
+        // SAFETY: one slot; runs protected (needs memory).
+        unsafe { push_bytes(self.l, bytes) }
+    }
+
+    /// A new table with room for `fields` keys, filled by `fill`.
+    pub(crate) fn table(&mut self, fields: c_int, fill: impl FnOnce(&mut TableWriter)) {
+        // SAFETY: the table is on top while `fill` runs.
+        unsafe { ffi::lua_createtable(self.l, 0, fields) };
+        fill(&mut TableWriter { l: self.l });
+    }
+
+    /// The table the function got as argument 1, filled by `fill` (see
+    /// [`Value::refills_argument`]).
+    pub(crate) fn refill_argument(&mut self, fill: impl FnOnce(&mut TableWriter)) {
+        // SAFETY: `refill` indexes a table of this frame (checked by `push_item`).
+        unsafe { ffi::lua_pushvalue(self.l, self.refill) };
+        fill(&mut TableWriter { l: self.l });
+    }
+
+    /// A string built piece by piece in a Lua buffer (any length).
+    pub(crate) fn buffer(&mut self, fill: impl FnOnce(&mut dyn FnMut(&[u8]))) {
+        let mut buffer = std::mem::MaybeUninit::<ffi::luaL_Buffer>::uninit();
+        let buffer = buffer.as_mut_ptr();
+        // SAFETY: the buffer lives in this frame until `luaL_pushresult`; pieces are copied.
+        unsafe { ffi::luaL_buffinit(self.l, buffer) };
+        fill(&mut |piece: &[u8]| unsafe { ffi::luaL_addlstring(buffer, piece.as_ptr().cast(), piece.len()) });
+        // SAFETY: as above.
+        unsafe { ffi::luaL_pushresult(buffer) };
+    }
+}
+
+/// Fills the table on top of the stack. Used only while pushing under a protected call: a
+/// memory error raised by a setter unwinds to it, so callers hold nothing with a destructor.
 pub(crate) struct TableWriter {
     l: *mut lua_State,
 }
@@ -298,10 +400,10 @@ impl TableWriter {
         }
     }
 
-    pub(crate) fn text(&mut self, key: &CStr, value: &str) {
+    pub(crate) fn bytes(&mut self, key: &CStr, value: &[u8]) {
         // SAFETY: as above.
         unsafe {
-            push_bytes(self.l, value.as_bytes());
+            push_bytes(self.l, value);
             ffi::lua_setfield(self.l, -2, key.as_ptr());
         }
     }

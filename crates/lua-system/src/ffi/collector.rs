@@ -20,6 +20,7 @@ use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
+use super::protected;
 use crate::text::{Text, text};
 
 /// Lua refuses collector requests now: it is running finalizers during a collection.
@@ -42,9 +43,6 @@ pub(crate) enum CollectError {
 }
 
 pub(crate) use version::{DEFAULT_PERCENT, PERCENT_MAX, effective_percent};
-
-/// Whether Lua answers requests (the heap size) while it runs finalizers: not 5.4 and 5.5.
-pub(crate) const ANSWERS_DURING_FINALIZERS: bool = !version::REFUSES_WHEN_BUSY;
 
 /// The heap size at which the next cycle starts, computed as Lua does when a cycle ends:
 /// `(live / 100) * pause`, where `live` is the heap after the last cycle.
@@ -110,30 +108,35 @@ impl Collector {
         version::apply_percent(self, percent.clamp(0, PERCENT_MAX))
     }
 
-    /// A full collection (`collectgarbage("collect")`), under `lua_pcall`.
+    /// A full collection (`collectgarbage("collect")`), protected.
     pub(crate) fn collect(&self) -> Result<(), CollectError> {
         self.protected(collect_raw, 0)
     }
 
-    /// Runs `f(argument)` under `lua_pcall`; `f` answers false if Lua refused (busy).
-    fn protected(&self, f: ffi::lua_CFunction, argument: ffi::lua_Integer) -> Result<(), CollectError> {
-        let l = self.l;
-        // SAFETY: pushes a C function and an integer, calls it protected, and pops what it
-        // left: the stack is as it was. (Lua 5.1 allocates for the function: a memory error
-        // there is caught by the pcall like any other.)
+    /// Runs `f` protected with a [`Request`] holding `argument`; `f` sets `done` to false if Lua
+    /// refused (busy).
+    fn protected(&self, f: ffi::lua_CFunction, argument: i64) -> Result<(), CollectError> {
+        let mut request = Request { argument, done: false };
+        // SAFETY: `f` reads and writes the request only during this call; on failure the error
+        // object is read and popped, so the stack is as it was.
         unsafe {
-            ffi::lua_pushcfunction(l, f);
-            ffi::lua_pushinteger(l, argument);
-            let status = ffi::lua_pcall(l, 1, 1, 0);
-            let outcome = if status == ffi::LUA_OK {
-                if ffi::lua_toboolean(l, -1) != 0 { Ok(()) } else { Err(CollectError::Busy) }
-            } else {
-                Err(CollectError::Raised(error_text(l)))
-            };
-            ffi::lua_settop(l, -2);
-            outcome
+            match protected::call(self.l, f, (&mut request as *mut Request).cast()) {
+                Ok(()) if request.done => Ok(()),
+                Ok(()) => Err(CollectError::Busy),
+                Err(()) => {
+                    let message = error_text(self.l);
+                    ffi::lua_settop(self.l, -2);
+                    Err(CollectError::Raised(message))
+                }
+            }
         }
     }
+}
+
+/// The data of a protected collector request.
+struct Request {
+    argument: i64,
+    done: bool,
 }
 
 /// The error object on top of the stack, as text, without allocating in Lua.
@@ -143,8 +146,7 @@ unsafe fn error_text(l: *mut lua_State) -> Text {
         if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
             let mut len = 0;
             let ptr = ffi::lua_tolstring(l, -1, &mut len);
-            let bytes = std::slice::from_raw_parts(ptr.cast::<u8>(), len);
-            text!("{}", String::from_utf8_lossy(bytes))
+            Text::from_bytes(std::slice::from_raw_parts(ptr.cast::<u8>(), len))
         } else {
             text!("a finalizer raised a non-string error")
         }
@@ -152,12 +154,13 @@ unsafe fn error_text(l: *mut lua_State) -> Text {
 }
 
 unsafe extern "C-unwind" fn collect_raw(l: *mut lua_State) -> c_int {
-    // SAFETY: called by `Collector::protected`.
+    // SAFETY: only for the armed request (see `Collector::protected`).
     unsafe {
-        let done = ffi::lua_gc(l, ffi::LUA_GCCOLLECT, 0) != -1 || !version::REFUSES_WHEN_BUSY;
-        ffi::lua_pushboolean(l, done as c_int);
+        if let Some(request) = protected::armed::<Request>(l) {
+            (*request).done = ffi::lua_gc(l, ffi::LUA_GCCOLLECT, 0) != -1 || !version::REFUSES_WHEN_BUSY;
+        }
     }
-    1
+    protected::NO_RESULTS
 }
 
 /// Lua 5.1, 5.2, 5.3 and LuaJIT: an integer pause, set and read with `LUA_GCSETPAUSE`.
@@ -236,11 +239,14 @@ mod version {
     }
 
     unsafe extern "C-unwind" fn apply_percent_raw(l: *mut lua_State) -> c_int {
-        // SAFETY: called by `Collector::protected` with the percent as argument 1.
+        // SAFETY: only for the armed request (see `Collector::protected`).
         unsafe {
-            let percent = ffi::lua_tointegerx(l, 1, std::ptr::null_mut());
+            let Some(request) = protected::armed::<Request>(l) else {
+                return protected::NO_RESULTS;
+            };
+            let percent = (*request).argument;
             let previous_mode = ffi::lua_gc(l, ffi::LUA_GCINC, stored_pause(percent) as c_int, 0, 0);
-            let done = match previous_mode {
+            (*request).done = match previous_mode {
                 -1 => false,
                 ffi::LUA_GCGEN => {
                     // A major multiplier of 0 cannot be passed (0 means "unchanged"); 1 is
@@ -249,9 +255,8 @@ mod version {
                 }
                 _ => true,
             };
-            ffi::lua_pushboolean(l, done as c_int);
         }
-        1
+        protected::NO_RESULTS
     }
 }
 

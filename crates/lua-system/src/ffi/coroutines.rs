@@ -1,19 +1,26 @@
-//! Counting coroutines where the allocator cannot: Lua 5.1 and LuaJIT, which do not tell their
-//! allocator which blocks are threads, and states whose allocator the module does not own.
+//! Counting coroutines: which exist, and which of them are still alive.
 //!
-//! There, `coroutine.create` and `coroutine.wrap` are wrapped: each new coroutine is recorded in a
-//! weak-keyed table in the registry, from which the collector removes it when it frees it. The
-//! count is the table's size, read by walking it: O(live coroutines). Coroutines made from C
-//! (`lua_newthread`) are not seen. Elsewhere (Lua 5.2 and later, with the module's allocator)
-//! the allocator counts every thread block in O(1), and nothing is wrapped.
+//! Lua 5.2 and later tell the allocator which new blocks are threads, so the module's allocator
+//! knows every coroutine block (`heap.rs`, `ThreadBlocks`); the thread itself lies a fixed
+//! distance into its block (after Lua's extra space), learned once per state by making one
+//! coroutine ([`learn_thread_offset`]). Lua 5.1 and LuaJIT do not tag thread blocks: there
+//! `coroutine.create` and `coroutine.wrap` are wrapped, and each new coroutine goes into a
+//! weak-keyed table in the registry, from which the collector removes it when it frees it
+//! (coroutines made from C, `lua_newthread`, are not seen there).
+//!
+//! A coroutine counts while it can still run: running, normal (it resumed another), suspended,
+//! or not started. A finished one (returned, or stopped by an error) no longer counts, even
+//! while something still refers to it, as a finished goroutine is gone. Counting inspects each
+//! coroutine's status: O(coroutines that exist).
 
 use std::ffi::{CStr, c_int};
 
 use mlua::ffi::{self, lua_State};
 
-use crate::state::StateData;
+use super::protected;
+use crate::heap::ThreadBlocks;
 
-/// Registry field holding the weak table of live coroutines.
+/// Registry field holding the weak table of recorded coroutines (5.1, LuaJIT).
 const REGISTRY_KEY: &CStr = c"lua-system coroutines";
 
 /// Registry field holding the wrapped `coroutine.create`, to recognise it.
@@ -22,14 +29,88 @@ const WRAPPER_KEY: &CStr = c"lua-system coroutine.create";
 /// Whether a new block's `osize` tags threads (Lua 5.2 and later).
 pub(crate) const ALLOCATOR_SEES_THREADS: bool = cfg!(not(any(feature = "lua51", feature = "luajit")));
 
-/// Wraps `coroutine.create` and `coroutine.wrap` if this state needs it and they are not
-/// wrapped yet (the coroutine library may be opened after the module, so this runs on every
-/// load of the module).
+/// Whether coroutine `co` can still run (see the module docs).
 ///
 /// # Safety
-/// `l` is running, with room for four values.
-pub(crate) unsafe fn track(l: *mut lua_State, data: &StateData) {
-    if data.coroutines_by_allocator() {
+/// `co` is a live thread of the running state.
+unsafe fn is_alive(co: *mut lua_State) -> bool {
+    // SAFETY: status queries on a live thread neither allocate nor raise.
+    unsafe {
+        match ffi::lua_status(co) {
+            ffi::LUA_YIELD => true,
+            ffi::LUA_OK => {
+                let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
+                ffi::lua_getstack(co, 0, ar.as_mut_ptr()) != 0 || ffi::lua_gettop(co) > 0
+            }
+            _ => false, // stopped by an error
+        }
+    }
+}
+
+/// Coroutines alive among the thread blocks the allocator knows.
+///
+/// # Safety
+/// `l` is running; `threads` are the blocks of its state's live threads.
+pub(crate) unsafe fn count_alive_blocks(threads: &ThreadBlocks) -> u64 {
+    let Some(offset) = threads.offset() else {
+        let mut all = 0;
+        threads.each(|_| all += 1);
+        return all; // not learned (no memory then): every coroutine that exists counts
+    };
+    let mut alive = 0;
+    threads.each(|block| {
+        // SAFETY: the block is a live thread's (freed blocks leave the set before Lua reuses
+        // them), and the thread lies `offset` bytes into it.
+        if unsafe { is_alive((block + offset) as *mut lua_State) } {
+            alive += 1;
+        }
+    });
+    alive
+}
+
+/// Learns where a thread lies in its block, by making one coroutine and comparing the thread
+/// Lua returns with the block the allocator just saw. Lua 5.2 and later; protected.
+///
+/// # Safety
+/// `l` is running, with room for two values; `threads` are its state's.
+pub(crate) unsafe fn learn_thread_offset(l: *mut lua_State, threads: &ThreadBlocks) {
+    if !ALLOCATOR_SEES_THREADS || threads.offset().is_some() {
+        return;
+    }
+    let mut thread: *mut lua_State = std::ptr::null_mut();
+    // SAFETY: `new_thread` writes the new thread into `thread`, armed for this call.
+    let made = unsafe { protected::call(l, new_thread, (&mut thread as *mut *mut lua_State).cast()) };
+    if made.is_err() {
+        // SAFETY: the error object is on top.
+        unsafe { ffi::lua_settop(l, -2) };
+        return;
+    }
+    let block = threads.last();
+    let offset = (thread as usize).wrapping_sub(block);
+    // Lua's extra space is a pointer or two at most; anything else means the block seen was
+    // not this thread's.
+    if offset <= 64 {
+        threads.set_offset(offset);
+    }
+}
+
+unsafe extern "C-unwind" fn new_thread(l: *mut lua_State) -> c_int {
+    // SAFETY: the armed data is a `*mut *mut lua_State` owned by `learn_thread_offset`.
+    unsafe {
+        if let Some(out) = protected::armed::<*mut lua_State>(l) {
+            *out = ffi::lua_newthread(l);
+        }
+    }
+    protected::NO_RESULTS
+}
+
+/// Wraps `coroutine.create` and `coroutine.wrap` if they are not wrapped yet (the coroutine
+/// library may be opened after the module, so this runs on every load of the module).
+///
+/// # Safety
+/// `l` is running, protected (this allocates), with room for four values.
+pub(crate) unsafe fn track(l: *mut lua_State) {
+    if ALLOCATOR_SEES_THREADS {
         return;
     }
     // SAFETY: per the contract; every path restores the stack top.
@@ -44,59 +125,60 @@ pub(crate) unsafe fn track(l: *mut lua_State, data: &StateData) {
             ffi::lua_settop(l, top + 1);
             if !wrapped {
                 registry_table(l);
-                wrap_field(l, c"create", create_and_track);
-                wrap_field(l, c"wrap", wrap_and_track);
+                ffi::lua_settop(l, top + 1);
+                wrap_field(l, c"create", create_and_record);
+                wrap_field(l, c"wrap", wrap_and_record);
                 ffi::lua_getfield(l, top + 1, c"create".as_ptr());
                 ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, WRAPPER_KEY.as_ptr());
-                ffi::lua_settop(l, top + 1);
             }
         }
         ffi::lua_settop(l, top);
     }
 }
 
-/// Pushes the weak-keyed registry table, creating it if needed.
+/// Pushes the weak-keyed registry table, creating it if needed (only then does it allocate).
 unsafe fn registry_table(l: *mut lua_State) {
     // SAFETY: pushes one value (plus temporaries popped here).
     unsafe {
         ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, REGISTRY_KEY.as_ptr());
-        if ffi::lua_type(l, -1) != ffi::LUA_TTABLE {
-            ffi::lua_settop(l, -2);
-            ffi::lua_createtable(l, 0, 0);
-            ffi::lua_createtable(l, 0, 1);
-            ffi::lua_pushstring(l, c"k".as_ptr());
-            ffi::lua_setfield(l, -2, c"__mode".as_ptr());
-            ffi::lua_setmetatable(l, -2);
-            ffi::lua_pushvalue(l, -1);
-            ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, REGISTRY_KEY.as_ptr());
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            return;
         }
+        ffi::lua_settop(l, -2);
+        ffi::lua_createtable(l, 0, 0);
+        ffi::lua_createtable(l, 0, 1);
+        ffi::lua_pushstring(l, c"k".as_ptr());
+        ffi::lua_setfield(l, -2, c"__mode".as_ptr());
+        ffi::lua_setmetatable(l, -2);
+        ffi::lua_pushvalue(l, -1);
+        ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, REGISTRY_KEY.as_ptr());
     }
 }
 
-/// With the coroutine table at -2 and the registry table at -1: replaces `coroutine[name]` by a
-/// closure of `wrapper` over the original and the registry table.
+/// With the coroutine table on top: replaces `coroutine[name]` by a closure of `wrapper` over
+/// the original (its only upvalue: replacing it from a script changes what the wrapper calls,
+/// nothing else).
 unsafe fn wrap_field(l: *mut lua_State, name: &CStr, wrapper: ffi::lua_CFunction) {
-    // SAFETY: pushes three values, consumed by the closure and `lua_setfield`.
+    // SAFETY: pushes two values, consumed by the closure and `lua_setfield`.
     unsafe {
-        ffi::lua_getfield(l, -2, name.as_ptr());
-        ffi::lua_pushvalue(l, -2);
-        ffi::lua_pushcclosure(l, wrapper, 2);
-        ffi::lua_setfield(l, -3, name.as_ptr());
+        ffi::lua_getfield(l, -1, name.as_ptr());
+        ffi::lua_pushcclosure(l, wrapper, 1);
+        ffi::lua_setfield(l, -2, name.as_ptr());
     }
 }
 
-/// Records the thread at `index` in the table of upvalue 2.
+/// Records the thread at `index` in the registry table.
 unsafe fn record(l: *mut lua_State, index: c_int) {
-    // SAFETY: called from the wrappers, whose upvalue 2 is the registry table.
+    // SAFETY: called from the wrappers, which may raise (they are Lua functions).
     unsafe {
         let index = ffi::lua_absindex(l, index);
         if ffi::lua_type(l, index) == ffi::LUA_TTHREAD {
-            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(2));
+            registry_table(l);
             ffi::lua_pushvalue(l, index);
             ffi::lua_pushboolean(l, 1);
             ffi::lua_rawset(l, -3);
-            ffi::lua_settop(l, -2);
         }
+        ffi::lua_settop(l, index);
     }
 }
 
@@ -104,8 +186,7 @@ unsafe fn record(l: *mut lua_State, index: c_int) {
 /// top. The argument is checked here first, so an error names the script's function, as the
 /// original's own check would.
 unsafe fn call_original(l: *mut lua_State) {
-    // SAFETY: called from the wrappers, whose upvalue 1 is the original; errors it raises
-    // propagate as its own.
+    // SAFETY: errors raised propagate as the original's own.
     unsafe {
         ffi::luaL_checktype(l, 1, ffi::LUA_TFUNCTION);
         ffi::lua_settop(l, 1);
@@ -116,7 +197,7 @@ unsafe fn call_original(l: *mut lua_State) {
 }
 
 /// `coroutine.create(f)`, recorded.
-unsafe extern "C-unwind" fn create_and_track(l: *mut lua_State) -> c_int {
+unsafe extern "C-unwind" fn create_and_record(l: *mut lua_State) -> c_int {
     // SAFETY: a wrapper made by `wrap_field`.
     unsafe {
         call_original(l);
@@ -126,24 +207,25 @@ unsafe extern "C-unwind" fn create_and_track(l: *mut lua_State) -> c_int {
 }
 
 /// `coroutine.wrap(f)`, recorded: the thread is the first upvalue of the function `wrap` makes.
-unsafe extern "C-unwind" fn wrap_and_track(l: *mut lua_State) -> c_int {
+unsafe extern "C-unwind" fn wrap_and_record(l: *mut lua_State) -> c_int {
     // SAFETY: a wrapper made by `wrap_field`.
     unsafe {
         call_original(l);
-        if !ffi::lua_getupvalue(l, -1, 1).is_null() {
+        let function = ffi::lua_gettop(l);
+        if ffi::lua_type(l, function) == ffi::LUA_TFUNCTION && !ffi::lua_getupvalue(l, function, 1).is_null() {
             record(l, -1);
-            ffi::lua_settop(l, -2);
         }
+        ffi::lua_settop(l, function);
     }
     1
 }
 
-/// Coroutines recorded and not yet collected. Never raises (`lua_next` on a table whose keys are
-/// not modified).
+/// Coroutines recorded by the wrappers that are still alive. Never raises (`lua_next` on a
+/// table whose keys are not modified).
 ///
 /// # Safety
 /// `l` is running, with room for three values.
-pub(crate) unsafe fn count_recorded(l: *mut lua_State) -> u64 {
+pub(crate) unsafe fn count_alive_recorded(l: *mut lua_State) -> u64 {
     let mut count = 0;
     // SAFETY: walks the registry table, restoring the stack top.
     unsafe {
@@ -152,7 +234,9 @@ pub(crate) unsafe fn count_recorded(l: *mut lua_State) -> u64 {
         if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
             ffi::lua_pushnil(l);
             while ffi::lua_next(l, -2) != 0 {
-                count += 1;
+                if ffi::lua_type(l, -2) == ffi::LUA_TTHREAD && is_alive(ffi::lua_tothread(l, -2)) {
+                    count += 1;
+                }
                 ffi::lua_settop(l, -2);
             }
         }

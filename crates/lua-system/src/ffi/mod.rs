@@ -1,27 +1,76 @@
-//! The only place with `unsafe` code: the Lua C API, the allocator statistics, `pthread_atfork`.
+//! The only place with `unsafe` code: the Lua C API, the allocators, the allocator statistics,
+//! `pthread_atfork`. Everything outside this directory is safe Rust.
 //!
-//! * [`call`]: the trampoline every module function runs through: it reads the arguments,
-//!   catches panics and pushes the `value, err` pair.
-//! * [`alloc`]: the `lua_Alloc` function that accounts a state's allocations.
-//! * [`allocator`]: statistics of the process allocator (jemalloc or glibc).
+//! * [`call`]: the trampoline every module function runs through: reads the arguments, catches
+//!   panics, pushes the `value, err` pair.
+//! * [`lua_alloc`]: the `lua_Alloc` functions that account a state's allocations.
+//! * [`states`]: creating and closing the states the module makes; finding a state's record.
+//! * [`foreign`]: loading the module into states made elsewhere (interpreters, mlua, C hosts).
+//! * [`loader`]: `require("system")`: building the module table and putting it in place.
+//! * [`sentinel`]: the object every collection cycle finalizes once (cycle counting).
 //! * [`collector`]: `lua_gc`, and how each Lua version encodes the collector's parameters.
-//! * [`coroutines`]: counting coroutines where the allocator cannot see them.
+//! * [`coroutines`]: counting coroutines, and whether each is still alive.
+//! * [`protected`]: running a C function under `lua_pcall` without allocating first.
+//! * [`allocator_stats`]: statistics of the process allocator (jemalloc or glibc).
 //! * [`fork`]: a handler run in children after `fork` (the pid cache).
-//! * [`state`]: creating and closing states, building the module table, the cycle sentinel.
+//! * [`panic`]: what happens on an error outside any protected call.
 //!
-//! Everything outside this directory is safe Rust.
+//! The layer imports nothing above it but leaf types ([`Heap`], [`Text`](crate::text::Text),
+//! faults): what it needs from the module's record of a state is the [`Record`] trait, which
+//! `state_data.rs` implements, and what it needs from the registry of functions is
+//! [`call::Module`], which `module.rs` implements.
 //!
 //! Lua raises errors with `longjmp`. Rust allows a `longjmp` only over frames that own nothing
-//! to drop, so every Lua call that can raise runs either under `lua_pcall` or at a point where
-//! the Rust frames in between hold only `Copy` data.
+//! to drop, so every Lua call that can raise runs either under a protected call or at a point
+//! where the Rust frames in between hold only `Copy` data.
+//!
+//! Every C function the module hands to Lua (module functions, loaders, finalizers, helpers run
+//! under `lua_pcall`) has no upvalue holding a pointer or a C function, and checks what it reads:
+//! a script that gets hold of one through `debug` can call it with anything, and nothing breaks.
 
-pub(crate) mod alloc;
-pub(crate) mod allocator;
+pub(crate) mod allocator_stats;
 pub(crate) mod call;
 pub(crate) mod collector;
 pub(crate) mod coroutines;
+pub(crate) mod foreign;
 pub(crate) mod fork;
-pub(crate) mod state;
+pub(crate) mod loader;
+pub(crate) mod lua_alloc;
+pub(crate) mod panic;
+pub(crate) mod protected;
+pub(crate) mod sentinel;
+pub(crate) mod states;
 
-pub(crate) use call::{Arg, Call, Reply};
+pub(crate) use call::{Arg, Call};
 pub(crate) use collector::Collector;
+
+use crate::heap::Heap;
+
+/// What the FFI layer needs from the module's record of a state (`state_data::StateData`).
+///
+/// The record lives at a fixed address from before the module counts the state's first block
+/// until after its last: the state's allocator points to it, and every module function finds it
+/// through the allocator (`lua_getallocf`), never through a value a script could reach.
+pub(crate) trait Record: Sync + Sized + 'static {
+    /// The accounts the allocator writes.
+    fn heap(&self) -> &Heap;
+
+    /// For a state created elsewhere: the allocator every request is passed on to.
+    fn chain(&self) -> Option<&lua_alloc::Chain>;
+
+    /// Whether the counts cover only the blocks seen allocated since the module was loaded
+    /// (tracked one by one), rather than every block of the state.
+    fn tracks_blocks(&self) -> bool;
+
+    /// A collection cycle has completed (called from the cycle sentinel's finalizer).
+    fn cycle_ended(&self, collector: &Collector);
+
+    /// Whether the sentinel must be made again (it could not be, for lack of memory).
+    fn sentinel_missing(&self) -> bool;
+
+    /// Records whether a sentinel exists.
+    fn set_sentinel_missing(&self, missing: bool);
+
+    /// The module was loaded into the state (`require`); called on every load.
+    fn loaded(&self, collector: &Collector);
+}

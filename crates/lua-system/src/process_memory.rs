@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use crate::faults::{self, Fault};
-use crate::ffi::allocator;
+use crate::ffi::allocator_stats as allocator;
 use crate::text::{Text, text};
 
 /// The process figures of `mem_stats()`, in bytes.
@@ -97,10 +97,10 @@ struct Sample {
 
 impl Sample {
     /// Whether this reading can stand for now, for a state holding `state_bytes`.
-    fn serves(&self, state_bytes: Option<u64>) -> bool {
+    fn serves(&self, state_bytes: u64) -> bool {
         let fresh = self.taken.elapsed().as_nanos() <= u128::from(MAX_AGE_NS.load(Relaxed));
-        let covers = match (&self.memory, state_bytes) {
-            (Ok(ProcessMemory { heap: Ok(heap), .. }), Some(bytes)) => heap.heap_in_use >= bytes,
+        let covers = match &self.memory {
+            Ok(ProcessMemory { heap: Ok(heap), .. }) => heap.heap_in_use >= state_bytes,
             _ => true,
         };
         fresh && covers
@@ -113,7 +113,7 @@ static REFRESH: Mutex<()> = Mutex::new(());
 /// The process figures as `mem_stats()` reports them, and their age: the latest reading if it
 /// [serves](Sample::serves), a new one otherwise. The common path is a lock-free load; a new
 /// reading is taken by one thread at a time.
-pub(crate) fn sampled(state_bytes: Option<u64>) -> (Result<ProcessMemory, Text>, Duration) {
+pub(crate) fn sampled(state_bytes: u64) -> (Result<ProcessMemory, Text>, Duration) {
     if let Some(sample) = LATEST.load().as_ref()
         && sample.serves(state_bytes)
     {
@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn a_missing_field_is_an_error_naming_it() {
         let e = KernelFigures::parse("VmRSS: 1 kB\n").err().unwrap();
-        assert!(e.as_str().contains("VmData"), "{e}");
+        assert!(e.to_string_lossy().contains("VmData"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,197 @@
+//! What the module records of a state's collector: completed cycles (counted by the cycle
+//! sentinel, `ffi/sentinel.rs`), the live heap after the last one (the base of `next_gc`), the
+//! GC percent as last set or read, forced collections, and the host's cycle hook.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::ffi::collector::{DEFAULT_PERCENT, effective_percent, next_cycle_at};
+
+/// A completed collection cycle, as [`SystemLua::on_gc_cycle`](crate::SystemLua::on_gc_cycle)
+/// reports it (the `--gctrace` line of the runner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Cycle {
+    /// 1 for the state's first cycle.
+    pub number: u64,
+    /// When the cycle ended, since the state was created.
+    pub at: Duration,
+    /// The largest heap since the previous cycle ended: the heap the cycle started from (the
+    /// first cycle after the hook was installed: the largest since it was installed), in bytes.
+    pub heap_before: u64,
+    /// The heap when the cycle ended (its finalizers running), in bytes.
+    pub heap_after: u64,
+    /// Where the next cycle starts, in bytes; `None` while the collector is stopped.
+    pub next_gc: Option<u64>,
+    /// Live heap blocks when the cycle ended.
+    pub objects: u64,
+    /// Whether a full collection was asked for (`system.gc()`, `collectgarbage("collect")` in
+    /// the runner) rather than run by the collector on its own. An automatic cycle that was
+    /// already past its marking when the collection was asked for ends within it, and is
+    /// reported forced too.
+    pub forced: bool,
+    /// How long a forced collection took; automatic cycles run in steps between the script's
+    /// own work, so their length is not measured.
+    pub duration: Option<Duration>,
+}
+
+/// What [`SystemLua::on_gc_cycle`](crate::SystemLua::on_gc_cycle) calls for every completed cycle.
+pub type CycleHook = Box<dyn Fn(&Cycle) + Send + Sync>;
+
+/// The collector-related record of one state.
+pub(crate) struct Cycles {
+    /// When the state was created: the origin of cycle times.
+    born: Instant,
+    /// Completed cycles.
+    count: AtomicU64,
+    /// Live bytes when the last cycle ended; `u64::MAX` while unknown.
+    live_after_cycle: AtomicU64,
+    /// When the last cycle ended, in nanoseconds since the Unix epoch; 0 before the first.
+    last_cycle_unix_ns: AtomicU64,
+    /// The exact percent last set through the module, 0..=PERCENT_MAX.
+    requested_percent: AtomicI64,
+    /// The effective percent last read or set (-1: stopped), for readers that cannot ask Lua
+    /// (a sampler on another thread, a finalizer).
+    effective_percent: AtomicI64,
+    /// Whether the module stopped the collector: Lua 5.1 cannot be asked.
+    stopped: AtomicBool,
+    /// When the outermost forced collection running started, in nanoseconds since `born` plus
+    /// one; 0: none running.
+    forced_since: AtomicU64,
+    /// Forced collections running: a finalizer may force one inside another.
+    forced_depth: AtomicU32,
+    hook: Mutex<Option<CycleHook>>,
+    /// Whether a cycle sentinel must be made (none exists yet, or it could not be made).
+    sentinel_missing: AtomicBool,
+    /// Whether the module has been loaded into the state at least once.
+    loaded: AtomicBool,
+}
+
+const UNKNOWN: u64 = u64::MAX;
+
+impl Cycles {
+    pub(crate) fn new() -> Cycles {
+        Cycles {
+            born: Instant::now(),
+            count: AtomicU64::new(0),
+            live_after_cycle: AtomicU64::new(UNKNOWN),
+            last_cycle_unix_ns: AtomicU64::new(0),
+            requested_percent: AtomicI64::new(DEFAULT_PERCENT),
+            effective_percent: AtomicI64::new(effective_percent(DEFAULT_PERCENT)),
+            stopped: AtomicBool::new(false),
+            forced_since: AtomicU64::new(0),
+            forced_depth: AtomicU32::new(0),
+            hook: Mutex::new(None),
+            sentinel_missing: AtomicBool::new(true),
+            loaded: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    pub(crate) fn last_cycle_unix_ns(&self) -> u64 {
+        self.last_cycle_unix_ns.load(Relaxed)
+    }
+
+    pub(crate) fn live_after_cycle(&self) -> Option<u64> {
+        Some(self.live_after_cycle.load(Relaxed)).filter(|&b| b != UNKNOWN)
+    }
+
+    /// Before the first cycle, `next_gc` is based on the heap when the module was first loaded.
+    pub(crate) fn set_initial_base(&self, live_bytes: u64) {
+        self.live_after_cycle.store(live_bytes, Relaxed);
+    }
+
+    pub(crate) fn requested_percent(&self) -> i64 {
+        self.requested_percent.load(Relaxed)
+    }
+
+    pub(crate) fn set_requested_percent(&self, percent: i64) {
+        self.requested_percent.store(percent, Relaxed);
+    }
+
+    pub(crate) fn cached_effective_percent(&self) -> i64 {
+        self.effective_percent.load(Relaxed)
+    }
+
+    pub(crate) fn set_effective_percent(&self, effective: i64) {
+        self.effective_percent.store(effective, Relaxed);
+    }
+
+    /// Whether the module stopped the collector (for Lua 5.1, which cannot be asked).
+    pub(crate) fn stopped_by_module(&self) -> bool {
+        self.stopped.load(Relaxed)
+    }
+
+    pub(crate) fn set_stopped_by_module(&self, stopped: bool) {
+        self.stopped.store(stopped, Relaxed);
+    }
+
+    pub(crate) fn born(&self) -> Instant {
+        self.born
+    }
+
+    pub(crate) fn sentinel_missing(&self) -> bool {
+        self.sentinel_missing.load(Relaxed)
+    }
+
+    pub(crate) fn set_sentinel_missing(&self, missing: bool) {
+        self.sentinel_missing.store(missing, Relaxed);
+    }
+
+    /// Records that the module was loaded; true the first time.
+    pub(crate) fn mark_loaded(&self) -> bool {
+        !self.loaded.swap(true, Relaxed)
+    }
+
+    /// Records a completed cycle, and reports it to the hook if there is one; `peak` and
+    /// `objects` are the heap's.
+    pub(crate) fn record(&self, live_bytes: u64, peak: Option<u64>, objects: u64) {
+        self.live_after_cycle.store(live_bytes, Relaxed);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        self.last_cycle_unix_ns.store(now, Relaxed);
+        let number = self.count.load(Relaxed) + 1;
+        self.count.store(number, Relaxed);
+
+        let hook = self.hook.lock().unwrap_or_else(|poison| poison.into_inner());
+        let Some(hook) = hook.as_ref() else { return };
+        let at = self.born.elapsed();
+        let forced_since = self.forced_since.load(Relaxed);
+        let effective = self.cached_effective_percent();
+        hook(&Cycle {
+            number,
+            at,
+            heap_before: peak.unwrap_or(live_bytes),
+            heap_after: live_bytes,
+            next_gc: (effective >= 0).then(|| next_cycle_at(live_bytes, effective)),
+            objects,
+            forced: forced_since != 0,
+            duration: (forced_since != 0).then(|| at.saturating_sub(Duration::from_nanos(forced_since - 1))),
+        });
+    }
+
+    /// Reports every completed cycle to `hook` (replacing any previous one).
+    pub(crate) fn set_hook(&self, hook: Option<CycleHook>) {
+        *self.hook.lock().unwrap_or_else(|poison| poison.into_inner()) = hook;
+    }
+
+    /// Marks the start (`true`) or end of a forced collection. Marks nest: a collection forced
+    /// by a finalizer during another ends only its own mark. Called on the state's thread.
+    pub(crate) fn mark_forced(&self, forced: bool) {
+        let depth = self.forced_depth.load(Relaxed);
+        if forced {
+            if depth == 0 {
+                self.forced_since.store(self.born.elapsed().as_nanos() as u64 + 1, Relaxed);
+            }
+            self.forced_depth.store(depth + 1, Relaxed);
+        } else if depth > 0 {
+            self.forced_depth.store(depth - 1, Relaxed);
+            if depth == 1 {
+                self.forced_since.store(0, Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The module's `lua_Alloc` functions. A state's accounting, and whether someone watches its
+//! peaks, are chosen once by installing one of these functions (`lua_setallocf`), so none of
+//! them branches on a mode.
+//!
+//! * [`exact`]: states the module creates. Every block goes through the Rust global allocator
+//!   (jemalloc in the runner), so the process allocator sees the Lua heap as part of the process
+//!   heap, and every event is recorded in the state's [`Heap`]. Blocks are aligned as `malloc`
+//!   aligns them. The state's accounts are its record's `Heap`.
+//! * [`chained`]: states made by mlua for [`SystemLua`](crate::SystemLua): mlua's allocator keeps
+//!   serving every block (and gets its allocator back when the `SystemLua` is dropped); the
+//!   module records every event on the way. Its counts start from the bare state's, known
+//!   exactly (`system_lua.rs`), so they cover every block.
+//! * [`interposed`]: states made elsewhere, when the module is loaded into them. As `chained`,
+//!   and the module tracks which blocks it has seen allocated (the [`Chain`]'s set), so that
+//!   block counts cover exactly those.
+//! * `*_watching_peaks`: the same, also tracking the heap's peak between cycles (for a cycle
+//!   hook). Both serve the same blocks, so a state switches between them at any time.
+//!
+//! Every function follows the `lua_Alloc` contract: `nsize == 0` frees, a NULL `block`
+//! allocates (then `osize` is a type tag in Lua 5.2 and later), anything else resizes; a failed
+//! growth answers NULL (Lua then collects and retries, or raises "not enough memory"), and a
+//! shrink never fails. None of them unwinds.
+
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error, realloc};
+use std::cell::UnsafeCell;
+use std::ffi::c_void;
+use std::ptr;
+
+use mlua::ffi;
+
+use super::Record;
+use crate::block_set::BlockSet;
+
+const ALIGN: usize = ffi::SYS_MIN_ALIGN;
+
+/// Whether a new block is a coroutine. When `block` is NULL, Lua 5.2 and later pass the type of
+/// the object being created in `osize` (`LUA_TTHREAD` for a thread); 5.1 and LuaJIT pass 0.
+#[inline(always)]
+fn is_thread_tag(osize: usize) -> bool {
+    super::coroutines::ALLOCATOR_SEES_THREADS && osize == ffi::LUA_TTHREAD as usize
+}
+
+/// The allocator of accounted states; its `ud` is the state's record.
+pub(crate) unsafe extern "C" fn exact<R: Record>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: forwarded under the same contract.
+    unsafe { exact_with::<R, false>(ud, block, osize, nsize) }
+}
+
+/// [`exact`], also tracking the heap's peak between cycles.
+pub(crate) unsafe extern "C" fn exact_watching_peaks<R: Record>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: forwarded under the same contract.
+    unsafe { exact_with::<R, true>(ud, block, osize, nsize) }
+}
+
+#[inline(always)]
+unsafe fn exact_with<R: Record, const PEAKS: bool>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: `ud` is the record passed to `lua_newstate`, freed only after `lua_close`.
+    let heap = unsafe { (*(ud as *const R)).heap() };
+
+    if nsize == 0 {
+        if !block.is_null() {
+            heap.record_free(osize);
+            heap.coroutines().forget(block as usize, osize);
+            // SAFETY: Lua passes the size the block was allocated or last resized with, and
+            // that size formed a valid layout then.
+            unsafe { dealloc(block.cast(), Layout::from_size_align_unchecked(osize, ALIGN)) };
+        }
+        return ptr::null_mut();
+    }
+
+    let Ok(layout) = Layout::from_size_align(nsize, ALIGN) else {
+        return ptr::null_mut();
+    };
+
+    if block.is_null() {
+        if !heap.admits(nsize) {
+            return ptr::null_mut();
+        }
+        // SAFETY: `layout` has a non-zero size.
+        let new = unsafe { alloc(layout) };
+        if new.is_null() {
+            return ptr::null_mut();
+        }
+        // The state's first block is its main thread; later thread blocks are coroutines.
+        if is_thread_tag(osize) && heap.figures().mallocs > 0 && !heap.coroutines().remember(new as usize, nsize) {
+            // SAFETY: allocated just above with `layout`.
+            unsafe { dealloc(new, layout) };
+            return ptr::null_mut();
+        }
+        heap.record_new(nsize);
+        if PEAKS {
+            heap.note_peak();
+        }
+        return new.cast();
+    }
+
+    if nsize > osize && !heap.admits(nsize - osize) {
+        return ptr::null_mut();
+    }
+    // SAFETY: `block` was allocated here with size `osize` (see `dealloc` above); `nsize` is
+    // non-zero and forms a valid layout.
+    let resized = unsafe { realloc(block.cast(), Layout::from_size_align_unchecked(osize, ALIGN), nsize) };
+    if resized.is_null() {
+        if nsize <= osize {
+            // Lua assumes a shrink cannot fail and would keep using the old size.
+            handle_alloc_error(layout);
+        }
+        return ptr::null_mut();
+    }
+    heap.record_resize(osize, nsize);
+    if PEAKS && nsize > osize {
+        heap.note_peak();
+    }
+    resized.cast()
+}
+
+/// The allocator an interposed state's requests are passed on to, and the blocks the module has
+/// seen allocated (or resized) since it was loaded.
+pub(crate) struct Chain {
+    alloc: ffi::lua_Alloc,
+    ud: usize,
+    tracked: Tracked,
+    /// Whether the interposed allocator frees the record after the state's last block (records
+    /// of states the module was loaded into), rather than its owner (a `SystemLua`).
+    freed_with_state: bool,
+}
+
+/// The set of tracked blocks, touched only by the state's allocator.
+struct Tracked(UnsafeCell<BlockSet>);
+
+// SAFETY: only `interposed` touches the set, and Lua calls a state's allocator from one thread at
+// a time (a host moving a state between threads synchronises the move itself). Readers on other
+// threads never touch it.
+unsafe impl Sync for Tracked {}
+
+impl Chain {
+    /// The chain to the allocator `alloc` with its data `ud`; `freed_with_state` if the record
+    /// holding the chain is leaked, to be freed after the state's last block.
+    pub(crate) fn new(alloc: ffi::lua_Alloc, ud: *mut c_void, freed_with_state: bool) -> Chain {
+        Chain { alloc, ud: ud as usize, tracked: Tracked(UnsafeCell::new(BlockSet::default())), freed_with_state }
+    }
+
+    /// The state's own allocator and its data.
+    pub(crate) fn original(&self) -> (ffi::lua_Alloc, *mut c_void) {
+        (self.alloc, self.ud as *mut c_void)
+    }
+
+    #[inline(always)]
+    fn next(&self, block: *mut c_void, osize: usize, nsize: usize) -> *mut c_void {
+        // SAFETY: the state's own allocator, with its own `ud`, under the lua_Alloc contract.
+        unsafe { (self.alloc)(self.ud as *mut c_void, block, osize, nsize) }
+    }
+
+    /// The tracked set; only from the state's allocator (see [`Tracked`]).
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    unsafe fn tracked(&self) -> &mut BlockSet {
+        // SAFETY: per the contract, no other reference to the set exists meanwhile.
+        unsafe { &mut *self.tracked.0.get() }
+    }
+}
+
+/// The allocator of states made by mlua for a `SystemLua`: counts every block, passes every
+/// request on to the state's own allocator. Its `ud` is the state's record, owned by the
+/// `SystemLua`.
+pub(crate) unsafe extern "C" fn chained<R: Record>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: forwarded under the same contract.
+    unsafe { chained_with::<R, false>(ud, block, osize, nsize) }
+}
+
+/// [`chained`], also tracking the heap's peak between cycles.
+pub(crate) unsafe extern "C" fn chained_watching_peaks<R: Record>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: forwarded under the same contract.
+    unsafe { chained_with::<R, true>(ud, block, osize, nsize) }
+}
+
+#[inline(always)]
+unsafe fn chained_with<R: Record, const PEAKS: bool>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: `ud` is the record installed with this function, alive while it is installed.
+    let record = unsafe { &*(ud as *const R) };
+    let heap = record.heap();
+    let Some(chain) = record.chain() else {
+        return ptr::null_mut(); // unreachable: chained records always have a chain
+    };
+
+    if nsize == 0 {
+        if !block.is_null() {
+            heap.record_free(osize);
+            heap.coroutines().forget(block as usize, osize);
+            chain.next(block, osize, 0);
+        }
+        return ptr::null_mut();
+    }
+
+    if block.is_null() {
+        if !heap.admits(nsize) {
+            return ptr::null_mut();
+        }
+        let new = chain.next(ptr::null_mut(), osize, nsize);
+        if new.is_null() {
+            return new;
+        }
+        if is_thread_tag(osize) && !heap.coroutines().remember(new as usize, nsize) {
+            chain.next(new, nsize, 0);
+            return ptr::null_mut();
+        }
+        heap.record_new(nsize);
+        if PEAKS {
+            heap.note_peak();
+        }
+        return new;
+    }
+
+    if nsize > osize && !heap.admits(nsize - osize) {
+        return ptr::null_mut();
+    }
+    let resized = chain.next(block, osize, nsize);
+    if !resized.is_null() {
+        heap.record_resize(osize, nsize);
+        if PEAKS && nsize > osize {
+            heap.note_peak();
+        }
+    }
+    resized
+}
+
+/// The allocator of states the module was loaded into; its `ud` is the state's record, of which
+/// it holds a reference (`Arc::into_raw`) that it releases after the state's last block (Lua 5.1
+/// to 5.5 free the main state last: once no byte is live, nothing will call it again).
+pub(crate) unsafe extern "C" fn interposed<R: Record>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: `ud` is the record installed with this function, alive until freed below.
+    let record = unsafe { &*(ud as *const R) };
+    let heap = record.heap();
+    let Some(chain) = record.chain() else {
+        return ptr::null_mut(); // unreachable: interposed records always have a chain
+    };
+    // SAFETY: this is the state's allocator, the only user of the set.
+    let tracked = unsafe { chain.tracked() };
+
+    if nsize == 0 {
+        if !block.is_null() {
+            if tracked.remove(block as usize) {
+                heap.record_free(osize);
+            } else {
+                heap.record_untracked_free(osize);
+            }
+            heap.coroutines().forget(block as usize, osize);
+            chain.next(block, osize, 0);
+            if heap.live_bytes() == 0 && chain.freed_with_state && !cfg!(feature = "luajit") {
+                // That was the main state, freed last by `lua_close`. (LuaJIT gives its own
+                // allocator back before that: `foreign.rs`.)
+                // SAFETY: the allocator's reference, made by `foreign::attach` with
+                // `Arc::into_raw`; nothing calls this allocator again.
+                drop(unsafe { std::sync::Arc::from_raw(ud as *const R) });
+            }
+        }
+        return ptr::null_mut();
+    }
+
+    // Room in the set first: once the state's allocator has done its part, recording it
+    // cannot fail. Without room, growth is refused; a shrink (which Lua assumes never fails)
+    // still happens, and its block leaves the tracked set.
+    let room = tracked.reserve().is_ok();
+
+    if block.is_null() {
+        if !room || !heap.admits(nsize) {
+            return ptr::null_mut();
+        }
+        let new = chain.next(ptr::null_mut(), osize, nsize);
+        if new.is_null() {
+            return new;
+        }
+        if is_thread_tag(osize) && !heap.coroutines().remember(new as usize, nsize) {
+            chain.next(new, nsize, 0);
+            return ptr::null_mut();
+        }
+        let _ = tracked.insert(new as usize); // room reserved above
+        heap.record_new(nsize);
+        return new;
+    }
+
+    if nsize > osize && (!room || !heap.admits(nsize - osize)) {
+        return ptr::null_mut();
+    }
+    let resized = chain.next(block, osize, nsize);
+    if resized.is_null() {
+        return resized;
+    }
+    let was_tracked = tracked.remove(block as usize);
+    match (room, was_tracked) {
+        (true, true) => {
+            let _ = tracked.insert(resized as usize);
+            heap.record_resize(osize, nsize);
+        }
+        (true, false) => {
+            let _ = tracked.insert(resized as usize);
+            heap.record_adopted(osize, nsize);
+        }
+        (false, true) => {
+            heap.record_free(osize);
+            heap.record_untracked_resize(0, nsize);
+        }
+        (false, false) => heap.record_untracked_resize(osize, nsize),
+    }
+    resized
+}
+
+/// Whether `f` is one of the module's allocator functions for records of type `R`: then the
+/// state's allocator data is such a record.
+pub(crate) fn is_ours<R: Record>(f: ffi::lua_Alloc) -> bool {
+    let ours: [ffi::lua_Alloc; 5] =
+        [exact::<R>, exact_watching_peaks::<R>, chained::<R>, chained_watching_peaks::<R>, interposed::<R>];
+    ours.iter().any(|&g| ptr::fn_addr_eq(f, g))
+}
+
+/// The allocator function for a record: its own blocks, or passing them on to its chain; with or
+/// without peaks. Interposed records (tracking a set) have one function only.
+pub(crate) fn function_for<R: Record>(record: &R, watching_peaks: bool) -> ffi::lua_Alloc {
+    match (record.chain(), record.tracks_blocks(), watching_peaks) {
+        (None, _, false) => exact::<R>,
+        (None, _, true) => exact_watching_peaks::<R>,
+        (Some(_), true, _) => interposed::<R>,
+        (Some(_), false, false) => chained::<R>,
+        (Some(_), false, true) => chained_watching_peaks::<R>,
+    }
+}

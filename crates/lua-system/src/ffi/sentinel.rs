@@ -1,0 +1,118 @@
+//! The cycle sentinel: how the module sees every collection cycle end.
+//!
+//! A sentinel is an unreachable zero-size userdata with a `__gc` metamethod. The cycle that
+//! finds it unreachable finalizes it once; its finalizer reports the cycle
+//! ([`Record::cycle_ended`]) and makes a new sentinel for the next cycle. Always a new one, never
+//! the same one brought back: in generational mode (Lua 5.4, 5.5) an object that survives
+//! becomes old and only major collections look at old objects, while a new object is looked at
+//! by the very next minor collection. Userdata take `__gc` in every version (tables do not in
+//! 5.1 and LuaJIT).
+//!
+//! The new sentinel is made under a protected call with the state's memory limit lifted for it
+//! (a few dozen bytes), so counting does not stop when a script runs into its limit. If Lua
+//! cannot allocate it at all, the next call of any module function makes it.
+//!
+//! LuaJIT runs finalizers on the stack of the code that triggered the collection and does not
+//! clear a slot when a C function pops it: inside a Lua function's frame, the popped sentinel
+//! would stay reachable through a dead register until the function returns (for a script's main
+//! loop, never). The slot is therefore overwritten with `nil` before it is popped.
+//!
+//! Limits, stated in the README: a cycle whose finalizers Lua defers (an emergency collection
+//! after an allocation failure runs none) is counted when they run, and two cycles ending before
+//! then count as one; cycles run by `lua_close` are not reported.
+
+use std::ffi::{c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use mlua::ffi::{self, lua_State};
+
+use super::{Collector, Record, protected, states};
+
+/// Registry key of the sentinels' metatable (a table whose `__gc` is [`collected`]).
+static METATABLE_KEY: u8 = 0;
+
+/// The data armed while a sentinel is made (any fixed address will do).
+static MAKING: u8 = 0;
+
+fn key() -> *const c_void {
+    &METATABLE_KEY as *const u8 as *const c_void
+}
+
+/// Makes a sentinel for the next cycle (and its metatable, the first time), outside the memory
+/// limit. On failure the record says the sentinel is missing.
+///
+/// # Safety
+/// `l` is a running thread of the state `record` belongs to, with room for two values.
+pub(crate) unsafe fn arm<R: Record>(l: *mut lua_State, record: &R) {
+    let made = record.heap().over_limit(|| {
+        // SAFETY: per the contract; `make::<R>` checks the armed data.
+        unsafe { protected::call(l, make::<R>, &MAKING as *const u8 as *mut c_void) }
+    });
+    if made.is_err() {
+        // SAFETY: the error object is on top.
+        unsafe { ffi::lua_settop(l, -2) };
+    }
+    record.set_sentinel_missing(made.is_err());
+}
+
+/// Makes one sentinel, leaving nothing reachable on the stack.
+unsafe extern "C-unwind" fn make<R: Record>(l: *mut lua_State) -> c_int {
+    // SAFETY: only runs for the armed call (see `protected`); pushes at most four values.
+    unsafe {
+        if protected::armed::<u8>(l).is_none() {
+            return protected::NO_RESULTS;
+        }
+        ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, key());
+        if ffi::lua_type(l, -1) != ffi::LUA_TTABLE {
+            ffi::lua_settop(l, -2);
+            ffi::lua_createtable(l, 0, 1);
+            ffi::lua_pushcfunction(l, collected::<R>);
+            ffi::lua_setfield(l, -2, c"__gc".as_ptr());
+            ffi::lua_pushvalue(l, -1);
+            ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, key());
+        }
+        new_userdata(l);
+        ffi::lua_pushvalue(l, -2);
+        ffi::lua_setmetatable(l, -2);
+        // Overwrite the sentinel's slot before popping it (see the module docs, LuaJIT).
+        ffi::lua_pushnil(l);
+        ffi::lua_replace(l, -2);
+        ffi::lua_settop(l, -3);
+    }
+    protected::NO_RESULTS
+}
+
+/// A userdata of zero bytes (and no user values, in 5.4 and 5.5).
+unsafe fn new_userdata(l: *mut lua_State) {
+    // SAFETY: pushes one value.
+    unsafe {
+        #[cfg(any(feature = "lua54", feature = "lua55"))]
+        ffi::lua_newuserdatauv(l, 0, 0);
+        #[cfg(not(any(feature = "lua54", feature = "lua55")))]
+        ffi::lua_newuserdata(l, 0);
+    }
+}
+
+/// The sentinels' `__gc`: a cycle has completed. Argument 1 must be a sentinel (a userdata with
+/// the sentinels' metatable); anything else is ignored.
+unsafe extern "C-unwind" fn collected<R: Record>(l: *mut lua_State) -> c_int {
+    // SAFETY: reads argument 1 and the registry, restoring the stack; the record outlives the
+    // state's finalizers.
+    unsafe {
+        let Some(record) = states::record::<R>(l) else {
+            return 0; // LuaJIT closing: the state's own allocator is back
+        };
+        if ffi::lua_type(l, 1) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(l, 1) == 0 {
+            return 0;
+        }
+        ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, key());
+        let is_sentinel = ffi::lua_rawequal(l, -1, -2) != 0;
+        ffi::lua_settop(l, -3);
+        if !is_sentinel {
+            return 0;
+        }
+        let _ = catch_unwind(AssertUnwindSafe(|| record.cycle_ended(&Collector::new(l))));
+        arm::<R>(l, record);
+    }
+    0
+}

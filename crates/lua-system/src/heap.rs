@@ -1,0 +1,380 @@
+//! The accounts kept of one Lua state's heap, written by the module's allocator
+//! (`ffi/lua_alloc.rs`) on every allocation, resize and free, and read by everything else.
+//!
+//! * `live_bytes`: bytes in blocks the state holds now (Go's `HeapAlloc`).
+//! * `total_bytes`: bytes ever allocated, never decreasing (Go's `TotalAlloc`). A resize counts
+//!   its full new size, as Go counts a grown slice: the state asked for a block of that size.
+//! * `mallocs`, `frees`: blocks allocated and freed (Go's `Mallocs`, `Frees`); their difference
+//!   is the live block count, Go's `HeapObjects`.
+//! * the memory limit the allocator enforces, and the heap's peak between cycles (tracked only
+//!   while someone watches, by a second allocator function).
+//! * the addresses of live coroutine blocks: Lua 5.2 and later tag new thread blocks for the
+//!   allocator.
+//!
+//! Which blocks the counts cover depends on the state's accounting (`state_data.rs`): every
+//! block since the state was created, or those seen since the module was loaded into it.
+//!
+//! Lua calls the allocator of a state from one thread at a time (a state is never run by two
+//! threads at once), so each counter has a single writer and is updated with a relaxed load and
+//! store: plain moves on every mainstream CPU, no read-modify-write. Atomics keep reads from
+//! other threads (a host's sampler) well defined.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use crate::faults::{self, Fault};
+
+/// A counter with a single writer (see the module docs).
+#[derive(Default)]
+struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline(always)]
+    fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline(always)]
+    fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
+    #[inline(always)]
+    fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+
+    fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+}
+
+/// No limit: the largest `usize`, so the admission check needs no branch for "unset".
+const NO_LIMIT: usize = usize::MAX;
+
+/// The allocation accounts of one state.
+pub(crate) struct Heap {
+    live_bytes: Counter,
+    total_bytes: Counter,
+    mallocs: Counter,
+    frees: Counter,
+    limit: AtomicUsize,
+    /// Set while the module itself allocates something it cannot do without (the cycle
+    /// sentinel): the limit is not applied to it.
+    over_limit_allowed: AtomicBool,
+    /// The most `live_bytes` reached since the last cycle ended (the heap a cycle started from),
+    /// tracked only while `watching_peaks`.
+    peak_bytes: Counter,
+    watching_peaks: AtomicBool,
+    coroutines: ThreadBlocks,
+}
+
+/// What [`Heap::figures`] reads in one go.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeapFigures {
+    pub live_bytes: u64,
+    pub total_bytes: u64,
+    pub mallocs: u64,
+    pub frees: u64,
+}
+
+impl HeapFigures {
+    /// Live blocks. Read from another thread, a free counted after the mallocs were read could
+    /// make the difference negative: never below zero.
+    pub fn objects(&self) -> u64 {
+        self.mallocs.saturating_sub(self.frees)
+    }
+}
+
+impl Heap {
+    pub(crate) fn new() -> Heap {
+        Heap {
+            live_bytes: Counter::default(),
+            total_bytes: Counter::default(),
+            mallocs: Counter::default(),
+            frees: Counter::default(),
+            limit: AtomicUsize::new(NO_LIMIT),
+            over_limit_allowed: AtomicBool::new(false),
+            peak_bytes: Counter::default(),
+            watching_peaks: AtomicBool::new(false),
+            coroutines: ThreadBlocks::default(),
+        }
+    }
+
+    /// For a state created elsewhere: the bytes (and, when known, the blocks) it holds when the
+    /// module starts counting. They count as allocated then, so `total_bytes >= live_bytes` and
+    /// `mallocs >= frees` hold from the start.
+    pub(crate) fn start_from(&self, live_bytes: u64, blocks: u64) {
+        self.live_bytes.set(live_bytes);
+        self.total_bytes.set(live_bytes);
+        self.mallocs.set(blocks);
+    }
+
+    /// Whether the state may grow by `growth` bytes under its memory limit. Lua answers a refusal
+    /// with an emergency collection and, failing that, a "not enough memory" error.
+    #[inline(always)]
+    pub(crate) fn admits(&self, growth: usize) -> bool {
+        if faults::active(Fault::AllocatorFails) {
+            return false;
+        }
+        let limit = self.limit.load(Relaxed);
+        (self.live_bytes.get() as usize).saturating_add(growth) <= limit || self.over_limit_allowed.load(Relaxed)
+    }
+
+    /// Runs `f` with the memory limit lifted: for the few blocks the module must have (the
+    /// cycle sentinel), so that counting never stops at the limit.
+    pub(crate) fn over_limit<T>(&self, f: impl FnOnce() -> T) -> T {
+        let previous = self.over_limit_allowed.swap(true, Relaxed);
+        let result = f();
+        self.over_limit_allowed.store(previous, Relaxed);
+        result
+    }
+
+    #[inline(always)]
+    pub(crate) fn record_new(&self, size: usize) {
+        self.live_bytes.add(size as u64);
+        self.total_bytes.add(size as u64);
+        self.mallocs.add(1);
+    }
+
+    #[inline(always)]
+    pub(crate) fn record_resize(&self, old_size: usize, new_size: usize) {
+        self.live_bytes.add((new_size as u64).wrapping_sub(old_size as u64));
+        self.total_bytes.add(new_size as u64);
+    }
+
+    /// A resize of a block the counts do not cover yet (interposed states: allocated before the
+    /// module was loaded): from now on they do, as if it had just been allocated.
+    #[inline(always)]
+    pub(crate) fn record_adopted(&self, old_size: usize, new_size: usize) {
+        self.live_bytes.add((new_size as u64).wrapping_sub(old_size as u64));
+        self.total_bytes.add(new_size as u64);
+        self.mallocs.add(1);
+    }
+
+    /// A free of a block the counts cover.
+    #[inline(always)]
+    pub(crate) fn record_free(&self, size: usize) {
+        self.live_bytes.sub(size as u64);
+        self.frees.add(1);
+    }
+
+    /// A resize of a block the counts do not cover, which stays uncovered (the module could not
+    /// record it): only the bytes change.
+    #[inline(always)]
+    pub(crate) fn record_untracked_resize(&self, old_size: usize, new_size: usize) {
+        self.live_bytes.add((new_size as u64).wrapping_sub(old_size as u64));
+        self.total_bytes.add(new_size as u64);
+    }
+
+    /// A free of a block the counts do not cover: only the bytes change.
+    #[inline(always)]
+    pub(crate) fn record_untracked_free(&self, size: usize) {
+        self.live_bytes.sub(size as u64);
+    }
+
+    #[inline(always)]
+    pub(crate) fn live_bytes(&self) -> u64 {
+        self.live_bytes.get()
+    }
+
+    pub(crate) fn figures(&self) -> HeapFigures {
+        // Frees before mallocs: a reader on another thread never sees more frees than mallocs.
+        let frees = self.frees.get();
+        HeapFigures {
+            live_bytes: self.live_bytes.get(),
+            total_bytes: self.total_bytes.get(),
+            mallocs: self.mallocs.get(),
+            frees,
+        }
+    }
+
+    pub(crate) fn memory_limit(&self) -> Option<usize> {
+        Some(self.limit.load(Relaxed)).filter(|&l| l != NO_LIMIT)
+    }
+
+    /// Sets the limit (`None`: none) and returns the previous one. A limit below the bytes in
+    /// use is accepted: it stops growth until enough is freed.
+    pub(crate) fn set_memory_limit(&self, limit: Option<usize>) -> Option<usize> {
+        let previous = self.limit.swap(limit.unwrap_or(NO_LIMIT), Relaxed);
+        Some(previous).filter(|&l| l != NO_LIMIT)
+    }
+
+    /// Called by the watching allocator after a block grew the heap.
+    #[inline(always)]
+    pub(crate) fn note_peak(&self) {
+        let live = self.live_bytes.get();
+        if live > self.peak_bytes.get() {
+            self.peak_bytes.set(live);
+        }
+    }
+
+    /// Starts (from the bytes live now) or stops tracking the peak; the caller switches the
+    /// state's allocator function to match.
+    pub(crate) fn watch_peaks(&self, on: bool) {
+        self.peak_bytes.set(self.live_bytes.get());
+        self.watching_peaks.store(on, Relaxed);
+    }
+
+    /// The peak since the last call, which starts a new period at the bytes live now; `None`
+    /// unless peaks are watched.
+    pub(crate) fn take_peak(&self) -> Option<u64> {
+        if !self.watching_peaks.load(Relaxed) {
+            return None;
+        }
+        let live = self.live_bytes.get();
+        let peak = self.peak_bytes.get().max(live);
+        self.peak_bytes.set(live);
+        Some(peak)
+    }
+
+    pub(crate) fn coroutines(&self) -> &ThreadBlocks {
+        &self.coroutines
+    }
+}
+
+/// The addresses of live coroutine blocks (Lua 5.2 and later tell the allocator which new
+/// blocks are threads).
+///
+/// Every coroutine block has the same size (Lua's `sizeof(LX)`), learned from the first one, so
+/// a free is looked up only when its size matches and some coroutine is alive. The set is
+/// touched only when coroutines are created or may be freed, never on the common paths.
+pub(crate) struct ThreadBlocks {
+    block_size: AtomicUsize,
+    live: AtomicUsize,
+    /// The last block remembered (to learn where the thread lies in its block).
+    last: AtomicUsize,
+    /// Where a thread (`lua_State`) lies in its block: after Lua's extra space. Learned once per
+    /// state (`ffi/coroutines.rs`); `usize::MAX` until then.
+    offset: AtomicUsize,
+    /// Blocks of the embedding library's own threads (mlua keeps one to hold references).
+    hidden: Mutex<Vec<usize>>,
+    addresses: Mutex<HashSet<usize>>,
+}
+
+impl Default for ThreadBlocks {
+    fn default() -> ThreadBlocks {
+        ThreadBlocks {
+            block_size: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            last: AtomicUsize::new(0),
+            offset: AtomicUsize::new(usize::MAX),
+            hidden: Mutex::default(),
+            addresses: Mutex::default(),
+        }
+    }
+}
+
+impl ThreadBlocks {
+    /// Records a new thread block. Returns false if it could not be recorded (out of memory);
+    /// the caller then fails the allocation so the record never drifts.
+    pub(crate) fn remember(&self, address: usize, size: usize) -> bool {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
+        if addresses.try_reserve(1).is_err() {
+            return false;
+        }
+        addresses.insert(address);
+        self.last.store(address, Relaxed);
+        self.block_size.store(size, Relaxed);
+        self.live.store(addresses.len(), Relaxed);
+        true
+    }
+
+    #[inline(always)]
+    pub(crate) fn forget(&self, address: usize, size: usize) {
+        if size != self.block_size.load(Relaxed) || self.live.load(Relaxed) == 0 {
+            return;
+        }
+        let mut addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
+        if addresses.remove(&address) {
+            self.live.store(addresses.len(), Relaxed);
+            self.hidden.lock().unwrap_or_else(|poison| poison.into_inner()).retain(|&a| a != address);
+        }
+    }
+
+    pub(crate) fn last(&self) -> usize {
+        self.last.load(Relaxed)
+    }
+
+    /// Where a thread lies in its block, once learned.
+    pub(crate) fn offset(&self) -> Option<usize> {
+        Some(self.offset.load(Relaxed)).filter(|&o| o != usize::MAX)
+    }
+
+    pub(crate) fn set_offset(&self, offset: usize) {
+        self.offset.store(offset, Relaxed);
+    }
+
+    /// Marks the thread blocks alive now as the embedding library's own: they are not the
+    /// script's and are never reported.
+    pub(crate) fn hide_current(&self) {
+        let addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
+        *self.hidden.lock().unwrap_or_else(|poison| poison.into_inner()) = addresses.iter().copied().collect();
+    }
+
+    /// The live thread blocks that are not hidden, to be inspected by `f` (which must not
+    /// allocate in the state: the set is locked).
+    pub(crate) fn each(&self, mut f: impl FnMut(usize)) {
+        if self.live.load(Relaxed) == 0 {
+            return;
+        }
+        let addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
+        let hidden = self.hidden.lock().unwrap_or_else(|poison| poison.into_inner());
+        for &address in addresses.iter() {
+            if !hidden.contains(&address) {
+                f(address);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_blocks_bytes_and_resizes() {
+        let heap = Heap::new();
+        heap.record_new(100);
+        heap.record_new(50);
+        heap.record_resize(50, 80);
+        heap.record_resize(80, 30);
+        heap.record_free(100);
+        let f = heap.figures();
+        assert_eq!(heap.live_bytes(), 30);
+        assert_eq!(f.total_bytes, 260);
+        assert_eq!((f.mallocs, f.frees, f.objects()), (2, 1, 1));
+    }
+
+    #[test]
+    fn limit_admits_up_to_and_including_the_limit() {
+        let heap = Heap::new();
+        heap.record_new(100);
+        assert_eq!(heap.set_memory_limit(Some(150)), None);
+        assert!(heap.admits(50));
+        assert!(!heap.admits(51));
+        assert!(heap.over_limit(|| heap.admits(1000)), "lifted for the module's own blocks");
+        assert!(!heap.admits(51), "and only then");
+        assert_eq!(heap.set_memory_limit(None), Some(150));
+        assert!(heap.admits(usize::MAX));
+    }
+
+    #[test]
+    fn thread_blocks_are_forgotten_only_by_their_own_address() {
+        let heap = Heap::new();
+        let threads = heap.coroutines();
+        assert!(threads.remember(0x10, 208));
+        assert!(threads.remember(0x20, 208));
+        threads.forget(0x30, 208); // another block of the same size
+        let mut seen = vec![];
+        threads.each(|a| seen.push(a));
+        assert_eq!(seen.len(), 2);
+        threads.forget(0x10, 208);
+        threads.hide_current();
+        assert!(threads.remember(0x40, 208));
+        let mut seen = vec![];
+        threads.each(|a| seen.push(a));
+        assert_eq!(seen, vec![0x40]);
+    }
+}
