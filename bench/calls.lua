@@ -78,7 +78,7 @@ for _, mb in ipairs({ 1, 100 }) do
   collectgarbage("collect")
 end
 
--- 4. go_max_procs(n) changing the value (every thread's affinity), against a query.
+-- 4. go_max_procs(n) changing the value (a lock and an atomic store), against a query.
 local cpus = system.num_cpu()
 if cpus > 1 then
   local original = system.go_max_procs()

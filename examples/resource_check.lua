@@ -19,13 +19,11 @@ if procs < cpus then
   print("Adjusted max procs to use all " .. cpus .. " CPUs")
 end
 
--- The limit is real: every thread of the process is kept on that many CPUs.
+-- The limit is the process's, as Go's GOMAXPROCS: the Rust host applies it to the pools that
+-- run its states (lua_system::on_max_procs_change). It changes no OS setting: a child process
+-- still sees every CPU.
 local previous = system.go_max_procs(1)
-local f = io.open("/proc/" .. system.pid() .. "/status")
-if f then
-  print("with go_max_procs(1): Cpus_allowed_list " .. f:read("*a"):match("Cpus_allowed_list:%s*(%S+)"))
-  f:close()
-end
+print("with go_max_procs(1): go_max_procs() = " .. system.go_max_procs())
 system.go_max_procs(previous)
 
 -- Errors come back as values, never as exceptions.

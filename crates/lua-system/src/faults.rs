@@ -11,8 +11,6 @@ pub enum Fault {
     ProcUnreadable,
     /// The host name cannot be read.
     HostnameUnreadable,
-    /// The kernel refuses to change CPU affinity (after the first thread: the rollback runs).
-    AffinityRefused,
     /// The state's allocator answers NULL to every growth.
     AllocatorFails,
     /// A module function panics.

@@ -8,12 +8,17 @@
 //! | `heap_sys` | `heap_in_use + heap_idle`: heap memory obtained from the OS | allocator |
 //! | `mspan_in_use`, `mspan_sys` | the allocator's own metadata | allocator |
 //! | `stack_in_use`, `stack_sys` | the main thread's stack (`VmStk`) | kernel |
-//! | `sys` | private writable memory plus stack (`VmData + VmStk`): all memory obtained from the OS for data | kernel |
+//! | `sys` | private writable memory plus stack (`VmData + VmStk`): all memory obtained from the OS for data; at least `heap_sys + stack_sys + mspan_sys` (see [`read`]) | kernel |
 //! | `rss` | resident memory (`VmRSS`) | kernel |
 //!
 //! Linux grows the main stack mapping as the stack deepens and never shrinks it, and labels no
 //! other thread's stack (they are ordinary private mappings, inside `sys`); so both stack
 //! figures are the main stack's mapping.
+//!
+//! The kernel and the allocator cannot be read at the same instant, and other threads allocate
+//! meanwhile: a 64 MB block mapped or unmapped between the two readings would put the allocator's
+//! heap above the kernel's `sys`. [`read`] therefore reads the kernel's data size on both sides
+//! of the allocator's reading and retries until it stays the same (see there).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -54,11 +59,48 @@ pub struct HeapMemory {
     pub source: &'static str,
 }
 
+/// How many times [`read`] reads the kernel's and the allocator's figures, at most, waiting
+/// for the kernel's data size to stay the same across the allocator's reading.
+const ATTEMPTS: u32 = 4;
+
+/// Readings taken again by [`read`], and readings whose `sys` was raised, since the process
+/// started.
+static RETRIES: AtomicU64 = AtomicU64::new(0);
+static RAISED: AtomicU64 = AtomicU64::new(0);
+
 /// Reads the figures now. The kernel's figures are required; the allocator's may be missing
 /// (their absence is in [`ProcessMemory::heap`]).
+///
+/// The kernel's figures (`/proc/self/status`) are read, then the allocator's statistics, then
+/// the kernel's data size again (`VmData + VmStk`, from `/proc/self/statm`, which costs a few
+/// microseconds; a second allocator reading would cost as much as the first, jemalloc merging
+/// its arenas' statistics). If the data size changed, a thread mapped or unmapped memory
+/// between the readings, and all three are read again, up to 4 times in all. The figures
+/// reported are the last kernel and allocator readings, each a true reading. `sys` is the
+/// kernel's `VmData + VmStk`, unless that is below `heap_sys + stack_sys + mspan_sys` (the
+/// memory changed at every attempt, or the allocator holds memory the kernel does not count as
+/// data): then it is that sum, memory obtained from the OS, at least what the allocator holds.
+/// So `sys >= heap_sys + stack_sys + mspan_sys` holds on every reading.
 pub fn read() -> Result<ProcessMemory, Text> {
-    let kernel = KernelFigures::read()?;
-    let heap = allocator::read().map(|heap| HeapMemory {
+    let mut attempt = 1;
+    loop {
+        let kernel = KernelFigures::read()?;
+        let allocator = allocator::read();
+        // Without allocator figures there is nothing to reconcile with the kernel's; if statm
+        // cannot be read, the floor on `sys` still holds the invariant.
+        let settled = allocator.is_err() || data_bytes().is_none_or(|now| now == kernel.data + kernel.stack);
+        if settled || attempt == ATTEMPTS {
+            return Ok(assemble(&kernel, allocator));
+        }
+        RETRIES.fetch_add(1, Relaxed);
+        attempt += 1;
+    }
+}
+
+/// The figures from one kernel reading and one allocator reading, `sys` at least what the
+/// allocator holds.
+fn assemble(kernel: &KernelFigures, allocator: Result<allocator::AllocatorStats, Text>) -> ProcessMemory {
+    let heap = allocator.map(|heap| HeapMemory {
         heap_sys: heap.in_use + heap.idle,
         heap_idle: heap.idle,
         heap_in_use: heap.in_use,
@@ -67,13 +109,30 @@ pub fn read() -> Result<ProcessMemory, Text> {
         mspan_sys: heap.metadata,
         source: heap.source,
     });
-    Ok(ProcessMemory {
-        sys: kernel.data + kernel.stack,
-        stack_in_use: kernel.stack,
-        stack_sys: kernel.stack,
-        rss: kernel.rss,
-        heap,
-    })
+    let mut sys = kernel.data + kernel.stack;
+    if let Ok(heap) = &heap {
+        let held = heap.heap_sys + kernel.stack + heap.mspan_sys;
+        if sys < held {
+            RAISED.fetch_add(1, Relaxed);
+            sys = held;
+        }
+    }
+    ProcessMemory { sys, stack_in_use: kernel.stack, stack_sys: kernel.stack, rss: kernel.rss, heap }
+}
+
+impl ProcessMemory {
+    /// How many times, since the process started, the process figures were read again because
+    /// a thread mapped or unmapped memory while they were read (see [`read`]).
+    pub fn retries() -> u64 {
+        RETRIES.load(Relaxed)
+    }
+
+    /// How many readings, since the process started, reported `sys` as
+    /// `heap_sys + stack_sys + mspan_sys` because the kernel's `VmData + VmStk` was below it
+    /// (see [`read`]).
+    pub fn raised_sys() -> u64 {
+        RAISED.load(Relaxed)
+    }
 }
 
 /// How old the process figures `mem_stats()` reports may be: [`sampled`] reads them again when
@@ -165,13 +224,27 @@ impl ProcFile {
     }
 }
 
-/// The process's resident memory, from `/proc/<pid>/statm` (cheaper than `status`: no
-/// formatting of every field), for samplers. `None` if it cannot be read.
-pub(crate) fn resident_bytes() -> Option<u64> {
-    static STATM: ProcFile = ProcFile::new("statm");
+/// `/proc/<pid>/statm`: sizes in pages, cheaper to read than `status` (no formatting of every
+/// field).
+static STATM: ProcFile = ProcFile::new("statm");
+
+/// Field `index` of statm, in bytes. `None` if it cannot be read.
+fn statm_bytes(index: usize) -> Option<u64> {
     let mut buffer = [0u8; 128];
-    let pages: u64 = STATM.read(&mut buffer).ok()?.split_whitespace().nth(1)?.parse().ok()?;
+    let pages: u64 = STATM.read(&mut buffer).ok()?.split_whitespace().nth(index)?.parse().ok()?;
     Some(pages * rustix::param::page_size() as u64)
+}
+
+/// The process's resident memory (statm's second field), for samplers. `None` if it cannot be
+/// read.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    statm_bytes(1)
+}
+
+/// The process's data size now (statm's sixth field: `VmData + VmStk` of `status`). `None` if
+/// it cannot be read.
+fn data_bytes() -> Option<u64> {
+    statm_bytes(5)
 }
 
 /// What `/proc/self/status` says, in bytes.
@@ -218,6 +291,33 @@ mod tests {
     fn a_missing_field_is_an_error_naming_it() {
         let e = KernelFigures::parse("VmRSS: 1 kB\n").err().unwrap();
         assert!(e.to_string_lossy().contains("VmData"), "{e}");
+    }
+
+    #[test]
+    fn sys_is_the_kernels_unless_below_what_the_allocator_holds() {
+        let kernel = KernelFigures { data: 100 << 20, stack: 132 << 10, rss: 50 << 20 };
+        let heap = |in_use: u64, idle: u64, metadata: u64| {
+            Ok(allocator::AllocatorStats { in_use, idle, released: 0, metadata, source: "test" })
+        };
+        let p = assemble(&kernel, heap(60 << 20, 10 << 20, 1 << 20));
+        assert_eq!(p.sys, (100 << 20) + (132 << 10), "the kernel's reading, which covers the heap");
+        // A 64 MB block mapped after the kernel was read, before the allocator was.
+        let raised = ProcessMemory::raised_sys();
+        let p = assemble(&kernel, heap(124 << 20, 10 << 20, 1 << 20));
+        assert_eq!(p.sys, (135 << 20) + (132 << 10), "heap_sys + stack_sys + mspan_sys");
+        assert!(ProcessMemory::raised_sys() > raised);
+        let p = assemble(&kernel, Err(text!("no statistics")));
+        assert_eq!(p.sys, (100 << 20) + (132 << 10), "nothing to raise it to");
+    }
+
+    #[test]
+    fn statm_data_is_status_vm_data_plus_vm_stk() {
+        // Other tests map memory meanwhile: some pair of readings is taken while nothing does.
+        let agrees = (0..1000).any(|_| {
+            let kernel = KernelFigures::read().unwrap();
+            data_bytes() == Some(kernel.data + kernel.stack)
+        });
+        assert!(agrees);
     }
 
     #[test]

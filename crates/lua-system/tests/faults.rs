@@ -88,43 +88,6 @@ fn hostname_failing_answers_nil_and_a_message() {
 }
 
 #[test]
-fn refused_affinity_fails_cleanly_and_changes_nothing() {
-    let _serial = serial();
-    let cpus_allowed = || {
-        let mut lists: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .map(|task| {
-                let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
-                status.lines().find(|l| l.starts_with("Cpus_allowed_list")).unwrap_or("").to_owned()
-            })
-            .collect();
-        // The distinct masks: the test harness starts and ends threads of its own meanwhile.
-        lists.sort();
-        lists.dedup();
-        lists
-    };
-    if lua_system::num_cpu() < 2 {
-        return; // one CPU: no change to refuse
-    }
-    // A second thread, so that the refusal comes after a first thread was changed.
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let helper = std::thread::spawn(move || stopped.recv());
-    with_fault(Fault::AffinityRefused, || {
-        let lua = state();
-        let before_limit = lua_system::max_procs();
-        let before_masks = cpus_allowed();
-        let (value, message): (Value, String) = lua.load("return require('system').go_max_procs(1)").eval().unwrap();
-        assert!(value.is_nil());
-        assert!(message.contains("cannot set the CPU affinity"), "{message}");
-        assert!(message.contains("Operation not permitted"), "{message}");
-        assert_eq!(lua_system::max_procs(), before_limit, "the limit is unchanged");
-        assert_eq!(cpus_allowed(), before_masks, "threads already changed were restored");
-    });
-    stop.send(()).unwrap();
-    helper.join().unwrap().unwrap();
-}
-
-#[test]
 fn an_allocator_returning_null_gives_memory_errors_and_no_corruption() {
     let _serial = serial();
     let lua = state();

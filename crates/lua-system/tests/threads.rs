@@ -1,10 +1,12 @@
-//! Many states on many threads at once, and the process-wide CPU limit shared between them.
-//! Tests in this file change the process's CPU affinity, so they take turns (`SERIAL`).
+//! Many states on many threads at once, the process-wide CPU limit shared between them, and the
+//! process figures while other threads allocate. Tests in this file change the process-wide CPU
+//! limit or the process sample interval, so they take turns (`SERIAL`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use lua_system::SystemLua;
+use lua_system::{ProcessMemory, SystemLua};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -121,20 +123,141 @@ fn a_listener_cannot_change_the_limit_itself() {
     assert_eq!(answer, Err("cannot change the limit from a change listener".to_owned()));
 }
 
+/// The CPUs a thread may run on, as the kernel lists them in its `status` file.
+fn cpus_allowed(status: &str) -> Option<String> {
+    let line = status.lines().find(|l| l.starts_with("Cpus_allowed_list:"))?;
+    Some(line.split(':').nth(1)?.trim().to_owned())
+}
+
+/// The affinity of every thread of this process now (threads that exit meanwhile left out).
+fn every_threads_cpus() -> Vec<(String, String)> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            Some((task.file_name().to_string_lossy().into_owned(), cpus_allowed(&status)?))
+        })
+        .collect()
+}
+
+/// `go_max_procs(n)` sets the limit and runs the listeners, and changes no setting of the
+/// operating system: every thread, one created after the change and a child process keep the
+/// process's CPUs.
 #[test]
-fn new_threads_inherit_the_limit() {
+fn go_max_procs_changes_the_limit_and_no_cpu_affinity() {
     let _serial = serial();
     let original = lua_system::max_procs();
-    lua_system::set_max_procs(1).unwrap();
-    let allowed = std::thread::spawn(|| {
-        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-        status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap().to_owned()
-    })
-    .join()
-    .unwrap();
+    let process_cpus = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap();
+    if original == 1 {
+        lua_system::set_max_procs(2).unwrap(); // so that go_max_procs(1) is a change
+    }
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let subscription = {
+        let heard = Arc::clone(&heard);
+        lua_system::on_max_procs_change(move |previous, current| heard.lock().unwrap().push((previous, current)))
+    };
+    // A thread alive across the change, which reads its own affinity after it.
+    let (changed, wait_for_change) = std::sync::mpsc::channel::<()>();
+    let existing = std::thread::spawn(move || {
+        wait_for_change.recv().unwrap();
+        cpus_allowed(&std::fs::read_to_string("/proc/thread-self/status").unwrap()).unwrap()
+    });
+    let before = lua_system::max_procs();
+    let lua = SystemLua::new().unwrap();
+    let previous: i64 = lua.load("return assert(require('system').go_max_procs(1))").eval().unwrap();
+    drop(subscription);
+    changed.send(()).unwrap();
+    let existing_cpus = existing.join().unwrap();
+    let after_change = every_threads_cpus();
+    let new_thread_cpus =
+        std::thread::spawn(|| cpus_allowed(&std::fs::read_to_string("/proc/thread-self/status").unwrap()).unwrap())
+            .join()
+            .unwrap();
+    let child = std::process::Command::new("cat").arg("/proc/self/status").output().unwrap();
+    let limit = lua_system::max_procs();
     lua_system::set_max_procs(original).unwrap();
-    let cpus = allowed.split(':').nth(1).unwrap().trim();
-    assert!(!cpus.contains(',') && !cpus.contains('-'), "one CPU: {allowed}");
+
+    assert_eq!((previous, limit), (before as i64, 1), "go_max_procs(1) returned the previous limit and set it");
+    assert_eq!(*heard.lock().unwrap(), vec![(before, 1)], "the listener heard the change");
+    assert!(after_change.len() >= 2, "this thread and the state's: {after_change:?}");
+    for (tid, cpus) in &after_change {
+        assert_eq!(cpus, &process_cpus, "thread {tid} keeps the process's CPUs");
+    }
+    assert_eq!(existing_cpus, process_cpus, "a thread alive across the change keeps them");
+    assert_eq!(new_thread_cpus, process_cpus, "a thread created after the change has them");
+    let child_cpus = cpus_allowed(&String::from_utf8_lossy(&child.stdout));
+    assert_eq!(child_cpus.as_deref(), Some(process_cpus.as_str()), "a child process has them");
+}
+
+/// Another thread maps and unmaps 64 MB blocks (above glibc's mmap threshold: each is a
+/// mapping of its own) while this one calls `mem_stats()`, the process figures read afresh at
+/// every call: Go's invariants hold on every call, `sys >= heap_sys + stack_sys + mspan_sys`
+/// included, though the kernel and the allocator are read at different moments.
+#[test]
+fn process_figures_hold_go_invariants_while_another_thread_maps_and_unmaps_64_mb() {
+    const BLOCK: usize = 64 << 20;
+    let _serial = serial();
+    let lua = SystemLua::new().unwrap();
+    if lua.mem_stats().unwrap().process.unwrap().heap.is_err()
+        && std::env::var("LD_PRELOAD").is_ok_and(|preload| preload.contains("vgpreload"))
+    {
+        println!("under valgrind malloc is valgrind's: no allocator statistics to check");
+        return;
+    }
+    lua_system::set_process_sample_interval(Duration::ZERO);
+    let stop = Arc::new(AtomicBool::new(false));
+    let blocks = Arc::new(AtomicUsize::new(0));
+    let churn = {
+        let (stop, blocks) = (Arc::clone(&stop), Arc::clone(&blocks));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut block = vec![1u8; BLOCK]; // malloc, then memset: every page touched
+                std::hint::black_box(&mut block);
+                drop(block);
+                blocks.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let (retries, raised) = (ProcessMemory::retries(), ProcessMemory::raised_sys());
+    // About two seconds, and at least 20 blocks mapped and unmapped meanwhile however slowly the
+    // threads run.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let (mut calls, mut num_gc) = (0u64, 0);
+    let failure = loop {
+        if (Instant::now() >= deadline && blocks.load(Ordering::Relaxed) >= 20) || churn.is_finished() {
+            break None;
+        }
+        let s = lua.mem_stats().unwrap();
+        calls += 1;
+        let p = s.process.unwrap();
+        let h = p.heap.unwrap();
+        let checks = [
+            ("total_alloc >= alloc", s.total_alloc >= s.alloc),
+            ("heap_objects == mallocs - frees", s.heap_objects == s.mallocs - s.frees),
+            ("heap_sys == heap_idle + heap_in_use", h.heap_sys == h.heap_idle + h.heap_in_use),
+            ("heap_released <= heap_idle", h.heap_released <= h.heap_idle),
+            ("heap_in_use >= heap_alloc", h.heap_in_use >= s.alloc),
+            ("stack_in_use <= stack_sys", p.stack_in_use <= p.stack_sys),
+            ("mspan_in_use <= mspan_sys", h.mspan_in_use <= h.mspan_sys),
+            ("sys >= heap_sys + stack_sys + mspan_sys", p.sys >= h.heap_sys + p.stack_sys + h.mspan_sys),
+            ("num_gc never decreases", s.num_gc >= num_gc),
+            ("next_gc > 0", s.next_gc > 0),
+        ];
+        if let Some((broken, _)) = checks.iter().find(|(_, holds)| !holds) {
+            break Some(format!("call {calls}: {broken} broke: {s:?}"));
+        }
+        num_gc = s.num_gc;
+    };
+    stop.store(true, Ordering::Relaxed);
+    churn.join().expect("the allocating thread failed");
+    lua_system::set_process_sample_interval(Duration::from_millis(10));
+    let (retries, raised) = (ProcessMemory::retries() - retries, ProcessMemory::raised_sys() - raised);
+    let blocks = blocks.load(Ordering::Relaxed);
+    println!(
+        "{calls} calls while {blocks} blocks of 64 MB came and went: {retries} retries, sys raised {raised} times"
+    );
+    assert_eq!(failure, None);
 }
 
 /// Many threads, each creating and dropping states in a loop for a bounded time, calling every
