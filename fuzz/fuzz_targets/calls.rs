@@ -1,6 +1,7 @@
-//! Calls every function of the module with argument lists decoded from the input (any types and
-//! values: nil, booleans, extreme integers, NaN, infinities, fractions, long strings, tables,
-//! functions), and checks after each call:
+//! Calls every function of the module (walked from the module table) under every permission
+//! profile, with argument lists decoded from the input (any types and values: nil, booleans,
+//! extreme integers, NaN, infinities, fractions, long strings, tables, functions), and checks
+//! after each call:
 //!
 //! * the return convention: exactly two values, `value, nil` or `nil, message`;
 //! * that settings (GC percent, CPU limit, memory limit) change only through a successful call
@@ -12,35 +13,24 @@
 use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
-use lua_system::SystemLua;
+use lua_system::{Permissions, Profile, SystemLua};
 use lua_system::mlua::{Function, MultiValue, Table, Value};
-
-const FUNCTIONS: [&str; 13] = [
-    "mem_stats",
-    "allocated",
-    "heap_objects",
-    "gc",
-    "set_gc_percent",
-    "get_gc_percent",
-    "num_goroutines",
-    "go_max_procs",
-    "num_cpu",
-    "hostname",
-    "pid",
-    "set_memory_limit",
-    "get_memory_limit",
-];
 
 struct Fixture {
     lua: SystemLua,
     system: Table,
+    /// The module's functions, by name: walked from the module table, so every function is
+    /// fuzzed, the ones added later included.
+    names: Vec<String>,
 }
 
 thread_local! {
     static FIXTURE: RefCell<Fixture> = RefCell::new({
         let lua = SystemLua::new().unwrap();
-        let system = lua.load("return require('system')").eval().unwrap();
-        Fixture { lua, system }
+        let system: Table = lua.load("return require('system')").eval().unwrap();
+        let mut names: Vec<String> = system.pairs::<String, Value>().map(|pair| pair.unwrap().0).collect();
+        names.sort();
+        Fixture { lua, system, names }
     });
 }
 
@@ -91,8 +81,11 @@ fuzz_target!(|data: &[u8]| {
         let fixture = fixture.borrow();
         let (lua, system) = (&fixture.lua, &fixture.system);
         let mut input = Input(data);
+        // Every profile: a denied call answers `nil, message` and changes nothing too.
+        let profile = [Profile::Full, Profile::Observe, Profile::Sandbox][input.byte() as usize % 3];
+        lua_system::set_permissions(lua, Permissions::profile(profile)).unwrap();
         for _ in 0..8 {
-            let name = FUNCTIONS[input.byte() as usize % FUNCTIONS.len()];
+            let name = fixture.names[input.byte() as usize % fixture.names.len()].as_str();
             let args: MultiValue = (0..input.byte() % 4).map(|_| argument(lua, &mut input)).collect();
             let before = settings(system);
             let function: Function = system.get(name).unwrap();
@@ -110,10 +103,12 @@ fuzz_target!(|data: &[u8]| {
             }
             // Back to defaults, so that a tiny memory limit or a one-CPU limit does not starve
             // the rest of the run.
+            lua_system::set_permissions(lua, Permissions::default()).unwrap();
             lua_system::set_memory_limit(lua, None).unwrap();
             let reset: Function = system.get("set_gc_percent").unwrap();
             reset.call::<MultiValue>(100).unwrap();
             lua_system::set_max_procs(lua_system::num_cpu()).unwrap();
+            lua_system::set_permissions(lua, Permissions::profile(profile)).unwrap();
         }
     });
 });

@@ -11,17 +11,13 @@ local EXTRA_FIELDS = { "mallocs", "frees", "last_gc", "gc_percent", "gc_percent_
 -- Every field is there in every accounting mode (docs/figures.md, "Accounting modes").
 local ACCOUNTING = { exact = true, interposed = true }
 
--- The process heap figures come from the process allocator's statistics; where the Lua heap is
--- not in that allocator (LuaJIT's own), they are declared unavailable instead.
-local HEAP_FIELDS = { "heap_sys", "heap_idle", "heap_in_use", "heap_released", "mspan_in_use", "mspan_sys" }
+-- The process heap figures come from the process allocator's statistics (in a LuaJIT
+-- interpreter, with the state's bytes in LuaJIT's own arena added). They are declared
+-- unavailable only when those statistics describe another allocator than the one serving the
+-- process (LD_PRELOAD, valgrind): never in these tests.
 local function heap_declared(s)
-  if s.heap_sys then return false end
-  for _, name in ipairs(HEAP_FIELDS) do
-    T.eq(s[name], nil, name .. " absent")
-    T.check(s.unavailable[name]:find("statistics", 1, true), name .. ": " .. tostring(s.unavailable[name]))
-  end
-  T.check(T.luajit, "only LuaJIT keeps the Lua heap outside the process allocator")
-  return true
+  T.check(s.heap_sys, "heap figures present: " .. tostring(s.unavailable and s.unavailable.heap_sys))
+  return false
 end
 
 local function invariants(s, previous)
@@ -60,7 +56,7 @@ T.test("mem_stats has every spec field and the extras as integers, or declares w
       end
     end
   end
-  T.check(heap_missing or s.process_source == "jemalloc" or s.process_source == "glibc", "process_source")
+  T.check(heap_missing or s.process_source:find("jemalloc") or s.process_source:find("glibc"), "process_source")
   if not heap_missing then T.eq(s.unavailable, nil, "nothing unavailable") end
 end)
 
@@ -175,12 +171,16 @@ T.test("total_alloc never decreases while alloc goes up and down", function()
   end
 end)
 
-T.test("next_gc follows the live heap and the GC percent", function()
+T.test("next_gc follows the live heap and the GC percent", function() T.incremental(function()
   system.gc()
   local s = system.mem_stats()
-  -- Lua's rule: (live after the cycle / 100) * pause, pause = 100 + effective percent.
+  -- Lua's rule: (live after the cycle / 100) * pause, pause = 100 + effective percent. Lua's
+  -- own threshold (next_gc_source "threshold") uses Lua's estimate of the live heap, which in
+  -- 5.2 and 5.5 counts only what the collector traversed: below the bytes in use. (Whether it
+  -- is where cycles really start: pacing_test.lua.)
   local expected = T.idiv(s.alloc, 100) * (100 + s.gc_percent_effective)
-  T.check(s.next_gc >= expected * 0.9 and s.next_gc <= expected * 1.1, "next_gc near pause * live")
+  T.check(s.next_gc <= expected * 1.1, "next_gc at most pause * live")
+  T.check(s.next_gc >= expected * (s.next_gc_source == "threshold" and 0.5 or 0.9), "next_gc near pause * live")
   system.set_gc_percent(300)
   system.gc()
   local wider = system.mem_stats()
@@ -188,6 +188,6 @@ T.test("next_gc follows the live heap and the GC percent", function()
   local ratio, wider_ratio = s.next_gc / s.alloc, wider.next_gc / wider.alloc
   T.check(wider_ratio > ratio * 1.5, string.format("a larger percent pushes the next cycle further: x%.2f -> x%.2f", ratio, wider_ratio))
   system.set_gc_percent(T.default_percent)
-end)
+end) end)
 
 T.done()

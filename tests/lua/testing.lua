@@ -56,6 +56,16 @@ function T.without_collector(f)
   if not ok then error(err, 0) end
 end
 
+-- Runs f with the collector in incremental mode (Lua 5.4 and 5.5 have two modes, and their
+-- lua.c starts in generational mode), then restores the mode.
+function T.incremental(f)
+  if T.version ~= "5.4" and T.version ~= "5.5" then return f() end
+  local previous = collectgarbage("incremental")
+  local ok, err = pcall(f)
+  collectgarbage(previous)
+  if not ok then error(err, 0) end
+end
+
 -- The largest GC percent each version's collector can store (README, "set_gc_percent").
 T.percent_max = ({ ["5.4"] = 920, ["5.5"] = 396700 })[T.version] or 1000000
 if T.luajit then T.percent_max = 1000000 end

@@ -41,4 +41,4 @@ macro_rules! lua_tests {
     };
 }
 
-lua_tests!(contract, memory, gc, runtime, host, bad_input, finalizer, limit, metrics);
+lua_tests!(contract, memory, gc, runtime, host, bad_input, finalizer, limit, metrics, cycles, pacing);

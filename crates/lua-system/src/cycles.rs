@@ -47,6 +47,12 @@ pub(crate) struct Cycles {
     count: AtomicU64,
     /// Live bytes when the last cycle ended; `u64::MAX` while unknown.
     live_after_cycle: AtomicU64,
+    /// The effective percent when the last cycle ended: the one Lua applied to the threshold
+    /// it then set (for states whose internals are not usable).
+    effective_at_cycle_end: AtomicI64,
+    /// The last `next_gc` the state's thread knew (at a cycle's end, or read by `mem_stats`),
+    /// for readers on other threads; `u64::MAX` while unknown or stopped.
+    next_gc_seen: AtomicU64,
     /// When the last cycle ended, in nanoseconds since the Unix epoch; 0 before the first.
     last_cycle_unix_ns: AtomicU64,
     /// The exact percent last set through the module, 0..=PERCENT_MAX.
@@ -76,6 +82,8 @@ impl Cycles {
             born: Instant::now(),
             count: AtomicU64::new(0),
             live_after_cycle: AtomicU64::new(UNKNOWN),
+            effective_at_cycle_end: AtomicI64::new(effective_percent(DEFAULT_PERCENT)),
+            next_gc_seen: AtomicU64::new(UNKNOWN),
             last_cycle_unix_ns: AtomicU64::new(0),
             requested_percent: AtomicI64::new(DEFAULT_PERCENT),
             effective_percent: AtomicI64::new(effective_percent(DEFAULT_PERCENT)),
@@ -100,9 +108,29 @@ impl Cycles {
         Some(self.live_after_cycle.load(Relaxed)).filter(|&b| b != UNKNOWN)
     }
 
-    /// Before the first cycle, `next_gc` is based on the heap when the module was first loaded.
+    /// Before the first cycle, `next_gc` is based on the heap when the module was first loaded,
+    /// with the effective percent then.
     pub(crate) fn set_initial_base(&self, live_bytes: u64) {
         self.live_after_cycle.store(live_bytes, Relaxed);
+        self.effective_at_cycle_end.store(self.cached_effective_percent(), Relaxed);
+    }
+
+    /// `next_gc` where the collector's internals cannot be read: the live heap after the last
+    /// cycle, times the percent that applied when it ended (a percent set since applies from
+    /// the next cycle on, so it is not this threshold's); `None` before anything was recorded.
+    pub(crate) fn estimated_next_gc(&self) -> Option<u64> {
+        let effective = self.effective_at_cycle_end.load(Relaxed);
+        self.live_after_cycle().map(|base| next_cycle_at(base, effective))
+    }
+
+    /// Remembers the `next_gc` just read or computed, for other threads (`u64::MAX`: none).
+    pub(crate) fn note_next_gc(&self, next_gc: u64) {
+        self.next_gc_seen.store(next_gc, Relaxed);
+    }
+
+    /// The last `next_gc` the state's thread knew.
+    pub(crate) fn next_gc_seen(&self) -> Option<u64> {
+        Some(self.next_gc_seen.load(Relaxed)).filter(|&n| n != UNKNOWN)
     }
 
     pub(crate) fn requested_percent(&self) -> i64 {
@@ -148,9 +176,15 @@ impl Cycles {
     }
 
     /// Records a completed cycle, and reports it to the hook if there is one; `peak` and
-    /// `objects` are the heap's.
-    pub(crate) fn record(&self, live_bytes: u64, peak: Option<u64>, objects: u64) {
+    /// `objects` are the heap's; `next` is the threshold Lua sets when the cycle ends, where the
+    /// collector's internals tell it.
+    pub(crate) fn record(&self, live_bytes: u64, peak: Option<u64>, objects: u64, next: Option<u64>) {
         self.live_after_cycle.store(live_bytes, Relaxed);
+        let effective = self.cached_effective_percent();
+        self.effective_at_cycle_end.store(effective, Relaxed);
+        let next_gc =
+            if effective < 0 { None } else { Some(next.unwrap_or_else(|| next_cycle_at(live_bytes, effective))) };
+        self.note_next_gc(next_gc.unwrap_or(UNKNOWN));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         self.last_cycle_unix_ns.store(now, Relaxed);
         let number = self.count.load(Relaxed) + 1;
@@ -160,13 +194,12 @@ impl Cycles {
         let Some(hook) = hook.as_ref() else { return };
         let at = self.born.elapsed();
         let forced_since = self.forced_since.load(Relaxed);
-        let effective = self.cached_effective_percent();
         hook(&Cycle {
             number,
             at,
             heap_before: peak.unwrap_or(live_bytes),
             heap_after: live_bytes,
-            next_gc: (effective >= 0).then(|| next_cycle_at(live_bytes, effective)),
+            next_gc,
             objects,
             forced: forced_since != 0,
             duration: (forced_since != 0).then(|| at.saturating_sub(Duration::from_nanos(forced_since - 1))),

@@ -14,12 +14,15 @@ use crate::state_data::StateData;
 use crate::text::text;
 
 /// The GC percent in effect: -1 while the collector is stopped. Also remembers the effective
-/// percent, for readers that cannot ask Lua (a sampler on another thread, a finalizer).
+/// percent and the next cycle's start, for readers that cannot ask Lua (a sampler on another
+/// thread, a finalizer).
 pub(crate) fn current_percent(data: &StateData, collector: &Collector) -> Result<i64, Busy> {
     // Lua 5.1 cannot say whether its collector runs: the module's own record answers.
     let running = collector.is_running()?.unwrap_or(!data.cycles().stopped_by_module());
     let percent = if running { collector.percent(data.cycles().requested_percent())? } else { -1 };
-    data.cycles().set_effective_percent(if percent < 0 { -1 } else { effective_percent(percent) });
+    let effective = if percent < 0 { -1 } else { effective_percent(percent) };
+    data.cycles().set_effective_percent(effective);
+    crate::stats::next_gc(data, collector, effective);
     Ok(percent)
 }
 
@@ -75,5 +78,7 @@ pub(crate) fn set_gc_percent(call: &Call<'_, StateData>) -> Result<Reply, Failur
         collector.restart().map_err(busy)?;
         data.cycles().set_stopped_by_module(false);
     }
+    // As Go's SetGCPercent: the next cycle starts at the new target, not at the old one.
+    collector.apply_at_once();
     Ok(Reply::Integer(previous))
 }

@@ -72,7 +72,7 @@ pub use permissions::{Permissions, Profile, UnknownFunction};
 pub use probe::{Probe, Sample};
 pub use process_memory::{HeapMemory, ProcessMemory, read as process_memory, set_process_sample_interval};
 pub use state_data::Accounting;
-pub use stats::{Figure, MemStats, Unavailable};
+pub use stats::{Figure, MemStats, NextGcSource, Unavailable};
 pub use system_lua::{
     SystemLua, gc_percent, install, mark_forced_collection, mem_stats, memory_limit, permissions, set_memory_limit,
     set_permissions,

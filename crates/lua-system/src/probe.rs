@@ -3,7 +3,6 @@
 //! the script.
 
 use crate::cycles::Cycles;
-use crate::ffi::collector::next_cycle_at;
 use crate::heap::Heap;
 use crate::process_memory;
 use crate::state_data::StateData;
@@ -19,9 +18,9 @@ pub struct Sample {
     /// The state's live heap blocks (`heap_objects`).
     pub heap_objects: u64,
     /// Where the next cycle starts, in bytes; `None` while stopped. A probe cannot ask Lua: it
-    /// uses the collector's setting as the module last saw it (set or read through the module,
-    /// or by [`gc_percent`](crate::gc_percent)); a script's own `collectgarbage("stop")` shows
-    /// at the next such read.
+    /// gives the threshold as the state's thread last knew it (when the last cycle ended, or
+    /// `mem_stats()` last read it); a script's own `collectgarbage("stop")` shows at the next
+    /// read through the module (or [`gc_percent`](crate::gc_percent)).
     pub next_gc: Option<u64>,
     /// Completed collection cycles (`num_gc`).
     pub num_gc: u64,
@@ -44,16 +43,12 @@ impl<'a> Probe<'a> {
     /// The state's figures now.
     pub fn sample(&self) -> Sample {
         let heap = self.heap.figures();
-        let effective = self.cycles.cached_effective_percent();
+        let stopped = self.cycles.cached_effective_percent() < 0;
         Sample {
             seconds: self.cycles.born().elapsed().as_secs_f64(),
             heap_alloc: heap.live_bytes,
             heap_objects: heap.objects(),
-            next_gc: self
-                .cycles
-                .live_after_cycle()
-                .filter(|_| effective >= 0)
-                .map(|base| next_cycle_at(base, effective)),
+            next_gc: self.cycles.next_gc_seen().filter(|_| !stopped),
             num_gc: self.cycles.count(),
             resident: process_memory::resident_bytes(),
         }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::cycles::Cycles;
 use crate::ffi::Collector;
+use crate::ffi::internals::InternalsCache;
 use crate::ffi::lua_alloc::Chain;
 use crate::heap::Heap;
 use crate::permissions::Permissions;
@@ -53,6 +54,7 @@ pub(crate) struct StateData {
     heap: Heap,
     cycles: Cycles,
     mode: Mode,
+    internals: InternalsCache,
     /// What scripts may do (`permissions.rs`), as bits: reading, changing.
     permissions: [AtomicU64; 2],
 }
@@ -84,6 +86,7 @@ impl StateData {
             heap: Heap::new(),
             cycles: Cycles::new(),
             mode,
+            internals: InternalsCache::default(),
             permissions: Self::permission_bits(Permissions::default()),
         }
     }
@@ -150,10 +153,14 @@ impl crate::ffi::Record for StateData {
         matches!(self.mode, Mode::Interposed(_))
     }
 
-    fn cycle_ended(&self, _collector: &Collector) {
+    fn cycle_ended(&self, collector: &Collector) {
         let live = self.heap.live_bytes();
         let peak = self.heap.take_peak();
-        self.cycles.record(live, peak, self.heap.figures().objects());
+        // The threshold Lua sets once this cycle's finalizers have run: from its own estimate
+        // where the internals are usable, otherwise from the heap now.
+        let stopped = self.cycles.cached_effective_percent() < 0;
+        let next = collector.threshold_after_cycle().filter(|_| !stopped);
+        self.cycles.record(live, peak, self.heap.figures().objects(), next);
     }
 
     fn sentinel_missing(&self) -> bool {
@@ -166,5 +173,9 @@ impl crate::ffi::Record for StateData {
 
     fn loaded(&self, collector: &Collector) {
         StateData::loaded(self, collector);
+    }
+
+    fn internals(&self) -> &InternalsCache {
+        &self.internals
     }
 }

@@ -59,6 +59,30 @@ impl From<Unavailable> for mlua::Error {
 /// A figure, or why it is missing.
 pub type Figure<T> = Result<T, Unavailable>;
 
+/// Where [`MemStats::next_gc`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NextGcSource {
+    /// Lua's own threshold, read in its internals: exact.
+    Threshold,
+    /// Computed from the live heap measured when the last cycle's finalizers ran (the
+    /// internals of this Lua build are not usable): see docs/figures.md for the bound.
+    Estimate,
+    /// The collector is stopped: no cycle is scheduled.
+    Stopped,
+}
+
+impl NextGcSource {
+    /// The name scripts see in `mem_stats().next_gc_source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NextGcSource::Threshold => "threshold",
+            NextGcSource::Estimate => "estimate",
+            NextGcSource::Stopped => "stopped",
+        }
+    }
+}
+
 /// A snapshot of `mem_stats()`: the state's heap and collector, and the process's memory.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -89,9 +113,15 @@ pub struct MemStats {
     /// When the last cycle ended, in nanoseconds since the Unix epoch; 0 before the first (Go's
     /// `LastGC`).
     pub last_gc: u64,
-    /// The heap size at which the next cycle starts (Go's `NextGC`): the live heap after the
-    /// last cycle times `(100 + percent) / 100`; `i64::MAX` while the collector is stopped.
+    /// The heap size at which the next cycle starts (Go's `NextGC`); `i64::MAX` while the
+    /// collector is stopped. Lua's own threshold, read in its internals, where they are usable
+    /// ([`NextGcSource::Threshold`]): while Lua waits for the next cycle, the threshold it will
+    /// start it at; while a cycle runs, the one it computes from its live estimate and the
+    /// setting. Elsewhere ([`NextGcSource::Estimate`]): the live heap when the last cycle's
+    /// finalizers ran times `(100 + percent) / 100`, the percent being the one that applied then.
     pub next_gc: u64,
+    /// Where `next_gc` comes from.
+    pub next_gc_source: NextGcSource,
     /// The GC percent, as `get_gc_percent()` answers it (-1: stopped).
     pub gc_percent: Figure<i64>,
     /// The percent the collector really applies (Lua 5.4 stores it in steps of 4); -1: stopped.
@@ -169,9 +199,25 @@ pub(crate) fn saturate(value: u64) -> i64 {
     value.min(i64::MAX as u64) as i64
 }
 
+/// The heap size at which the next cycle starts, and where that figure comes from, given the
+/// effective percent (-1: stopped); remembered for the probe.
+pub(crate) fn next_gc(data: &StateData, collector: &Collector, effective: i64) -> (u64, NextGcSource) {
+    let (next_gc, source) = match (effective, collector.next_threshold()) {
+        (effective, _) if effective < 0 => (i64::MAX as u64, NextGcSource::Stopped),
+        (_, Some(threshold)) => (threshold, NextGcSource::Threshold),
+        (effective, None) => {
+            let estimate = data.cycles().estimated_next_gc();
+            let live = data.heap().live_bytes();
+            (estimate.unwrap_or_else(|| next_cycle_at(live, effective)), NextGcSource::Estimate)
+        }
+    };
+    data.cycles().note_next_gc(if effective < 0 { u64::MAX } else { next_gc });
+    (next_gc, source)
+}
+
 impl MemStats {
     /// Table slots to preallocate for the Lua table.
-    pub(crate) const LUA_FIELDS: i32 = 26;
+    pub(crate) const LUA_FIELDS: i32 = 27;
 
     pub(crate) fn read(data: &StateData, collector: &Collector) -> MemStats {
         let heap = data.heap().figures();
@@ -180,10 +226,7 @@ impl MemStats {
         let gc_percent_effective = gc_percent.map(|p| if p < 0 { -1 } else { effective_percent(p) });
         // While Lua is busy, the collector's setting as last seen serves.
         let effective = gc_percent_effective.unwrap_or_else(|_| data.cycles().cached_effective_percent());
-        let next_gc = match effective {
-            -1 => i64::MAX as u64,
-            effective => next_cycle_at(data.cycles().live_after_cycle().unwrap_or(heap.live_bytes), effective),
-        };
+        let (next_gc, next_gc_source) = next_gc(data, collector, effective);
         MemStats {
             accounting: data.accounting(),
             alloc: heap.live_bytes,
@@ -194,6 +237,7 @@ impl MemStats {
             num_gc: data.cycles().count(),
             last_gc: data.cycles().last_cycle_unix_ns(),
             next_gc,
+            next_gc_source,
             gc_percent,
             gc_percent_effective,
             process: process.map(|p| covers_state(p, heap.live_bytes)),
@@ -217,6 +261,7 @@ impl MemStats {
             }
         }
         table.bytes(c"accounting", self.accounting.as_str().as_bytes());
+        table.bytes(c"next_gc_source", self.next_gc_source.as_str().as_bytes());
         match &self.process {
             Ok(ProcessMemory { heap: Ok(heap), .. }) => table.bytes(c"process_source", heap.source.as_bytes()),
             _ => table.nil(c"process_source"),
@@ -243,7 +288,19 @@ impl MemStats {
 /// state holds describe another allocator than the one serving the state (glibc's figures while
 /// `LD_PRELOAD` or valgrind replaced `malloc`, for instance). They are then declared unreadable
 /// rather than reported wrong.
+///
+/// In a LuaJIT interpreter (`system.so`), the state's blocks live in LuaJIT's own arena, which
+/// publishes no statistics: the heap figures are then the process allocator's plus the state's
+/// live bytes in use (exact), and the arena's free space is not counted as idle
+/// (`process_source` says so).
 fn covers_state(mut process: ProcessMemory, alloc: u64) -> ProcessMemory {
+    #[cfg(all(feature = "luajit", feature = "module"))]
+    if let Ok(heap) = &mut process.heap {
+        heap.heap_in_use += alloc;
+        heap.heap_sys += alloc;
+        heap.source = "glibc + the state's bytes in LuaJIT's arena";
+        return process;
+    }
     if let Ok(heap) = process.heap
         && heap.heap_in_use < alloc
     {

@@ -92,8 +92,8 @@ impl<'a, R: Record> Call<'a, R> {
     }
 
     pub(crate) fn collector(&self) -> Collector {
-        // SAFETY: `self.l` is the running state for the whole call.
-        unsafe { Collector::new(self.l) }
+        // SAFETY: `self.l` is the running state for the whole call; the cache is its record's.
+        unsafe { Collector::with_internals(self.l, self.record.internals()) }
     }
 
     /// Coroutines of the state that can still run, the calling one included if it is one

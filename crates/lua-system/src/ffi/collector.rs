@@ -12,14 +12,24 @@
 //! | 5.4 | `LUA_GCSETPAUSE` / `LUA_GCINC`; generational mode: major multiplier = `p` (`LUA_GCGEN`) | divided by 4 in a byte: steps of 4 | 0..=920 | 200 (GOGC 100) |
 //! | 5.5 | `LUA_GCPARAM, LUA_GCPPAUSE` (read with -1) | an 8-bit float: 4-bit exponent, 5-bit mantissa | 0..=396_700 | 250 (GOGC 150) |
 //!
+//! In generational mode (Lua 5.4, 5.5) a cycle is a minor collection, and `p` is what decides
+//! when a minor collection becomes a major one: 5.4's major multiplier, 5.5's minor-major
+//! multiplier, as Go's GOGC decides when the heap has grown enough to collect it.
+//!
 //! The module remembers the exact `p` it set, so `get_gc_percent` returns it unchanged even where
 //! Lua stores an approximation. Lua 5.4 and 5.5 answer -1 to every request while they run
 //! finalizers during a collection ([`Busy`]); 5.1, 5.2, 5.3 and LuaJIT always answer.
+//!
+//! Where the state's internals are usable (`internals.rs`), the collector's settings and its
+//! threshold are read there (during finalizers too), the mode is known without switching it, and
+//! a new percent applies at once: the threshold of the cycle being waited for is recomputed as
+//! Lua will compute the next ones.
 
 use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
+use super::internals::{Internals, InternalsCache, Phase};
 use super::protected;
 use crate::text::{Text, text};
 
@@ -43,6 +53,8 @@ pub(crate) enum CollectError {
 }
 
 pub(crate) use version::{DEFAULT_PERCENT, PERCENT_MAX, effective_percent};
+#[cfg(feature = "lua55")]
+pub(crate) use version::{decode as decode_param, encode as encode_param};
 
 /// The heap size at which the next cycle starts, computed as Lua does when a cycle ends:
 /// `(live / 100) * pause`, where `live` is the heap after the last cycle.
@@ -53,13 +65,25 @@ pub(crate) fn next_cycle_at(live_after_cycle: u64, effective_percent: i64) -> u6
 /// The collector of the state a module function was called from.
 pub(crate) struct Collector {
     l: *mut lua_State,
+    internals: Option<Internals>,
 }
 
 impl Collector {
+    /// The collector as the API shows it.
+    ///
     /// # Safety
     /// `l` is a running state, valid for as long as the collector is used.
     pub(crate) unsafe fn new(l: *mut lua_State) -> Collector {
-        Collector { l }
+        Collector { l, internals: None }
+    }
+
+    /// The collector, read in the state's internals where they are usable.
+    ///
+    /// # Safety
+    /// As [`Collector::new`]; `cache` is the state's.
+    pub(crate) unsafe fn with_internals(l: *mut lua_State, cache: &InternalsCache) -> Collector {
+        // SAFETY: per the contract.
+        Collector { l, internals: unsafe { cache.get(l) } }
     }
 
     /// A request that neither collects nor runs finalizers, so cannot raise.
@@ -69,8 +93,12 @@ impl Collector {
         if answer == -1 && version::REFUSES_WHEN_BUSY { Err(Busy) } else { Ok(answer) }
     }
 
-    /// Whether the collector runs (`None` when the version cannot tell: Lua 5.1).
+    /// Whether the collector runs (`None` when the version cannot tell: Lua 5.1 without its
+    /// internals).
     pub(crate) fn is_running(&self) -> Result<Option<bool>, Busy> {
+        if let Some(internals) = &self.internals {
+            return Ok(Some(!internals.stopped_by_user()));
+        }
         match version::IS_RUNNING {
             Some(what) => self.request(what, 0).map(|running| Some(running != 0)),
             None => Ok(None),
@@ -91,8 +119,46 @@ impl Collector {
     /// `collectgarbage("incremental", ...)`) and the pause itself is translated back; a pause
     /// under 100 reads as 0, since a negative percent means "off".
     pub(crate) fn percent(&self, requested: i64) -> Result<i64, Busy> {
+        if let Some(internals) = &self.internals {
+            let setting = internals.setting();
+            return Ok(if setting == internals.setting_for(requested) { requested } else { setting.percent() });
+        }
         let pause = version::read_pause(self)?;
         Ok(if pause == version::stored_pause(requested) { requested } else { (pause - 100).max(0) })
+    }
+
+    /// The heap size at which the next cycle starts, from Lua's own figures: its threshold
+    /// while it waits for the next cycle, the threshold it computes from its live estimate and
+    /// the setting while a cycle runs. `None` where the internals are not usable.
+    pub(crate) fn next_threshold(&self) -> Option<u64> {
+        let internals = self.internals.as_ref()?;
+        Some(match internals.phase() {
+            Phase::Waiting { threshold } => threshold,
+            Phase::Collecting => internals.threshold_for_setting(),
+        })
+    }
+
+    /// The threshold Lua will set when the cycle whose finalizers run now ends, from its live
+    /// estimate and the setting. `None` where the internals are not usable.
+    pub(crate) fn threshold_after_cycle(&self) -> Option<u64> {
+        self.internals.as_ref().map(Internals::threshold_after_cycle)
+    }
+
+    /// Makes the current setting apply at once: while the collector waits for its next cycle,
+    /// that cycle's threshold is recomputed from Lua's live estimate, as Lua will compute the
+    /// following ones (the next cycle starts at the next allocation if the heap is already
+    /// past it). Incremental mode; nothing while a cycle runs (its end applies the setting),
+    /// in generational mode (the multiplier is read after every minor collection), while the
+    /// collector is stopped, or without the internals (then the setting applies from the next
+    /// cycle on).
+    pub(crate) fn apply_at_once(&self) {
+        if let Some(internals) = &self.internals
+            && !internals.generational()
+            && !internals.stopped_by_user()
+            && let Phase::Waiting { .. } = internals.phase()
+        {
+            internals.set_threshold(internals.threshold_for_setting());
+        }
     }
 
     pub(crate) fn stop(&self) -> Result<(), Busy> {
@@ -103,9 +169,16 @@ impl Collector {
         self.request(ffi::LUA_GCRESTART, 0).map(drop)
     }
 
-    /// Applies `percent` (clamped to 0..=PERCENT_MAX).
+    /// Applies `percent` (clamped to 0..=PERCENT_MAX): the pause in incremental mode; in
+    /// generational mode, the multiplier that makes a minor collection major (with the
+    /// internals, without switching modes).
     pub(crate) fn apply_percent(&self, percent: i64) -> Result<(), CollectError> {
-        version::apply_percent(self, percent.clamp(0, PERCENT_MAX))
+        let percent = percent.clamp(0, PERCENT_MAX);
+        match &self.internals {
+            Some(internals) if internals.generational() => version::apply_generational(self, internals, percent),
+            Some(_) => version::apply_incremental(self, percent),
+            None => version::apply_percent(self, percent),
+        }
     }
 
     /// A full collection (`collectgarbage("collect")`), protected.
@@ -135,6 +208,8 @@ impl Collector {
 
 /// The data of a protected collector request.
 struct Request {
+    /// Read by Lua 5.4's `apply_percent_raw` only.
+    #[cfg_attr(not(feature = "lua54"), allow(dead_code))]
     argument: i64,
     done: bool,
 }
@@ -201,6 +276,26 @@ mod version {
             .map(drop)
             .map_err(|Busy| CollectError::Busy)
     }
+
+    pub(super) fn apply_incremental(collector: &Collector, percent: i64) -> Result<(), CollectError> {
+        apply_percent(collector, percent)
+    }
+
+    /// Lua 5.2's generational mode collects fully when the heap grows past its major increment
+    /// (`100 + p`, as a pause); the other versions have no generational mode.
+    pub(super) fn apply_generational(
+        collector: &Collector,
+        _internals: &Internals,
+        percent: i64,
+    ) -> Result<(), CollectError> {
+        #[cfg(feature = "lua52")]
+        return collector
+            .request(ffi::LUA_GCSETMAJORINC, stored_pause(percent) as c_int)
+            .map(drop)
+            .map_err(|Busy| CollectError::Busy);
+        #[cfg(not(feature = "lua52"))]
+        return apply_percent(collector, percent);
+    }
 }
 
 /// Lua 5.4: the pause divided by 4 in a byte; generational mode has a major multiplier instead.
@@ -238,6 +333,27 @@ mod version {
         collector.protected(apply_percent_raw, percent)
     }
 
+    /// The pause, without touching the mode (the internals said it is incremental).
+    pub(super) fn apply_incremental(collector: &Collector, percent: i64) -> Result<(), CollectError> {
+        collector
+            .request(ffi::LUA_GCSETPAUSE, stored_pause(percent) as c_int)
+            .map(drop)
+            .map_err(|Busy| CollectError::Busy)
+    }
+
+    /// The major multiplier, in generational mode: `LUA_GCGEN` with the mode unchanged sets
+    /// it without a collection, and Lua reads it after every minor collection.
+    pub(super) fn apply_generational(
+        collector: &Collector,
+        _internals: &Internals,
+        percent: i64,
+    ) -> Result<(), CollectError> {
+        // A multiplier of 0 cannot be passed (0 means "unchanged"); 1 is stored as 1 / 4 = 0.
+        // SAFETY: `l` is running; the mode stays generational, so nothing is collected.
+        let previous = unsafe { ffi::lua_gc(collector.l, ffi::LUA_GCGEN, 0, (percent as c_int).max(1)) };
+        if previous == -1 { Err(CollectError::Busy) } else { Ok(()) }
+    }
+
     unsafe extern "C-unwind" fn apply_percent_raw(l: *mut lua_State) -> c_int {
         // SAFETY: only for the armed request (see `Collector::protected`).
         unsafe {
@@ -272,7 +388,7 @@ mod version {
 
     /// `luaO_codeparam`: a percentage as a byte, 4 bits of exponent, 4 (+1 implicit) of mantissa,
     /// rounding up.
-    pub(super) fn encode(percent: u32) -> u8 {
+    pub(crate) fn encode(percent: u32) -> u8 {
         if u64::from(percent) >= (0x1F_u64 << (0xF - 7 - 1)) * 100 {
             return 0xFF;
         }
@@ -286,7 +402,7 @@ mod version {
     }
 
     /// `luaO_applyparam(p, 100)`: the percentage a byte stands for.
-    pub(super) fn decode(code: u8) -> i64 {
+    pub(crate) fn decode(code: u8) -> i64 {
         let mut mantissa = i64::from(code & 0xF);
         let mut exponent = i32::from(code >> 4);
         if exponent > 0 {
@@ -312,9 +428,27 @@ mod version {
     }
 
     pub(super) fn apply_percent(collector: &Collector, percent: i64) -> Result<(), CollectError> {
-        let pause = (100 + percent) as c_int;
+        set_param(collector, ffi::LUA_GCPPAUSE, 100 + percent)
+    }
+
+    pub(super) fn apply_incremental(collector: &Collector, percent: i64) -> Result<(), CollectError> {
+        apply_percent(collector, percent)
+    }
+
+    /// The minor-major multiplier: a minor collection becomes major once the heap has grown
+    /// this much over its size after the last major one.
+    pub(super) fn apply_generational(
+        collector: &Collector,
+        _internals: &Internals,
+        percent: i64,
+    ) -> Result<(), CollectError> {
+        set_param(collector, ffi::LUA_GCPMINORMAJOR, percent)
+    }
+
+    fn set_param(collector: &Collector, param: c_int, value: i64) -> Result<(), CollectError> {
         // SAFETY: sets one parameter; `l` is running.
-        let answer = unsafe { ffi::lua_gc(collector.l, ffi::LUA_GCPARAM, ffi::LUA_GCPPAUSE, pause) };
+        let answer =
+            unsafe { ffi::lua_gc(collector.l, ffi::LUA_GCPARAM, param, value.min(c_int::MAX as i64) as c_int) };
         if answer == -1 { Err(CollectError::Busy) } else { Ok(()) }
     }
 

@@ -27,7 +27,7 @@ pub(crate) unsafe extern "C-unwind" fn loader<M: Module>(l: *mut lua_State) -> c
         if record.sentinel_missing() {
             sentinel::arm(l, record);
         }
-        record.loaded(&super::Collector::new(l));
+        record.loaded(&super::Collector::with_internals(l, record.internals()));
         coroutines::track(l);
         coroutines::learn_thread_offset(l, record.heap().coroutines());
     }

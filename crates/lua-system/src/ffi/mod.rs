@@ -9,6 +9,7 @@
 //! * [`loader`]: `require("system")`: building the module table and putting it in place.
 //! * [`sentinel`]: the object every collection cycle finalizes once (cycle counting).
 //! * [`collector`]: `lua_gc`, and how each Lua version encodes the collector's parameters.
+//! * [`internals`]: the collector's own figures in Lua's global state, checked before use.
 //! * [`coroutines`]: counting coroutines, and whether each is still alive.
 //! * [`protected`]: running a C function under `lua_pcall` without allocating first.
 //! * [`allocator_stats`]: statistics of the process allocator (jemalloc or glibc).
@@ -34,6 +35,7 @@ pub(crate) mod collector;
 pub(crate) mod coroutines;
 pub(crate) mod foreign;
 pub(crate) mod fork;
+pub(crate) mod internals;
 pub(crate) mod loader;
 pub(crate) mod lua_alloc;
 pub(crate) mod panic;
@@ -73,4 +75,7 @@ pub(crate) trait Record: Sync + Sized + 'static {
 
     /// The module was loaded into the state (`require`); called on every load.
     fn loaded(&self, collector: &Collector);
+
+    /// Where the state's collector internals are, once checked.
+    fn internals(&self) -> &internals::InternalsCache;
 }

@@ -46,7 +46,9 @@ pub(crate) unsafe fn call(l: *mut lua_State, f: ffi::lua_CFunction, data: *mut c
 }
 
 /// Arms `data` for a protected call made without [`call`] (with results on the stack); returns
-/// what was armed before, to be armed again after the call.
+/// what was armed before, to be armed again after the call. (Lua 5.1 and LuaJIT return every
+/// result through [`call`].)
+#[cfg_attr(any(feature = "lua51", feature = "luajit"), allow(dead_code))]
 pub(crate) fn arm(data: *mut c_void) -> *mut c_void {
     ARMED.with(|armed| armed.replace(data))
 }

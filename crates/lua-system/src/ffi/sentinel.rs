@@ -111,7 +111,8 @@ unsafe extern "C-unwind" fn collected<R: Record>(l: *mut lua_State) -> c_int {
         if !is_sentinel {
             return 0;
         }
-        let _ = catch_unwind(AssertUnwindSafe(|| record.cycle_ended(&Collector::new(l))));
+        let _ =
+            catch_unwind(AssertUnwindSafe(|| record.cycle_ended(&Collector::with_internals(l, record.internals()))));
         arm::<R>(l, record);
     }
     0

@@ -133,7 +133,9 @@ pub(crate) fn with_record<R: Record + Send, T>(lua: &Lua, f: impl FnOnce(&R, &Co
         // SAFETY: `exec_raw` runs the closure on the locked state under lua_pcall; the record
         // is held by the `Arc`; callers only read through this layer's API, which raises no Lua
         // error.
-        unsafe { lua.exec_raw::<()>((), |l| result = Some(f(&record, &Collector::new(l)))) }
+        unsafe {
+            lua.exec_raw::<()>((), |l| result = Some(f(&record, &Collector::with_internals(l, record.internals()))))
+        }
     })?;
     result.ok_or_else(|| mlua::Error::runtime("lua-system: the state could not be read"))
 }
