@@ -5,19 +5,23 @@
 //! state is a [`lua_system::SystemLua`], so every figure of `system.mem_stats()` is exact, and
 //! the process allocator is jemalloc, whose statistics give the process heap figures.
 
+mod lua_c;
 mod monitor;
 mod options;
+mod paths;
 mod repl;
 mod warnings;
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use lua_system::mlua::{self, Lua, MultiValue, StdLib, Table, Value};
+use lua_system::mlua::{self, Lua, StdLib, Table};
 use lua_system::{Permissions, Profile, SystemLua};
 
-use crate::options::{Action, Options, StateKind, USAGE};
+use crate::lua_c::{Args, Chunk, Outcome};
+use crate::options::{Action, GcMode, Options, StateKind, USAGE};
 
+/// The name the runner's own messages (options, `--stats`, `--mem-profile`) start with.
 pub const PROGNAME: &str = "lua-system";
 
 fn main() -> ExitCode {
@@ -31,10 +35,48 @@ fn main() -> ExitCode {
     };
     match run(&argv, &options) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{PROGNAME}: {}", report(&error));
+        Err(failure) => {
+            let message = match failure {
+                Failure::Lua(message) => message,
+                Failure::Runner(error) => Some(report(&error).into_bytes()),
+            };
+            if let Some(message) = message {
+                print_message(&argv, &message);
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// lua.c's `l_message`: the program's name as it was called, then the message, on stderr.
+fn print_message(argv: &[String], message: &[u8]) {
+    let progname = argv.first().filter(|name| !name.is_empty()).map_or(PROGNAME, String::as_str);
+    let mut stderr = std::io::stderr().lock();
+    let _ = write!(stderr, "{progname}: ");
+    let _ = stderr.write_all(message);
+    let _ = writeln!(stderr);
+}
+
+/// Why the runner stops with status 1.
+enum Failure {
+    /// Lua code failed: the message as lua.c reports it (with the traceback), if any.
+    Lua(Option<Vec<u8>>),
+    /// The runner could not do its own part.
+    Runner(mlua::Error),
+}
+
+impl From<mlua::Error> for Failure {
+    fn from(error: mlua::Error) -> Self {
+        Failure::Runner(error)
+    }
+}
+
+/// A chunk's outcome as the runner's: an error stops it.
+fn ran(outcome: Outcome) -> Result<(), Failure> {
+    match outcome {
+        Outcome::Ran => Ok(()),
+        Outcome::Failed(message) => Err(Failure::Lua(message)),
+        Outcome::NotLoaded(message) | Outcome::Incomplete(message) => Err(Failure::Lua(Some(message))),
     }
 }
 
@@ -64,7 +106,7 @@ fn new_state(kind: StateKind) -> mlua::Result<State> {
     })
 }
 
-fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
+fn run(argv: &[String], options: &Options) -> Result<(), Failure> {
     // How old mem_stats()'s process figures may be, in milliseconds (default 10).
     if let Some(ms) = std::env::var("LUA_SYSTEM_SAMPLE_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
         lua_system::set_process_sample_interval(std::time::Duration::from_millis(ms));
@@ -74,7 +116,10 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
         // Read by the package library when it opens: ignore LUA_PATH and LUA_CPATH.
         lua.set_named_registry_value("LUA_NOENV", true)?;
     }
-    lua.load_std_libs(StdLib::ALL)?;
+    // As lua.c: the collector is stopped while the state is built.
+    lua.gc_stop();
+    lua_c::open_libs(&lua)?;
+    paths::set(&lua, options.ignore_environment)?;
     lua_system::install(&lua)?;
     apply_restrictions(&lua, options)?;
     let warnings = warnings::install(&lua);
@@ -82,14 +127,22 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
     if options.version {
         print_version(&lua);
     }
-    lua.globals().set("arg", arg_table(&lua, argv, options.script)?)?;
+    if options.runner_version {
+        println!("{PROGNAME} {}, the system module built in", env!("CARGO_PKG_VERSION"));
+    }
+    // lua.c of 5.3 on (and LuaJIT) creates `arg` before running anything; that of 5.1 and 5.2
+    // only for a script, right before it (`run_script`).
+    if !ARG_WITH_SCRIPT_ONLY {
+        lua.globals().set("arg", arg_table(&lua, argv, options.script)?)?;
+    }
+    start_collector(&lua, options.gc_mode)?;
 
     // --gctrace, --mem-profile and --stats watch the state (monitor.rs).
     let watch = monitor::Watch::new(options).map_err(mlua::Error::runtime)?;
     let sampled = match &lua {
         State::Accounted(state) => Some(state),
         State::Plain(_) if options.gctrace || options.mem_profile.is_some() => {
-            return Err(mlua::Error::runtime("--gctrace and --mem-profile need the accounted state"));
+            return Err(mlua::Error::runtime("--gctrace and --mem-profile need the accounted state").into());
         }
         State::Plain(_) => None,
     };
@@ -105,20 +158,19 @@ fn run(argv: &[String], options: &Options) -> mlua::Result<()> {
 
 /// Everything lua.c runs after creating the state: `LUA_INIT`, `-e`/`-l`/`-W` in order, the
 /// script, the REPL.
-fn run_program(lua: &Lua, argv: &[String], options: &Options, warnings: &warnings::Warnings) -> mlua::Result<()> {
+fn run_program(lua: &Lua, argv: &[String], options: &Options, warnings: &warnings::Warnings) -> Result<(), Failure> {
     if !options.ignore_environment {
         run_lua_init(lua)?;
     }
     for action in &options.actions {
         match action {
-            Action::Execute(code) => {
-                lua.load(code.as_str()).set_name("=(command line)").exec()?;
-            }
-            Action::Require { global, module } => {
-                let require: mlua::Function = lua.globals().get("require")?;
-                let value: Value = require.call(module.as_str())?;
-                lua.globals().set(global.as_str(), value)?;
-            }
+            Action::Execute(code) => ran(lua_c::run(
+                lua,
+                Chunk::Code { source: code.as_bytes(), name: "=(command line)" },
+                Args::Given(&[]),
+                false,
+            )?)?,
+            Action::Require { global, module } => ran(lua_c::require(lua, module, global.as_deref())?)?,
             Action::WarningsOn => warnings.turn_on(),
         }
     }
@@ -131,8 +183,12 @@ fn run_program(lua: &Lua, argv: &[String], options: &Options, warnings: &warning
         if std::io::stdin().is_terminal() {
             print_version(lua);
             repl::run(lua);
-        } else {
-            run_chunk(lua, &read_stdin()?, "=stdin", MultiValue::new())?;
+        } else if let Err(Failure::Lua(Some(message))) =
+            ran(lua_c::run(lua, Chunk::File(None), Args::Given(&[]), false)?)
+        {
+            // As lua.c: stdin run for want of anything else reports its error, and the
+            // interpreter still exits with success.
+            print_message(argv, &message);
         }
     }
     Ok(())
@@ -156,9 +212,48 @@ fn apply_restrictions(lua: &Lua, options: &Options) -> mlua::Result<()> {
     Ok(())
 }
 
+/// Starts the collector as lua.c of the embedded release does once the state is built: in
+/// generational mode in Lua 5.4 and 5.5, incremental in 5.1 to 5.3 and LuaJIT; `--gc` chooses
+/// another mode.
+fn start_collector(lua: &Lua, mode: Option<GcMode>) -> mlua::Result<()> {
+    lua.gc_restart();
+    let generational = mode.map_or(cfg!(any(feature = "lua54", feature = "lua55")), |m| m == GcMode::Generational);
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
+    {
+        use mlua::state::{GcGenParams, GcIncParams, GcMode as Mode};
+        lua.gc_set_mode(if generational {
+            Mode::Generational(GcGenParams::default())
+        } else {
+            Mode::Incremental(GcIncParams::default())
+        });
+    }
+    #[cfg(not(any(feature = "lua54", feature = "lua55")))]
+    if generational {
+        return Err(mlua::Error::runtime("--gc generational: this Lua has no generational collector (5.4 and 5.5 do)"));
+    }
+    // What the module remembers of the collector's setting follows the mode.
+    let _ = lua_system::gc_percent(lua);
+    Ok(())
+}
+
+/// lua.c's `print_version`: the embedded Lua's own line, exactly (on stderr in 5.1, as lua.c
+/// 5.1 prints it); `--version` adds the runner's.
 fn print_version(lua: &Lua) {
-    let lua_version: String = lua.globals().get("_VERSION").unwrap_or_default();
-    println!("{PROGNAME} {} -- {lua_version} with the system module", env!("CARGO_PKG_VERSION"));
+    let line = lua_version_line(lua);
+    if cfg!(feature = "lua51") {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// `LUA_COPYRIGHT` of the embedded Lua's headers (build.rs), or what Lua says of itself.
+fn lua_version_line(lua: &Lua) -> String {
+    if let Some(line) = lua_c::version_line() {
+        return line.to_string_lossy().into_owned();
+    }
+    let jit: Option<String> = lua.load("return jit and jit.version").eval().ok().flatten();
+    jit.unwrap_or_else(|| lua.globals().get("_VERSION").unwrap_or_default())
 }
 
 /// `arg[0]` is the script, negative indices the interpreter and its options, positive ones the
@@ -172,54 +267,35 @@ fn arg_table(lua: &Lua, argv: &[String], script: Option<usize>) -> mlua::Result<
     Ok(table)
 }
 
-/// `LUA_INIT_5_4` or `LUA_INIT`: `@file` runs the file, anything else is code.
-fn run_lua_init(lua: &Lua) -> mlua::Result<()> {
-    let (name, code) = match std::env::var("LUA_INIT_5_4") {
-        Ok(code) => ("=LUA_INIT_5_4", code),
-        Err(_) => match std::env::var("LUA_INIT") {
-            Ok(code) => ("=LUA_INIT", code),
-            Err(_) => return Ok(()),
-        },
-    };
+/// lua.c's `handle_luainit`: `LUA_INIT_5_x` or else `LUA_INIT`; `@file` runs the file, anything
+/// else is code.
+fn run_lua_init(lua: &Lua) -> Result<(), Failure> {
+    let Some((variable, code)) = paths::named_variable("LUA_INIT") else { return Ok(()) };
     match code.strip_prefix('@') {
-        Some(path) => run_chunk(lua, &read_file(path)?, &format!("@{path}"), MultiValue::new()),
-        None => lua.load(code.as_str()).set_name(name).exec(),
+        Some(path) => ran(lua_c::run(lua, Chunk::File(Some(path)), Args::Given(&[]), false)?),
+        None => ran(lua_c::run(
+            lua,
+            Chunk::Code { source: code.as_bytes(), name: &format!("={variable}") },
+            Args::Given(&[]),
+            false,
+        )?),
     }
 }
 
-fn run_script(lua: &Lua, argv: &[String], index: usize) -> mlua::Result<()> {
+/// Whether `arg` exists only when there is a script (lua.c of Lua 5.1 and 5.2).
+const ARG_WITH_SCRIPT_ONLY: bool = cfg!(any(feature = "lua51", feature = "lua52"));
+
+/// lua.c's `handle_script`: the script (`-` alone is stdin) with the arguments after it.
+fn run_script(lua: &Lua, argv: &[String], index: usize) -> Result<(), Failure> {
+    if ARG_WITH_SCRIPT_ONLY {
+        lua.globals().set("arg", arg_table(lua, argv, Some(index))?)?;
+    }
     let name = &argv[index];
     let from_stdin = name == "-" && argv.get(index - 1).is_none_or(|previous| previous != "--");
-    let (source, chunk_name) =
-        if from_stdin { (read_stdin()?, "=stdin".to_owned()) } else { (read_file(name)?, format!("@{name}")) };
-    let args =
-        argv[index + 1..].iter().map(|a| lua.create_string(a).map(Value::String)).collect::<mlua::Result<_>>()?;
-    run_chunk(lua, &source, &chunk_name, args)
-}
-
-fn run_chunk(lua: &Lua, source: &[u8], name: &str, args: MultiValue) -> mlua::Result<()> {
-    lua.load(skip_shebang(source)).set_name(name).call::<()>(args)
-}
-
-/// As `luaL_loadfile`: a first line starting with `#` is skipped (its newline kept, so line
-/// numbers stay right).
-fn skip_shebang(source: &[u8]) -> Vec<u8> {
-    if source.first() == Some(&b'#') {
-        let end = source.iter().position(|&b| b == b'\n').unwrap_or(source.len());
-        source[end..].to_vec()
-    } else {
-        source.to_vec()
-    }
-}
-
-fn read_file(path: &str) -> mlua::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| mlua::Error::runtime(format!("cannot open {path}: {e}")))
-}
-
-fn read_stdin() -> mlua::Result<Vec<u8>> {
-    let mut source = Vec::new();
-    std::io::stdin().read_to_end(&mut source).map_err(|e| mlua::Error::runtime(format!("cannot read stdin: {e}")))?;
-    Ok(source)
+    let given: Vec<&[u8]> = argv[index + 1..].iter().map(|a| a.as_bytes()).collect();
+    let args = if ARG_WITH_SCRIPT_ONLY { Args::Given(&given) } else { Args::ArgTable };
+    let file = if from_stdin { None } else { Some(name.as_str()) };
+    ran(lua_c::run(lua, Chunk::File(file), args, false)?)
 }
 
 /// An error as lua.c prints it: the message (with its traceback), without mlua's prefixes.

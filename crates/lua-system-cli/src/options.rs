@@ -10,6 +10,7 @@ Available options are:
   -l mod    require library 'mod' into global 'mod'
   -l g=mod  require library 'mod' into global 'g'
   -v        show version information
+  --version show version information, then the runner's
   -E        ignore environment variables
   -W        turn warnings on
   --        stop handling options
@@ -27,6 +28,8 @@ Available options are:
             the sampling interval (default 10)
   --stats json|prometheus
             print the final figures on stderr at exit
+  --gc incremental|generational
+            the collector's mode (default: lua.c's, generational in Lua 5.4 and 5.5)
   --state accounted|plain
             the Lua state: the module's own allocator, every figure exact (default), or
             mlua's plain state with the module observing (to measure the accounting's cost)";
@@ -36,10 +39,18 @@ Available options are:
 pub enum Action {
     /// `-e stat`
     Execute(String),
-    /// `-l mod` or `-l g=mod`
-    Require { global: String, module: String },
+    /// `-l mod` or `-l g=mod`: `global = require(module)`; no global in Lua 5.1 and LuaJIT,
+    /// whose lua.c only calls `require` (see [`library`]).
+    Require { global: Option<String>, module: String },
     /// `-W`
     WarningsOn,
+}
+
+/// The collector's mode (`--gc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcMode {
+    Incremental,
+    Generational,
 }
 
 /// Which Lua state the runner creates.
@@ -55,6 +66,8 @@ pub enum StateKind {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Options {
     pub state: StateKind,
+    /// `--gc`; `None`: as lua.c of the embedded release.
+    pub gc_mode: Option<GcMode>,
     /// `--profile`, then `--allow`/`--deny` in order: (allow?, function).
     pub profile: Option<String>,
     pub permission_changes: Vec<(bool, String)>,
@@ -66,6 +79,8 @@ pub struct Options {
     pub actions: Vec<Action>,
     pub interactive: bool,
     pub version: bool,
+    /// `--version`: `-v`, then the runner's own version line.
+    pub runner_version: bool,
     pub ignore_environment: bool,
     /// Index in `argv` of the script (`-` for stdin), if any.
     pub script: Option<usize>,
@@ -100,7 +115,9 @@ impl Options {
                     options.script = Some(i);
                     break;
                 }
-                "-E" => options.ignore_environment = true,
+                // -E came with Lua 5.2 (LuaJIT has it too), -W with 5.4: as in lua.c, an
+                // option the version lacks is refused.
+                "-E" if !cfg!(feature = "lua51") => options.ignore_environment = true,
                 "--gctrace" => options.gctrace = true,
                 "--mem-profile" | "--mem-profile-interval" | "--stats" => {
                     i += 1;
@@ -144,6 +161,14 @@ impl Options {
                         }
                     }
                 }
+                "--gc" => {
+                    i += 1;
+                    options.gc_mode = Some(match argv.get(i).map(String::as_str) {
+                        Some("incremental") => GcMode::Incremental,
+                        Some("generational") => GcMode::Generational,
+                        _ => return Err(BadOption("'--gc' needs 'incremental' or 'generational'".into())),
+                    });
+                }
                 "--state" => {
                     i += 1;
                     options.state = match argv.get(i).map(String::as_str) {
@@ -152,12 +177,16 @@ impl Options {
                         _ => return Err(BadOption("'--state' needs 'accounted' or 'plain'".into())),
                     };
                 }
-                "-W" => options.actions.push(Action::WarningsOn),
+                "-W" if cfg!(any(feature = "lua54", feature = "lua55")) => options.actions.push(Action::WarningsOn),
                 "-i" => {
                     options.interactive = true;
                     options.version = true;
                 }
                 "-v" => options.version = true,
+                "--version" => {
+                    options.version = true;
+                    options.runner_version = true;
+                }
                 _ if arg.starts_with("-e") || arg.starts_with("-l") => {
                     let value = if arg.len() > 2 {
                         arg[2..].to_owned()
@@ -168,16 +197,7 @@ impl Options {
                             _ => return Err(BadOption(format!("'{arg}' needs argument"))),
                         }
                     };
-                    options.actions.push(if arg.starts_with("-e") {
-                        Action::Execute(value)
-                    } else {
-                        match value.split_once('=') {
-                            Some((global, module)) => {
-                                Action::Require { global: global.to_owned(), module: module.to_owned() }
-                            }
-                            None => Action::Require { global: value.clone(), module: value },
-                        }
-                    });
+                    options.actions.push(if arg.starts_with("-e") { Action::Execute(value) } else { library(&value) });
                 }
                 _ => return Err(BadOption(format!("unrecognized option '{arg}'"))),
             }
@@ -192,6 +212,26 @@ impl Options {
     /// True when nothing was asked for: lua.c then runs the REPL on a terminal, or stdin.
     pub fn nothing_to_do(&self) -> bool {
         self.script.is_none() && !self.version && !self.actions.iter().any(|a| matches!(a, Action::Execute(_)))
+    }
+}
+
+/// What `-l value` requires into which global, as lua.c's `dolibrary` of the embedded version:
+/// Lua 5.4 and 5.5 take `g=mod`, and without `=` drop a version suffix from the global's name
+/// (`-l mod-2` sets `mod`); 5.2 and 5.3 use the value for both; 5.1 and LuaJIT only require it.
+fn library(value: &str) -> Action {
+    let module = value.to_owned();
+    if cfg!(any(feature = "lua51", feature = "luajit")) {
+        return Action::Require { global: None, module };
+    }
+    if !cfg!(any(feature = "lua54", feature = "lua55")) {
+        return Action::Require { global: Some(module.clone()), module };
+    }
+    match value.split_once('=') {
+        Some((global, module)) => Action::Require { global: Some(global.to_owned()), module: module.to_owned() },
+        None => {
+            let global = value.split_once('-').map_or(value, |(global, _)| global);
+            Action::Require { global: Some(global.to_owned()), module }
+        }
     }
 }
 
@@ -225,15 +265,20 @@ mod tests {
 
     #[test]
     fn execute_and_require_take_attached_or_next_values() {
-        let o = parse(&["-eprint(1)", "-l", "g=mod", "-lm"]).unwrap();
-        assert_eq!(
-            o.actions,
-            vec![
-                Action::Execute("print(1)".into()),
-                Action::Require { global: "g".into(), module: "mod".into() },
-                Action::Require { global: "m".into(), module: "m".into() },
-            ]
-        );
+        let o = parse(&["-eprint(1)", "-l", "g=mod", "-lm", "-lm-2"]).unwrap();
+        let require = |global: Option<&str>, module: &str| Action::Require {
+            global: global.map(str::to_owned),
+            module: module.to_owned(),
+        };
+        let expected = if cfg!(any(feature = "lua54", feature = "lua55")) {
+            [require(Some("g"), "mod"), require(Some("m"), "m"), require(Some("m"), "m-2")]
+        } else if cfg!(any(feature = "lua51", feature = "luajit")) {
+            [require(None, "g=mod"), require(None, "m"), require(None, "m-2")]
+        } else {
+            [require(Some("g=mod"), "g=mod"), require(Some("m"), "m"), require(Some("m-2"), "m-2")]
+        };
+        assert_eq!(o.actions[0], Action::Execute("print(1)".into()));
+        assert_eq!(o.actions[1..], expected);
         assert!(!o.nothing_to_do());
     }
 

@@ -1,11 +1,17 @@
-//! The interactive loop, as lua.c's: a line is first tried as an expression (`return line`) and
-//! its values printed with `print`; an incomplete statement asks for more lines (`>>`).
+//! The interactive loop, as lua.c's `doREPL` of the embedded version: a line is first tried as
+//! an expression (`return line;`, from 5.3 on) and its values printed with `print`; `=expr` is
+//! `return expr` (up to 5.4); an incomplete statement asks for more lines (`>>`); `_PROMPT` and
+//! `_PROMPT2` set the prompts. Errors are printed as lua.c prints them in the REPL: the message
+//! alone.
 
-use lua_system::mlua::{self, Function, Lua, MultiValue};
+use std::io::{IsTerminal, Write};
+
+use lua_system::mlua::Lua;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-use crate::{PROGNAME, report};
+use crate::PROGNAME;
+use crate::lua_c::{self, Args, Chunk, Outcome};
 
 pub fn run(lua: &Lua) {
     let mut editor = match DefaultEditor::new() {
@@ -15,51 +21,87 @@ pub fn run(lua: &Lua) {
             return;
         }
     };
-    while let Some(chunk) = read_chunk(lua, &mut editor) {
-        match chunk {
-            Ok(function) => match function.call::<MultiValue>(()) {
-                Ok(values) if !values.is_empty() => print_values(lua, values),
-                Ok(_) => {}
-                Err(error) => eprintln!("{PROGNAME}: {}", report(&error)),
-            },
-            Err(error) => eprintln!("{PROGNAME}: {}", report(&error)),
-        }
+    while let Some(line) = read_line(&mut editor, &prompt(lua, "_PROMPT", "> ")) {
+        let result = run_line(lua, &mut editor, line);
+        let message = match result {
+            Ok(Outcome::Failed(Some(message)) | Outcome::NotLoaded(message) | Outcome::Incomplete(message)) => message,
+            Ok(Outcome::Ran | Outcome::Failed(None)) => continue,
+            Err(error) => crate::report(&error).into_bytes(),
+        };
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(&message);
+        let _ = writeln!(stderr);
     }
     println!();
 }
 
-/// Reads lines until they compile, or fail to for another reason than being incomplete.
-/// `None` at end of input.
-fn read_chunk(lua: &Lua, editor: &mut DefaultEditor) -> Option<mlua::Result<Function>> {
-    let mut source = loop {
-        match editor.readline("> ") {
-            Ok(line) => break line,
-            Err(ReadlineError::Interrupted) => continue,
-            Err(_) => return None,
-        }
+/// Runs a line as an expression whose values are printed, else as a statement, reading more
+/// lines while the statement is incomplete.
+fn run_line(lua: &Lua, editor: &mut DefaultEditor, line: String) -> lua_system::mlua::Result<Outcome> {
+    let _ = editor.add_history_entry(line.as_str());
+    // Up to Lua 5.4, `=expr` stands for `return expr` (5.5 dropped it).
+    let line = match line.strip_prefix('=') {
+        Some(expression) if !cfg!(feature = "lua55") => format!("return {expression}"),
+        _ => line,
     };
-    let _ = editor.add_history_entry(source.as_str());
-    if let Ok(function) = lua.load(format!("return {source}")).set_name("=stdin").into_function() {
-        return Some(Ok(function));
+    // From Lua 5.3 on, a line is first tried as an expression whose values are printed.
+    if cfg!(any(feature = "lua53", feature = "lua54", feature = "lua55")) {
+        let expression = format!("return {line};");
+        match lua_c::run(lua, Chunk::Code { source: expression.as_bytes(), name: "=stdin" }, Args::Given(&[]), true)? {
+            Outcome::NotLoaded(_) | Outcome::Incomplete(_) => {}
+            outcome => return Ok(outcome),
+        }
     }
+    let mut source = line;
     loop {
-        match lua.load(source.as_str()).set_name("=stdin").into_function() {
-            Err(mlua::Error::SyntaxError { incomplete_input: true, .. }) => match editor.readline(">> ") {
-                Ok(line) => {
-                    let _ = editor.add_history_entry(line.as_str());
+        match lua_c::run(lua, Chunk::Code { source: source.as_bytes(), name: "=stdin" }, Args::Given(&[]), true)? {
+            Outcome::Incomplete(message) => match read_line(editor, &prompt(lua, "_PROMPT2", ">> ")) {
+                Some(more) => {
+                    let _ = editor.add_history_entry(more.as_str());
                     source.push('\n');
-                    source.push_str(&line);
+                    source.push_str(&more);
                 }
-                Err(_) => return None,
+                // As lua.c: the end of input in a statement reports its syntax error.
+                None => return Ok(Outcome::Incomplete(message)),
             },
-            result => return Some(result),
+            outcome => return Ok(outcome),
         }
     }
 }
 
-fn print_values(lua: &Lua, values: MultiValue) {
-    let result = lua.globals().get::<Function>("print").and_then(|print| print.call::<()>(values));
-    if let Err(error) = result {
-        eprintln!("{PROGNAME}: error calling 'print' ({})", report(&error));
+/// A line, or `None` at the end of input; Ctrl-C drops the line being typed. When stdin is not
+/// a terminal, the prompt and then the line read are written to stdout, as lua.c built with
+/// readline (Debian's `lua5.x`, and the build Lua's own tests expect) shows them.
+fn read_line(editor: &mut DefaultEditor, prompt: &str) -> Option<String> {
+    if !std::io::stdin().is_terminal() {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(prompt.as_bytes());
+        let _ = stdout.flush();
+        let mut line = String::new();
+        return match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                if !line.ends_with('\n') {
+                    line.push('\n');
+                }
+                let _ = stdout.write_all(line.as_bytes());
+                line.pop();
+                Some(line)
+            }
+        };
     }
+    loop {
+        match editor.readline(prompt) {
+            Ok(line) => return Some(line),
+            Err(ReadlineError::Interrupted) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// lua.c's `get_prompt`: the global `_PROMPT` (`_PROMPT2` for a continued statement), converted
+/// as `tostring` would, or the default.
+fn prompt(lua: &Lua, global: &str, default: &str) -> String {
+    let value: lua_system::mlua::Value = lua.globals().get(global).unwrap_or(lua_system::mlua::Value::Nil);
+    if value.is_nil() { default.to_owned() } else { value.to_string().unwrap_or_else(|_| default.to_owned()) }
 }

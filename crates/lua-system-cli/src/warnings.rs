@@ -1,42 +1,77 @@
-//! Lua 5.4 warnings as lua.c shows them: off until `-W` or `warn("@on")`, each message on
-//! stderr prefixed by "Lua warning: ", pieces of a continued message joined.
+//! Lua 5.4 warnings as lua.c shows them: the warning function of Lua's lauxlib (`warnfoff`,
+//! `warnfon`, `warnfcont`), which `luaL_newstate` installs and the runner's state (made by the
+//! module, with its own allocator) lacks. Off until `-W` or `warn("@on")`; a message is
+//! written to stderr as its pieces arrive, after "Lua warning: ", ended by a newline.
+//!
+//! Control messages (`@on`, `@off`, any other `@...` ignored) are single-piece messages: a piece
+//! that does not continue, received while no message is under way.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io::Write;
 use std::rc::Rc;
 
 use lua_system::mlua::Lua;
 
-#[derive(Default)]
+/// Which of lauxlib's three warning functions is current.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(not(any(feature = "lua54", feature = "lua55")), allow(dead_code))]
+enum State {
+    /// `warnfoff`: warnings are off; only control messages matter.
+    #[default]
+    Off,
+    /// `warnfon`: on, between messages.
+    On,
+    /// `warnfcont`: on, in a message whose next piece is awaited.
+    Continuing,
+}
+
+#[derive(Default)]
 pub struct Warnings {
-    on: Cell<bool>,
-    pending: RefCell<String>,
+    state: Cell<State>,
 }
 
 impl Warnings {
     pub fn turn_on(&self) {
-        self.on.set(true);
+        if self.state.get() == State::Off {
+            self.state.set(State::On);
+        }
     }
 
     #[cfg_attr(not(any(feature = "lua54", feature = "lua55")), allow(dead_code))]
-    fn warn(&self, piece: &str, continued: bool) {
-        let mut pending = self.pending.borrow_mut();
-        if pending.is_empty() && !continued {
-            // A single-piece message may be a control message.
-            match piece {
-                "@on" => return self.on.set(true),
-                "@off" => return self.on.set(false),
-                _ if piece.starts_with('@') => return,
-                _ => {}
+    fn warn(&self, piece: &[u8], continued: bool) {
+        let mut stderr = std::io::stderr().lock();
+        match self.state.get() {
+            State::Off | State::On if self.is_control(piece, continued) => {}
+            State::Off => {}
+            State::On => {
+                let _ = stderr.write_all(b"Lua warning: ");
+                self.write_piece(&mut stderr, piece, continued);
             }
+            State::Continuing => self.write_piece(&mut stderr, piece, continued),
         }
-        pending.push_str(piece);
-        if !continued {
-            if self.on.get() {
-                let _ = writeln!(std::io::stderr(), "Lua warning: {pending}");
-            }
-            pending.clear();
+    }
+
+    /// lauxlib's `checkcontrol`: acts on a control message; whether `piece` was one.
+    fn is_control(&self, piece: &[u8], continued: bool) -> bool {
+        if continued || piece.first() != Some(&b'@') {
+            return false;
+        }
+        match piece {
+            b"@off" => self.state.set(State::Off),
+            b"@on" => self.state.set(State::On),
+            _ => {}
+        }
+        true
+    }
+
+    /// lauxlib's `warnfcont`.
+    fn write_piece(&self, stderr: &mut impl Write, piece: &[u8], continued: bool) {
+        let _ = stderr.write_all(piece);
+        if continued {
+            self.state.set(State::Continuing);
+        } else {
+            let _ = stderr.write_all(b"\n");
+            self.state.set(State::On);
         }
     }
 }
@@ -49,7 +84,7 @@ pub fn install(lua: &Lua) -> Rc<Warnings> {
     {
         let state = Rc::clone(&warnings);
         lua.set_warning_function(move |_, piece, continued| {
-            state.warn(piece, continued);
+            state.warn(piece.as_bytes(), continued);
             Ok(())
         });
     }

@@ -1,0 +1,272 @@
+//! The runner is a drop-in `lua`: for each case, the runner and the stock interpreter of the
+//! same Lua version (Debian's `lua5.x` or `luajit`), both called as `lua`, print the same bytes
+//! on stdout and stderr and exit with the same status.
+//!
+//! The stock interpreter is required when `CI` is set (CI installs it); elsewhere its absence
+//! skips the comparison with a note. Debian has no Lua 5.5 yet: for 5.5 the comparison is
+//! always skipped.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+/// Debian's interpreter for the Lua the runner embeds.
+fn stock_interpreter() -> &'static str {
+    if cfg!(feature = "luajit") {
+        "luajit"
+    } else if cfg!(feature = "lua51") {
+        "lua5.1"
+    } else if cfg!(feature = "lua52") {
+        "lua5.2"
+    } else if cfg!(feature = "lua53") {
+        "lua5.3"
+    } else if cfg!(feature = "lua55") {
+        "lua5.5" // not packaged by Debian bookworm
+    } else {
+        "lua5.4"
+    }
+}
+
+fn stock_available() -> bool {
+    let found = Command::new(stock_interpreter()).arg("-v").output().is_ok();
+    if !found {
+        let required = std::env::var_os("CI").is_some() && !cfg!(feature = "lua55");
+        assert!(!required, "{} is not installed (CI installs it)", stock_interpreter());
+        eprintln!("note: {} is not installed; the comparison is skipped", stock_interpreter());
+    }
+    found
+}
+
+/// Runs `program` called as `lua` with `args`, `stdin` and `env`.
+fn run_as_lua(program: &str, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(program);
+    command
+        .arg0("lua")
+        .args(args)
+        .current_dir(repo_root())
+        .env_remove("LUA_INIT")
+        .env_remove("LUA_INIT_5_2")
+        .env_remove("LUA_INIT_5_3")
+        .env_remove("LUA_INIT_5_4")
+        .env_remove("LUA_INIT_5_5")
+        .env_remove("LUA_PATH")
+        .env_remove("LUA_CPATH")
+        .env_remove("LUA_PATH_5_2")
+        .env_remove("LUA_PATH_5_3")
+        .env_remove("LUA_PATH_5_4")
+        .env_remove("LUA_CPATH_5_2")
+        .env_remove("LUA_CPATH_5_3")
+        .env_remove("LUA_CPATH_5_4")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// What differs from run to run of the stock interpreter itself is made the same: LuaJIT's
+/// tracebacks show unnamed C functions by address (`[C]: at 0x55f987f1f2c0`), each becomes
+/// `at 0x...`; Lua 5.2's name a global function by the first path to it found in the global
+/// table, whose order depends on a hash seed chosen at random (`'_G.require'` or `'require'`).
+fn without_run_to_run_differences(output: &mut Output) {
+    let text = String::from_utf8_lossy(&output.stderr).replace("in function '_G.", "in function '");
+    let mut normalised = String::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("at 0x") {
+        normalised.push_str(&rest[..at + 5]);
+        rest = rest[at + 5..].trim_start_matches(|c: char| c.is_ascii_hexdigit());
+        normalised.push_str("...");
+    }
+    normalised.push_str(rest);
+    output.stderr = normalised.into_bytes();
+}
+
+/// Asserts the runner and the stock interpreter behave the same on `args`.
+fn same(args: &[&str], stdin: &str, env: &[(&str, &str)]) {
+    let mut ours = run_as_lua(env!("CARGO_BIN_EXE_lua-system"), args, stdin, env);
+    let mut stock = run_as_lua(stock_interpreter(), args, stdin, env);
+    without_run_to_run_differences(&mut ours);
+    without_run_to_run_differences(&mut stock);
+    let show = |o: &Output| format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), stdout(o), stderr(o));
+    assert!(
+        ours.status.code() == stock.status.code() && ours.stdout == stock.stdout && ours.stderr == stock.stderr,
+        "{args:?} differs\n--- {}:\n{}\n--- lua-system:\n{}",
+        stock_interpreter(),
+        show(&stock),
+        show(&ours)
+    );
+}
+
+/// Each case: the arguments, stdin.
+const ERRORS: &[(&[&str], &str)] = &[
+    (&["-e", "error('a string')"], ""),
+    (&["-e", "error(42)"], ""),
+    (&["-e", "error({})"], ""),
+    (&["-e", "error()"], ""),
+    (&["-e", "error(setmetatable({}, {__tostring = function() return 'an object' end}))"], ""),
+    (&["-e", "local function f() error('deep') end local function g() f() end g()"], ""),
+    (&["-e", "local t = setmetatable({}, {__index = function() error('in a metamethod') end}) return t.x"], ""),
+    (&["-e", "x = = 1"], ""),
+    (&["-e", "for"], ""),
+    (&["-e", "nosuch()"], ""),
+    (&["-e", "local s = 'x' .. {}"], ""),
+    (&["/nonexistent/script.lua"], ""),
+    (&["-l", "nosuch_module"], ""),
+    (&["-l", "string", "-e", "print(type(string))"], ""),
+    (&["-l", "s=string", "-e", "print(type(s))"], ""),
+    (&["-"], "print('from stdin', ...) error('and fails')"),
+    (&["-", "a", "b"], "print(...)"),
+    (&[], "print(1) error('no tty')"),
+    (&[], "x = = 1"),
+];
+
+#[test]
+fn errors_read_as_the_stock_interpreter_prints_them() {
+    if !stock_available() {
+        return;
+    }
+    for (args, stdin) in ERRORS {
+        same(args, stdin, &[]);
+    }
+}
+
+#[test]
+fn scripts_arguments_and_exit_statuses_are_the_stock_interpreters() {
+    if !stock_available() {
+        return;
+    }
+    let script = temp_script(
+        "drop_in.lua",
+        "#!/usr/bin/env lua\nprint(#arg, arg[0] ~= nil, arg[-1], ...)\nif ... == 'fail' then error('asked to') end\n\
+         if ... == 'exit' then os.exit(3) end\nif ... == 'false' then os.exit(false) end\n",
+    );
+    let script = script.to_str().unwrap();
+    for extra in [&[][..], &["x", "y z"], &["fail"], &["exit"], &["false"]] {
+        let mut args = vec![script];
+        args.extend_from_slice(extra);
+        same(&args, "", &[]);
+    }
+    same(&["-e", "print(1)", "-e", "print(2)"], "", &[]);
+    same(&["-e", "print(arg[-1], arg[0], arg[1])", "--", script, "a"], "", &[]);
+    same(&["-e", "io.write('no newline')", "-e", "os.exit(true)"], "", &[]);
+    same(&["-e", "io.stderr:write('to stderr\\n') os.exit(2)"], "", &[]);
+}
+
+#[test]
+fn lua_init_is_the_stock_interpreters() {
+    if !stock_available() {
+        return;
+    }
+    let init = temp_script("drop_in_init.lua", "print('init file', ...)\n");
+    let init_file = format!("@{}", init.to_str().unwrap());
+    same(&["-e", "print(x)"], "", &[("LUA_INIT", "x = 'from LUA_INIT'")]);
+    same(&["-e", "print(x)"], "", &[("LUA_INIT", &init_file)]);
+    same(&["-e", "print(x)"], "", &[("LUA_INIT", "error('init fails')")]);
+    same(&["-e", "print(x)"], "", &[("LUA_INIT", "@/nonexistent/init.lua")]);
+    if cfg!(not(feature = "lua51")) {
+        same(&["-E", "-e", "print(x)"], "", &[("LUA_INIT", "x = 1")]);
+    }
+}
+
+#[test]
+fn modules_are_searched_where_the_stock_interpreter_searches() {
+    if !stock_available() {
+        return;
+    }
+    let show = "print(package.path) print(package.cpath)";
+    same(&["-e", show], "", &[]);
+    same(&["-e", show], "", &[("LUA_PATH", "/first/?.lua;;/last/?.lua"), ("LUA_CPATH", ";;")]);
+    same(&["-e", show], "", &[("LUA_PATH", "/only/?.lua")]);
+    if cfg!(not(feature = "lua51")) {
+        same(&["-E", "-e", show], "", &[("LUA_PATH", "/ignored/?.lua")]);
+    }
+}
+
+#[test]
+fn compiled_chunks_run_as_in_the_stock_interpreter() {
+    if !stock_available() {
+        return;
+    }
+    // A chunk compiled by the runner runs in the runner (bytecode is not portable between
+    // builds); the stock interpreter runs its own the same way.
+    for program in [env!("CARGO_BIN_EXE_lua-system"), stock_interpreter()] {
+        let dir = std::env::temp_dir().join(format!("lua-system-drop-in-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let chunk = dir.join("chunk.luac");
+        let dump = format!(
+            "local f = io.open({:?}, 'wb') f:write(string.dump((loadstring or load)('print(\"compiled\", ...)'))) f:close()",
+            chunk.to_str().unwrap()
+        );
+        let made = run_as_lua(program, &["-e", &dump], "", &[]);
+        assert!(made.status.success(), "{}", stderr(&made));
+        let ran = run_as_lua(program, &[chunk.to_str().unwrap(), "arg"], "", &[]);
+        assert_eq!(stdout(&ran), "compiled\targ\n", "{program}: {}", stderr(&ran));
+    }
+}
+
+/// Starts `program` as `lua` on `args`, sends it SIGINT once it runs, returns what it printed.
+fn interrupted(program: &str, args: &[&str]) -> Output {
+    let child = Command::new(program)
+        .arg0("lua")
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The script prints a line once it is in its loop; wait for that line before interrupting.
+    let mut child = child;
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    use std::io::Read;
+    out.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"started\n");
+    // Let the script return from `flush` into its loop, so that both are interrupted in the
+    // same place (Lua 5.1 names the function the hook stops in).
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest).unwrap();
+    let mut output = child.wait_with_output().unwrap();
+    output.stdout = rest;
+    output
+}
+
+#[test]
+fn sigint_stops_the_running_code_with_an_error_as_in_the_stock_interpreter() {
+    if !stock_available() {
+        return;
+    }
+    // LuaJIT runs no hook in compiled code (a compiled loop ignores SIGINT, in luajit too):
+    // the cases run interpreted.
+    let cases: [&[&str]; 2] = [
+        &["-e", "if jit then jit.off() end io.stdout:write('started\\n') io.stdout:flush() while true do end"],
+        // The error is an ordinary one: pcall catches it, and the script goes on.
+        &[
+            "-e",
+            "if jit then jit.off() end io.stdout:write('started\\n') io.stdout:flush() \
+             print(pcall(function() while true do end end)) print('after')",
+        ],
+    ];
+    for args in cases {
+        let mut ours = interrupted(env!("CARGO_BIN_EXE_lua-system"), args);
+        let mut stock = interrupted(stock_interpreter(), args);
+        without_run_to_run_differences(&mut ours);
+        without_run_to_run_differences(&mut stock);
+        assert_eq!(
+            (ours.status.code(), stdout(&ours), stderr(&ours)),
+            (stock.status.code(), stdout(&stock), stderr(&stock)),
+            "{args:?}"
+        );
+    }
+}
