@@ -20,7 +20,10 @@ end)
 
 T.test("pid() in a child process is the child's id", function()
   -- A child runner reports its own pid, different from ours and matching its /proc/self.
-  local cmd = string.format("%q -e %q", arg[-1] or "lua-system",
+  -- The interpreter is arg's lowest index (options such as --state come after it).
+  local i = -1
+  while arg[i - 1] do i = i - 1 end
+  local cmd = string.format("%q -e %q", arg[i] or "lua-system",
     'local s = require("system"); local f = io.open("/proc/self/stat"); ' ..
     'print(s.pid() == tonumber(f:read("*a"):match("^(%d+)")) and s.pid())')
   local out = io.popen(cmd):read("*a")

@@ -25,6 +25,9 @@ use crate::options::{Action, GcMode, Options, StateKind, USAGE};
 pub const PROGNAME: &str = "lua-system";
 
 fn main() -> ExitCode {
+    // The process's CPUs and the default limit are fixed now, before any script runs (as Go
+    // reads them at start): nothing a script does later can narrow them.
+    let _ = lua_system::num_cpu();
     let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     let options = match Options::parse(&argv) {
         Ok(options) => options,

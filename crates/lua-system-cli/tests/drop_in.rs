@@ -89,8 +89,9 @@ fn without_run_to_run_differences(output: &mut Output) {
     output.stderr = normalised.into_bytes();
 }
 
-/// Asserts the runner and the stock interpreter behave the same on `args`.
-fn same(args: &[&str], stdin: &str, env: &[(&str, &str)]) {
+/// Asserts the runner and the stock interpreter behave the same on `args`; returns what they
+/// printed.
+fn same(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let mut ours = run_as_lua(env!("CARGO_BIN_EXE_lua-system"), args, stdin, env);
     let mut stock = run_as_lua(stock_interpreter(), args, stdin, env);
     without_run_to_run_differences(&mut ours);
@@ -103,6 +104,7 @@ fn same(args: &[&str], stdin: &str, env: &[(&str, &str)]) {
         show(&stock),
         show(&ours)
     );
+    ours
 }
 
 /// Each case: the arguments, stdin.
@@ -188,6 +190,51 @@ fn modules_are_searched_where_the_stock_interpreter_searches() {
     if cfg!(not(feature = "lua51")) {
         same(&["-E", "-e", show], "", &[("LUA_PATH", "/ignored/?.lua")]);
     }
+}
+
+#[test]
+fn debians_c_modules_load_and_work_as_in_the_stock_interpreter() {
+    if !stock_available() {
+        return;
+    }
+    // lua-cjson and lua-lpeg (CI installs them): C modules that leave the Lua API undefined,
+    // resolved against the runner's own Lua. Heavy use under the runner's allocator.
+    let installed = |path: &str| std::path::Path::new(path).exists();
+    let version = if cfg!(any(feature = "lua51", feature = "luajit")) {
+        "5.1"
+    } else if cfg!(feature = "lua52") {
+        "5.2"
+    } else if cfg!(feature = "lua53") {
+        "5.3"
+    } else {
+        "5.4"
+    };
+    let cjson = format!("/usr/lib/{}-linux-gnu/lua/{version}/cjson.so", std::env::consts::ARCH);
+    let lpeg = format!("/usr/lib/{}-linux-gnu/lua/{version}/lpeg.so", std::env::consts::ARCH);
+    if !(installed(&cjson) && installed(&lpeg)) || cfg!(feature = "lua55") {
+        assert!(std::env::var_os("CI").is_none() || cfg!(feature = "lua55"), "CI installs lua-cjson and lua-lpeg");
+        eprintln!("note: lua-cjson or lua-lpeg not installed for Lua {version}; skipped");
+        return;
+    }
+    let out = same(
+        &[
+            "-e",
+            "local cjson = require('cjson') local lpeg = require('lpeg') local re = require('re') \
+             print(cjson.encode({1, 2, 3}), cjson.decode('{\"a\": [1, 2]}').a[2]) \
+             print(lpeg.match(lpeg.C(lpeg.R('az') ^ 1), 'hello1'), re.find('the number 42', '[0-9]+')) \
+             local n = 0 for i = 1, 20000 do \
+               local t = cjson.decode(cjson.encode({i = i, s = string.rep('x', i % 100), l = {i, i}})) \
+               n = n + t.l[2] + #re.gsub(t.s, \"'x'\", 'yy') end \
+             collectgarbage() print(n) print(pcall(cjson.decode, '{bad'))",
+        ],
+        "",
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // cjson decodes numbers as floats where Lua has them (5.3 on: `2.0`).
+    let text = stdout(&out);
+    assert!(text.starts_with("[1,2,3]\t2") && text.contains("\nhello\t12\t13\n"), "{text}");
+    assert!(text.contains("\nfalse\tExpected object key string"), "{text}");
 }
 
 #[test]
