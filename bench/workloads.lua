@@ -44,6 +44,32 @@ local WORKLOADS = {
     for i = 1, SMALL and 300000 or 3000000 do live[i % 1000 + 1] = { i, i * 2, name = "x" } end
     return #live
   end },
+  { "closures", function(SMALL)
+    -- Closures with upvalues made and dropped: a counter factory and a composed pipeline.
+    local function counter(start)
+      local n = start
+      return function(step) n = n + step return n end
+    end
+    local function compose(f, g) return function(x) return g(f(x)) end end
+    local total = 0
+    for i = 1, SMALL and 100000 or 1000000 do
+      local c = counter(i)
+      local h = compose(c, function(x) return x * 2 end)
+      total = total + h(1) % 7
+    end
+    return total
+  end },
+  { "coroutines", function(SMALL)
+    -- Generators: a coroutine made per batch, resumed until dead.
+    local function range(n)
+      return coroutine.wrap(function() for i = 1, n do coroutine.yield(i) end end)
+    end
+    local total = 0
+    for _ = 1, SMALL and 10000 or 100000 do
+      for v in range(10) do total = total + v end
+    end
+    return total
+  end },
 }
 
 if type(arg) ~= "table" then

@@ -268,7 +268,10 @@ impl Default for ThreadBlocks {
 
 impl ThreadBlocks {
     /// Records a new thread block. Returns false if it could not be recorded (out of memory);
-    /// the caller then fails the allocation so the record never drifts.
+    /// the caller then fails the allocation so the record never drifts. Out of line: rare, and
+    /// kept off the allocator's common paths so they need fewer registers.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn remember(&self, address: usize, size: usize) -> bool {
         let mut addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
         if addresses.try_reserve(1).is_err() {
@@ -281,11 +284,18 @@ impl ThreadBlocks {
         true
     }
 
+    /// A block is freed: if it may be a coroutine's (its size is a thread block's and some
+    /// coroutine is alive), looks it up, out of line.
     #[inline(always)]
     pub(crate) fn forget(&self, address: usize, size: usize) {
-        if size != self.block_size.load(Relaxed) || self.live.load(Relaxed) == 0 {
-            return;
+        if size == self.block_size.load(Relaxed) && self.live.load(Relaxed) != 0 {
+            self.forget_block(address);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn forget_block(&self, address: usize) {
         let mut addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
         if addresses.remove(&address) {
             self.live.store(addresses.len(), Relaxed);

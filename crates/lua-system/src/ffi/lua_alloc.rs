@@ -292,29 +292,30 @@ pub(crate) unsafe extern "C" fn interposed<R: Record>(
         return ptr::null_mut();
     }
 
-    // Room in the set first: once the state's allocator has done its part, recording it
-    // cannot fail. Without room, growth is refused; a shrink (which Lua assumes never fails)
-    // still happens, and its block leaves the tracked set.
-    let room = tracked.reserve().is_ok();
-
     if block.is_null() {
-        if !room || !heap.admits(nsize) {
+        if !heap.admits(nsize) {
             return ptr::null_mut();
         }
         let new = chain.next(ptr::null_mut(), osize, nsize);
         if new.is_null() {
             return new;
         }
-        if is_thread_tag(osize) && !heap.coroutines().remember(new as usize, nsize) {
+        // A block the set cannot record (no memory for its bitmap) is given back and the
+        // allocation fails: Lua collects and retries, and the set never drifts.
+        if tracked.insert(new as usize).is_err() {
             chain.next(new, nsize, 0);
             return ptr::null_mut();
         }
-        let _ = tracked.insert(new as usize); // room reserved above
+        if is_thread_tag(osize) && !heap.coroutines().remember(new as usize, nsize) {
+            tracked.remove(new as usize);
+            chain.next(new, nsize, 0);
+            return ptr::null_mut();
+        }
         heap.record_new(nsize);
         return new;
     }
 
-    if nsize > osize && (!room || !heap.admits(nsize - osize)) {
+    if nsize > osize && !heap.admits(nsize - osize) {
         return ptr::null_mut();
     }
     let resized = chain.next(block, osize, nsize);
@@ -322,15 +323,12 @@ pub(crate) unsafe extern "C" fn interposed<R: Record>(
         return resized;
     }
     let was_tracked = tracked.remove(block as usize);
-    match (room, was_tracked) {
-        (true, true) => {
-            let _ = tracked.insert(resized as usize);
-            heap.record_resize(osize, nsize);
-        }
-        (true, false) => {
-            let _ = tracked.insert(resized as usize);
-            heap.record_adopted(osize, nsize);
-        }
+    // Without memory to record the resized block, it leaves the tracked set: its bytes stay
+    // counted, its block no longer is (a shrink, which Lua assumes never fails, must succeed).
+    let recorded = tracked.insert(resized as usize).is_ok();
+    match (recorded, was_tracked) {
+        (true, true) => heap.record_resize(osize, nsize),
+        (true, false) => heap.record_adopted(osize, nsize),
         (false, true) => {
             heap.record_free(osize);
             heap.record_untracked_resize(0, nsize);
