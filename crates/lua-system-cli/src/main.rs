@@ -21,6 +21,13 @@ use lua_system::{Permissions, Profile, SystemLua};
 use crate::lua_c::{Args, Chunk, Outcome};
 use crate::options::{Action, GcMode, Options, StateKind, USAGE};
 
+/// jemalloc serves the runner's whole process, the Lua heap included: its statistics give
+/// `mem_stats()`'s process heap figures, and its sized frees make the Lua allocator cheap. A
+/// build without the `jemalloc` feature keeps the system allocator (for valgrind: docs/runner.md).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: lua_system::Jemalloc = lua_system::Jemalloc;
+
 /// The name the runner's own messages (options, `--stats`, `--mem-profile`) start with.
 pub const PROGNAME: &str = "lua-system";
 

@@ -189,8 +189,8 @@ mod tests {
         for _ in 0..400_000 {
             // Addresses in a few distant ranges, so that leaves are made, cached, evicted from
             // the cache and dropped; some near the top of the address space.
-            let base = [0x1000usize, 0x7fff_f000_0000, 0x5555_0000_0000, (usize::MAX - (1 << 26)) & !7]
-                [(next() % 4) as usize];
+            let base =
+                [0x1000usize, 0x7fff_f000_0000, 0x5555_0000_0000, (usize::MAX - (1 << 26)) & !7][(next() % 4) as usize];
             let address = base + (next() % 100_000) as usize * 8 * 37;
             if next() % 3 == 0 || reference.contains(&address) {
                 assert_eq!(ours.remove(address), reference.remove(&address), "remove {address:#x}");

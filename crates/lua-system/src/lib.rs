@@ -91,11 +91,16 @@ pub unsafe extern "C-unwind" fn luaopen_system(l: *mut mlua::ffi::lua_State) -> 
     unsafe { ffi::foreign::open::<module::Module>(l, state_data::StateData::interposed) }
 }
 
-/// With the `jemalloc` feature, jemalloc is the process's allocator, and the process heap
-/// figures of `mem_stats()` come from its statistics (see the README, "Process memory").
+/// jemalloc, for a host that wants `mem_stats()`'s process heap figures from it (feature
+/// `jemalloc`): install it as the global allocator, and the figures come from its statistics
+/// (docs/figures.md, "Process memory"). The library never installs it itself.
+///
+/// ```ignore
+/// #[global_allocator]
+/// static GLOBAL: lua_system::Jemalloc = lua_system::Jemalloc;
+/// ```
 #[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+pub use tikv_jemallocator::Jemalloc;
 
 /// The Rust examples of the README and of docs/rust.md, compiled and run as doctests so they
 /// cannot rot.

@@ -26,6 +26,9 @@ fn exact_state_stats_hold_go_invariants_from_rust() {
     assert!(s.next_gc > 0);
     let p = s.process.unwrap();
     let h = p.heap.unwrap();
+    // This test binary keeps the system allocator: even with the `jemalloc` feature (which the
+    // runner turns on in a workspace build), the figures are glibc's, not an idle jemalloc's.
+    assert_eq!(h.source, "glibc");
     assert_eq!(h.heap_sys, h.heap_idle + h.heap_in_use);
     assert!(h.heap_in_use >= alloc);
     assert!(p.sys >= h.heap_sys + p.stack_sys + h.mspan_sys);
