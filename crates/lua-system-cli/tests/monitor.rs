@@ -388,3 +388,35 @@ fn the_main_example_charts_the_heap_growing_and_falling_with_cycles_marked() {
     let document = roxmltree::Document::parse(&text).expect("valid XML");
     assert!(document.descendants().filter(|n| n.has_tag_name("circle")).count() >= 10, "cycles are marked");
 }
+
+/// Ctrl-C stops the script with lua.c's `interrupted!` error, and what the runner was asked to
+/// write at the end is still written: the `--stats` figures and the `--mem-profile` file.
+#[test]
+fn an_interrupted_script_still_gets_its_stats_and_profile() {
+    use std::io::Read;
+    let profile = temp_file("interrupted.csv");
+    let mut child = runner()
+        .args(["--stats", "json", "--mem-profile", profile.to_str().unwrap(), "-e"])
+        .arg(
+            "if jit then jit.off() end local t = {} io.stdout:write('started\\n') io.stdout:flush() \
+              while true do t[#t % 1000 + 1] = {} end",
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut started = [0u8; 8];
+    out.read_exact(&mut started).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted!"), "{err}");
+    let (start, end) = (err.find('{').expect("the --stats JSON"), err.rfind('}').unwrap());
+    let json: serde_json::Value = serde_json::from_str(&err[start..=end]).expect("JSON on stderr");
+    assert!(json["lua_heap_alloc_bytes"].as_f64().unwrap() > 0.0);
+    let csv = std::fs::read_to_string(&profile).expect("the profile was written");
+    assert!(csv.lines().count() > 2, "{csv}");
+}
