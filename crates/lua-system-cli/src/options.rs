@@ -32,7 +32,7 @@ Available options are:
             the collector's mode (default: lua.c's, generational in Lua 5.4 and 5.5)
   --state accounted|plain
             the Lua state: the module's own allocator, every figure exact (default), or
-            mlua's plain state with the module observing (to measure the accounting's cost)";
+            mlua's plain state with the module interposed (counting from its load)";
 
 /// An option acted on in command-line order, before the script runs.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub enum StateKind {
     /// `lua_system::SystemLua`: every allocation accounted.
     #[default]
     Accounted,
-    /// `mlua::Lua` with mlua's allocator; the module installed in observed mode.
+    /// `mlua::Lua` with mlua's allocator; the module installed, interposed in front of it.
     Plain,
 }
 

@@ -37,6 +37,8 @@
 //!
 //! [mlua]: https://docs.rs/mlua
 
+#![warn(missing_docs)]
+
 mod answer;
 mod args;
 mod block_set;

@@ -70,8 +70,8 @@ fn heap(stats: &MemStats, pick: fn(&crate::process_memory::HeapMemory) -> u64) -
     stats.process.as_ref().ok()?.heap.as_ref().ok().map(|h| pick(h) as f64)
 }
 
-/// A state's and its process's figures, one value per metric of [`FAMILIES`] (see the README's
-/// table); `None` where the figure is unavailable or hidden by permissions. Serializes as a map
+/// A state's and its process's figures, one value per metric family (docs/watching-memory.md
+/// lists them); `None` where the figure is unavailable or hidden by permissions. Serializes as a map
 /// from metric name to value, with `accounting` first.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Metrics {

@@ -36,10 +36,15 @@ use crate::text::{Text, text};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProcessMemory {
+    /// Memory obtained from the OS for data (Go's `Sys`): private writable mappings plus the
+    /// stack (`VmData + VmStk`), at least `heap_sys + stack_sys + mspan_sys`.
     pub sys: u64,
+    /// The main thread's stack in use (Go's `StackInuse`): its mapping (`VmStk`), which Linux
+    /// grows as the stack deepens and never shrinks.
     pub stack_in_use: u64,
+    /// The main thread's stack obtained from the OS (Go's `StackSys`); equals `stack_in_use`.
     pub stack_sys: u64,
-    /// Resident set size.
+    /// Resident set size (`VmRSS`).
     pub rss: u64,
     /// The heap figures, from the process allocator's statistics, or why they are missing.
     pub heap: Result<HeapMemory, Text>,
@@ -49,13 +54,23 @@ pub struct ProcessMemory {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HeapMemory {
+    /// Heap memory obtained from the OS (Go's `HeapSys`): `heap_in_use + heap_idle`.
     pub heap_sys: u64,
+    /// Memory the allocator holds with no live block in it (Go's `HeapIdle`).
     pub heap_idle: u64,
+    /// Memory in the allocator's pages or chunks that hold live blocks (Go's `HeapInuse`);
+    /// at least the live bytes of every state it serves.
     pub heap_in_use: u64,
+    /// The part of `heap_idle` returned to the OS, still reserved (Go's `HeapReleased`); 0
+    /// with glibc, which gives trimmed memory back outright.
     pub heap_released: u64,
+    /// The allocator's own metadata in use (Go's `MSpanInuse`); 0 with glibc, which keeps its
+    /// chunk headers inside `heap_in_use`.
     pub mspan_in_use: u64,
+    /// The allocator's own metadata obtained from the OS (Go's `MSpanSys`).
     pub mspan_sys: u64,
-    /// Which allocator the figures come from: `"jemalloc"` or `"glibc"`.
+    /// Which allocator the figures come from: `"jemalloc"` or `"glibc"` (in a LuaJIT
+    /// interpreter, glibc's plus the state's bytes in LuaJIT's own arena).
     pub source: &'static str,
 }
 

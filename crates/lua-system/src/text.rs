@@ -35,6 +35,7 @@ impl Text {
         text
     }
 
+    /// The text's bytes, as Lua gets them.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
     }
