@@ -5,12 +5,15 @@ local system = require("system")
 
 local NAMES = { "mem_stats", "allocated", "heap_objects", "gc", "get_gc_percent", "num_goroutines",
                 "go_max_procs", "num_cpu", "hostname", "pid", "get_memory_limit", "metrics" }
--- Lua 5.4 and 5.5 refuse collector requests while they run finalizers; earlier versions answer.
-local REFUSES = (T.version == "5.4" or T.version == "5.5") and not T.luajit
+-- Lua 5.4.4 and later and 5.5 refuse collector requests while they run finalizers (where
+-- `collectgarbage("count")` answers fail); earlier versions, 5.4.0 to 5.4.3 included, answer.
+local MAY_REFUSE = (T.version == "5.4" or T.version == "5.5") and not T.luajit
 
 T.test("every function called from a finalizer answers cleanly", function()
   local answers = {}
+  local REFUSES
   T.with_finalizer(function()
+    REFUSES = collectgarbage("count") == nil
     for _, name in ipairs(NAMES) do
       answers[name] = T.pack(pcall(system[name]))
     end
@@ -18,6 +21,7 @@ T.test("every function called from a finalizer answers cleanly", function()
   end)
   system.gc()
   T.check(answers.pid, "the finalizer ran")
+  T.check(MAY_REFUSE or not REFUSES, "only Lua 5.4 and 5.5 refuse")
   for name, r in pairs(answers) do
     T.eq(r[1], true, name .. " did not raise")
     T.eq(r.n, 3, name .. " returned two values")
@@ -34,8 +38,8 @@ T.test("every function called from a finalizer answers cleanly", function()
     T.check(answers.mem_stats[2].next_gc, "next_gc answered there")
   else
     T.eq(answers.gc[2], true, "gc from a finalizer")
-    -- Lua 5.2, 5.3 and LuaJIT pause their collector while a finalizer runs, and say so: the
-    -- previous setting reads -1 there. Lua restores the collector after the finalizer.
+    -- Lua 5.2 to 5.4.3 and LuaJIT pause their collector while a finalizer runs, and say so:
+    -- the previous setting reads -1 there. Lua restores the collector after the finalizer.
     local previous = answers.set_gc_percent[2]
     T.check(previous == -1 or previous == T.default_percent, "set_gc_percent from a finalizer: " .. tostring(previous))
     T.eq(system.set_gc_percent(T.default_percent), 50, "the setting made in the finalizer stands")

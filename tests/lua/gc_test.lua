@@ -200,6 +200,27 @@ T.test("generational mode: the percent is the major multiplier, set without a co
   collectgarbage("incremental")
 end)
 
+T.test("Lua 5.4 generational mode without the internals: next_gc is estimated with the new percent", function()
+  -- set_gc_percent switches modes to learn the mode, which runs a full collection: the
+  -- estimate is the live heap then, times (100 + p) / 100 with the p just set, not the one
+  -- before.
+  if T.version ~= "5.4" or T.luajit or system.mem_stats().next_gc_source ~= "estimate" then return end
+  collectgarbage("generational")
+  for _, p in ipairs({ 300, DEFAULT, 300 }) do
+    local cycles = system.mem_stats().num_gc
+    system.set_gc_percent(p)
+    local s = system.mem_stats()
+    T.check(s.num_gc > cycles, "a collection ran")
+    T.eq(s.next_gc_source, "estimate")
+    -- The heap grew by a few hundred bytes since the collection measured it.
+    local ratio = s.next_gc / s.alloc
+    T.check(ratio > (100 + p) / 100 * 0.95 and ratio <= (100 + p) / 100,
+      string.format("percent %d: next_gc %d is %.2f x the heap %d", p, s.next_gc, ratio, s.alloc))
+  end
+  system.set_gc_percent(DEFAULT)
+  collectgarbage("incremental")
+end)
+
 if initial_mode and initial_mode ~= "incremental" then collectgarbage(initial_mode) end
 
 T.done()

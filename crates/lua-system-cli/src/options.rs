@@ -258,9 +258,19 @@ mod tests {
 
     #[test]
     fn script_stops_option_handling() {
-        let o = parse(&["-W", "x.lua", "-e", "y"]).unwrap();
-        assert_eq!(o.script, Some(2));
-        assert_eq!(o.actions, vec![Action::WarningsOn]);
+        let o = parse(&["-e", "x=1", "x.lua", "-e", "y"]).unwrap();
+        assert_eq!(o.script, Some(3));
+        assert_eq!(o.actions, vec![Action::Execute("x=1".into())]);
+    }
+
+    #[test]
+    fn warnings_option_exists_from_lua_5_4() {
+        let parsed = parse(&["-W", "x.lua"]);
+        if cfg!(any(feature = "lua54", feature = "lua55")) {
+            assert_eq!(parsed.unwrap().actions, vec![Action::WarningsOn]);
+        } else {
+            assert_eq!(parsed, Err(BadOption("unrecognized option '-W'".into())));
+        }
     }
 
     #[test]

@@ -22,7 +22,12 @@ pub struct Cycle {
     pub heap_before: u64,
     /// The heap when the cycle ended (its finalizers running), in bytes.
     pub heap_after: u64,
-    /// Where the next cycle starts, in bytes; `None` while the collector is stopped.
+    /// Where the next cycle starts, in bytes; `None` while the collector is stopped. The
+    /// threshold Lua sets as the cycle ends, from its own figures where the collector's
+    /// internals are readable. One case is known only after the hook ran: in Lua 5.4's
+    /// generational mode, a major collection that freed less than half the heap's growth since
+    /// the previous one makes Lua wait a whole pause (`heap_after` times the GC percent)
+    /// instead of the minor step given here; `mem_stats().next_gc` reads Lua's figure.
     pub next_gc: Option<u64>,
     /// Live heap blocks when the cycle ended.
     pub objects: u64,

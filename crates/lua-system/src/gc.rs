@@ -71,9 +71,17 @@ pub(crate) fn set_gc_percent(call: &Call<'_, StateData>) -> Result<Reply, Failur
         return Ok(Reply::Integer(previous));
     }
     let percent = requested.min(PERCENT_MAX);
-    collector.apply_percent(percent).map_err(refused)?;
+    // Recorded before Lua is told: applying it may run a collection (Lua 5.4 without the
+    // internals learns the mode by switching it, which in generational mode collects), and the
+    // end of that collection, which records the percent then in effect, is under the new one.
+    let recorded = (data.cycles().requested_percent(), data.cycles().cached_effective_percent());
     data.cycles().set_requested_percent(percent);
     data.cycles().set_effective_percent(effective_percent(percent));
+    if let Err(error) = collector.apply_percent(percent) {
+        data.cycles().set_requested_percent(recorded.0);
+        data.cycles().set_effective_percent(recorded.1);
+        return Err(refused(error));
+    }
     if previous < 0 {
         collector.restart().map_err(busy)?;
         data.cycles().set_stopped_by_module(false);

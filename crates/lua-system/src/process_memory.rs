@@ -163,6 +163,18 @@ pub fn set_process_sample_interval(interval: Duration) {
     MAX_AGE_NS.store(interval.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
 }
 
+/// Whether the states' blocks come from the process allocator, whose statistics must then
+/// count them. Not in a LuaJIT interpreter (`system.so`): LuaJIT serves its states from its own
+/// arena, which publishes no statistics, and `mem_stats()` adds the state's bytes to the process
+/// allocator's (see [`in_use_for_state`]).
+pub(crate) const STATE_IN_PROCESS_HEAP: bool = !cfg!(all(feature = "luajit", feature = "module"));
+
+/// The heap in use `mem_stats()` reports for a state holding `state_bytes`, from the allocator's
+/// figures: theirs, plus the state's bytes where they are not among them.
+pub(crate) fn in_use_for_state(heap: &HeapMemory, state_bytes: u64) -> u64 {
+    if STATE_IN_PROCESS_HEAP { heap.heap_in_use } else { heap.heap_in_use + state_bytes }
+}
+
 /// One reading of the process figures.
 struct Sample {
     taken: Instant,
@@ -170,11 +182,14 @@ struct Sample {
 }
 
 impl Sample {
-    /// Whether this reading can stand for now, for a state holding `state_bytes`.
+    /// Whether this reading can stand for now, for a state holding `state_bytes`: fresh enough,
+    /// and its heap in use, as `mem_stats()` would report it for the state, at least the state's
+    /// (it was read before the state grew past it, or the statistics describe another
+    /// allocator: a new reading tells).
     fn serves(&self, state_bytes: u64) -> bool {
         let fresh = self.taken.elapsed().as_nanos() <= u128::from(MAX_AGE_NS.load(Relaxed));
         let covers = match &self.memory {
-            Ok(ProcessMemory { heap: Ok(heap), .. }) => heap.heap_in_use >= state_bytes,
+            Ok(ProcessMemory { heap: Ok(heap), .. }) => in_use_for_state(heap, state_bytes) >= state_bytes,
             _ => true,
         };
         fresh && covers

@@ -294,9 +294,10 @@ impl MemStats {
 /// live bytes in use (exact), and the arena's free space is not counted as idle
 /// (`process_source` says so).
 fn covers_state(mut process: ProcessMemory, alloc: u64) -> ProcessMemory {
-    #[cfg(all(feature = "luajit", feature = "module"))]
-    if let Ok(heap) = &mut process.heap {
-        heap.heap_in_use += alloc;
+    if !process_memory::STATE_IN_PROCESS_HEAP
+        && let Ok(heap) = &mut process.heap
+    {
+        heap.heap_in_use = process_memory::in_use_for_state(heap, alloc);
         heap.heap_sys += alloc;
         heap.source = "glibc + the state's bytes in LuaJIT's arena";
         return process;

@@ -41,6 +41,82 @@ fn the_hook_sees_every_cycle_as_num_gc_counts_it() {
     assert!(cycles.windows(2).all(|w| w[0].at <= w[1].at));
 }
 
+/// The hook's `next_gc` is the threshold Lua sets when the cycle ends: what `mem_stats()` reads
+/// in Lua's internals right after (`next_gc_source` "threshold"), in each of the version's
+/// modes, with several percents, for automatic cycles (generational mode: minor collections,
+/// and major ones, some freeing too little, after which Lua waits a pause) and forced ones.
+#[test]
+fn the_hooks_next_gc_is_the_threshold_lua_sets() {
+    let modes: &[&str] = if cfg!(any(feature = "lua52", feature = "lua54", feature = "lua55")) {
+        &["incremental", "generational"]
+    } else {
+        &["incremental"]
+    };
+    for mode in modes {
+        for percent in [100, 200] {
+            let lua = exact();
+            if cfg!(any(feature = "lua52", feature = "lua54", feature = "lua55")) {
+                lua.load(format!("collectgarbage('{mode}')")).exec().unwrap();
+            }
+            let cycles = record_cycles(&lua);
+            // After each cycle, the first mem_stats(): "number next_gc source". The live set
+            // grows for a while (major collections then free too little), then stays.
+            let seen: Vec<String> = lua
+                .load(format!(
+                    r#"
+                    local system = require("system")
+                    system.set_gc_percent({percent})
+                    local seen, last, keep = {{}}, system.mem_stats().num_gc, {{}}
+                    for i = 1, 1000000 do
+                      local s = system.mem_stats()
+                      if s.num_gc ~= last then
+                        seen[#seen + 1] = s.num_gc .. " " .. s.next_gc .. " " .. s.next_gc_source
+                        last = s.num_gc
+                        if #seen == 30 then break end
+                      end
+                      keep[i % 3000] = {{ i }}
+                      if i % 9973 == 0 then system.gc() end
+                    end
+                    return seen
+                    "#
+                ))
+                .eval()
+                .unwrap();
+            let cycles = cycles.lock().unwrap().clone();
+            let case = format!("{mode}, percent {percent}");
+            assert_eq!(seen.len(), 30, "{case}: cycles seen");
+            let (mut matched, mut bad_majors) = (0, 0);
+            for line in &seen {
+                let [number, next_gc, source] = line.split(' ').collect::<Vec<_>>()[..] else { panic!("{line}") };
+                let (number, next_gc): (u64, u64) = (number.parse().unwrap(), next_gc.parse().unwrap());
+                assert_eq!(source, "threshold", "{case}: Lua's threshold is read");
+                let cycle = cycles.iter().find(|c| c.number == number).unwrap();
+                if cycle.next_gc == Some(next_gc) {
+                    matched += 1;
+                    continue;
+                }
+                // A threshold the heap has already reached starts the next cycle at once, which
+                // mem_stats() then sees running.
+                let reached = cycle.next_gc.is_some_and(|n| n <= cycle.heap_after);
+                // Lua 5.4's generational mode: a major collection that frees less than half the
+                // growth since the last one makes Lua wait a pause instead (a "bad" collection),
+                // decided after the finalizers ran (Cycle::next_gc's documentation).
+                let long_wait = *mode == "generational"
+                    && cfg!(feature = "lua54")
+                    && cycle.next_gc.is_some_and(|n| next_gc > n)
+                    && next_gc <= cycle.heap_after * (100 + percent) / 100 + 1024;
+                bad_majors += usize::from(long_wait);
+                assert!(
+                    reached || long_wait,
+                    "{case}: cycle {number}: {cycle:?}, then next_gc {next_gc}; seen {seen:?}"
+                );
+            }
+            assert!(matched >= 27, "{case}: {matched} of 30 cycles matched");
+            assert!(bad_majors <= 2, "{case}: {bad_majors} bad major collections");
+        }
+    }
+}
+
 #[test]
 fn a_collection_the_host_runs_is_forced_when_marked() {
     let lua = exact();

@@ -111,9 +111,11 @@ unsafe extern "C-unwind" fn collected<R: Record>(l: *mut lua_State) -> c_int {
         if !is_sentinel {
             return 0;
         }
+        // The next sentinel first: the cycle's figures (the live heap, the threshold Lua will
+        // set from the heap in generational mode) then include its bytes, as Lua's will.
+        arm::<R>(l, record);
         let _ =
             catch_unwind(AssertUnwindSafe(|| record.cycle_ended(&Collector::with_internals(l, record.internals()))));
-        arm::<R>(l, record);
     }
     0
 }
