@@ -2,7 +2,8 @@
 local T = require("testing")
 local system = require("system")
 
-local DEFAULT = T.default_percent
+-- The tests below run in incremental mode (see HAS_MODES).
+local DEFAULT = T.default_pause_percent
 
 -- Whether Lua itself can say if its collector runs (not Lua 5.1).
 local function lua_says_running()

@@ -15,7 +15,7 @@ local SLACK = 0.5 -- the cycle's own growth, as a fraction of the threshold
 -- Makes the collector finish each cycle in few steps, where the version lets a script.
 local function fast_cycles()
   if T.version == "5.4" then collectgarbage("incremental", 0, 1000, 0)
-  elseif T.version == "5.5" then collectgarbage("param", "stepmul", 2000)
+  elseif T.version == "5.5" then collectgarbage("incremental"); collectgarbage("param", "stepmul", 2000)
   elseif not T.luajit or true then pcall(collectgarbage, "setstepmul", 1000) end
 end
 

@@ -115,7 +115,11 @@ fn gctrace_prints_one_parsable_line_per_cycle_and_counts_as_num_gc_does() {
     for line in &lines {
         assert!(line.before_mb >= line.after_mb, "before >= after: {line:?}");
         assert!(line.objects > 0, "objects: {line:?}");
-        if let Some(next) = line.next_mb {
+        // Lua 5.2 bases the threshold on the memory its marking traversed, which can be below
+        // the heap: the next cycle then starts at once.
+        if let Some(next) = line.next_mb
+            && !cfg!(feature = "lua52")
+        {
             assert!(next >= line.after_mb, "the target is above the live heap: {line:?}");
         }
     }

@@ -300,6 +300,10 @@ fn covers_state(mut process: ProcessMemory, alloc: u64) -> ProcessMemory {
         heap.heap_in_use = process_memory::in_use_for_state(heap, alloc);
         heap.heap_sys += alloc;
         heap.source = "glibc + the state's bytes in LuaJIT's arena";
+        // The kernel's reading may predate the state's latest growth (readings are reused while
+        // fresh): `sys` still holds what the heap figures say is held.
+        let held = heap.heap_sys + process.stack_sys + heap.mspan_sys;
+        process.sys = process.sys.max(held);
         return process;
     }
     if let Ok(heap) = process.heap

@@ -106,8 +106,13 @@ fn the_hooks_next_gc_is_the_threshold_lua_sets() {
                     && cycle.next_gc.is_some_and(|n| next_gc > n)
                     && next_gc <= cycle.heap_after * (100 + percent) / 100 + 1024;
                 bad_majors += usize::from(long_wait);
+                // Lua 5.2's generational mode: a major collection sets the threshold from the heap
+                // again once all finalizers ran, a few hundred bytes later.
+                let major_52 = *mode == "generational"
+                    && cfg!(feature = "lua52")
+                    && cycle.next_gc.is_some_and(|n| n.abs_diff(next_gc) <= n / 100);
                 assert!(
-                    reached || long_wait,
+                    reached || long_wait || major_52,
                     "{case}: cycle {number}: {cycle:?}, then next_gc {next_gc}; seen {seen:?}"
                 );
             }

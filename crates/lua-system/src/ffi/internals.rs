@@ -185,6 +185,14 @@ mod layout {
     pub(super) const STATES: u8 = 5;
 }
 
+/// Lua 5.1's and LuaJIT's estimate once the running finalizer returns: `GCSfinalize` takes
+/// `GCFINALIZECOST` (100) off it after each finalizer, while it stays above that.
+#[cfg(any(feature = "lua51", feature = "luajit"))]
+fn finalized_estimate(estimate: u64) -> u64 {
+    const GCFINALIZECOST: u64 = 100;
+    if estimate > GCFINALIZECOST { estimate - GCFINALIZECOST } else { estimate }
+}
+
 #[cfg(feature = "lua51")]
 impl Internals {
     fn total_bytes(&self) -> u64 {
@@ -243,9 +251,11 @@ impl Internals {
         self.threshold_for(self.pause())
     }
 
-    /// The threshold Lua sets when the cycle whose finalizers run now ends.
+    /// The threshold Lua sets when the cycle whose finalizers run now ends: each finalizer
+    /// takes `GCFINALIZECOST` off the estimate once it returns, this one included (finalizers
+    /// still pending after it take theirs too).
     pub(crate) fn threshold_after_cycle(&self) -> u64 {
-        self.threshold_for_setting()
+        finalized_estimate(self.read::<usize>(layout::ESTIMATE) as u64) / 100 * self.pause().max(0) as u64
     }
 }
 
@@ -397,6 +407,13 @@ impl Internals {
     /// The threshold Lua sets when the cycle whose finalizers run now ends: in generational mode
     /// (5.4), the next minor collection's, `genminormul`% of the heap further.
     pub(crate) fn threshold_after_cycle(&self) -> u64 {
+        // Lua 5.2 runs a cycle's finalizers after it has set the next threshold (`luaC_forcestep`
+        // calls `GCTM` once `incstep` reached the pause): it is there to read, in both modes.
+        // Its estimate counts only the memory traversed, so the threshold may be below the heap.
+        #[cfg(feature = "lua52")]
+        if let Phase::Waiting { threshold } = self.phase() {
+            return threshold;
+        }
         #[cfg(feature = "lua54")]
         if self.generational() {
             let heap = self.total_bytes();
@@ -618,8 +635,9 @@ impl Internals {
         self.threshold_for(self.pause())
     }
 
-    /// The threshold LuaJIT sets when the cycle whose finalizers run now ends.
+    /// The threshold LuaJIT sets when the cycle whose finalizers run now ends (as Lua 5.1's,
+    /// see [`finalized_estimate`]).
     pub(crate) fn threshold_after_cycle(&self) -> u64 {
-        self.threshold_for_setting()
+        finalized_estimate(self.read::<u64>(layout::ESTIMATE)) / 100 * self.pause().max(0) as u64
     }
 }
