@@ -414,3 +414,28 @@ pub fn version_line() -> Option<&'static std::ffi::CStr> {
     #[cfg(not(lua_version_line))]
     None
 }
+
+/// Makes `warnings` the state's warning function, called by Lua with each piece as a C string:
+/// a piece is measured only when it is shown or may be a control message.
+#[cfg(any(feature = "lua54", feature = "lua55"))]
+pub fn set_warning_function(lua: &Lua, warnings: std::rc::Rc<crate::warnings::Warnings>) {
+    use std::ffi::{CStr, c_char, c_void};
+
+    unsafe extern "C-unwind" fn warnf(ud: *mut c_void, msg: *const c_char, tocont: c_int) {
+        // SAFETY: `ud` is the `Warnings` leaked below, alive for the process; `msg` is a C
+        // string (Lua's contract), so its first byte is readable. No panic leaves: writing to
+        // stderr ignores errors, and a panic is caught.
+        let _ = std::panic::catch_unwind(|| unsafe {
+            let warnings = &*(ud as *const crate::warnings::Warnings);
+            if !warnings.ignores(*msg.cast::<u8>(), tocont != 0) {
+                warnings.warn(CStr::from_ptr(msg).to_bytes(), tocont != 0);
+            }
+        });
+    }
+
+    // The runner's state lives until the process exits: the handle is leaked with it.
+    let ud = std::rc::Rc::into_raw(warnings) as *mut c_void;
+    // SAFETY: `lua_setwarnf` only stores the function and its data; it runs under `exec_raw`'s
+    // protected call.
+    let _ = unsafe { lua.exec_raw::<()>((), |l| ffi::lua_setwarnf(l, Some(warnf), ud)) };
+}

@@ -5,6 +5,7 @@
 //! state is a [`lua_system::SystemLua`], so every figure of `system.mem_stats()` is exact, and
 //! the process allocator is jemalloc, whose statistics give the process heap figures.
 
+mod cpu_backstop;
 mod lua_c;
 mod monitor;
 mod options;
@@ -204,22 +205,32 @@ fn run_program(lua: &Lua, argv: &[String], options: &Options, warnings: &warning
     Ok(())
 }
 
-/// `--profile`, `--allow`, `--deny` and `--memory-limit`.
+/// `--profile`, `--allow`, `--deny`, `--memory-limit` and `--cpu-limit`. `--profile sandbox`
+/// makes the state `lua_system::sandbox`'s (SECURITY.md), with the limits given or its own.
 fn apply_restrictions(lua: &Lua, options: &Options) -> mlua::Result<()> {
     let bad = |message: String| mlua::Error::runtime(message);
-    let mut permissions = match &options.profile {
-        Some(name) => Permissions::profile(name.parse::<Profile>().map_err(bad)?),
+    if let Some(bytes) = options.memory_limit {
+        lua_system::set_memory_limit(lua, Some(bytes))?;
+    }
+    if let Some(limit) = options.cpu_limit {
+        lua_system::set_cpu_limit(lua, Some(limit))?;
+    }
+    let profile = options.profile.as_deref().map(str::parse::<Profile>).transpose().map_err(bad)?;
+    if profile == Some(Profile::Sandbox) {
+        lua_system::sandbox(lua)?;
+    }
+    if let Some(limit) = lua_system::cpu_limit(lua)? {
+        cpu_backstop::arm(limit);
+    }
+    let mut permissions = match profile {
+        Some(profile) => Permissions::profile(profile),
         None => Permissions::default(),
     };
     for (allow, name) in &options.permission_changes {
         permissions =
             if *allow { permissions.allow(name) } else { permissions.deny(name) }.map_err(|e| bad(e.to_string()))?;
     }
-    lua_system::set_permissions(lua, permissions)?;
-    if let Some(bytes) = options.memory_limit {
-        lua_system::set_memory_limit(lua, Some(bytes))?;
-    }
-    Ok(())
+    lua_system::set_permissions(lua, permissions)
 }
 
 /// Starts the collector as lua.c of the embedded release does once the state is built: in

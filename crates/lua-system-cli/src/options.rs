@@ -16,11 +16,13 @@ Available options are:
   --        stop handling options
   -         stop handling options and execute stdin
   --profile full|observe|sandbox
-            what scripts may do with the system module (default full)
+            what scripts may do (default full; sandbox: untrusted code, SECURITY.md)
   --allow LIST, --deny LIST
             allow or deny functions of the module, by name, comma-separated
   --memory-limit BYTES
-            the state's memory limit; suffixes K, M, G (powers of 1024)
+            the state's memory limit; suffixes K, M, G (powers of 1024); sandbox: 64M
+  --cpu-limit SECONDS
+            the CPU time the script may use (SECURITY.md); sandbox: 10
   --gctrace  a line on stderr per completed GC cycle (format: README, Watching memory)
   --mem-profile FILE
             sample the heap while the script runs; write FILE as .svg (a chart), .csv or .json
@@ -72,6 +74,8 @@ pub struct Options {
     pub profile: Option<String>,
     pub permission_changes: Vec<(bool, String)>,
     pub memory_limit: Option<usize>,
+    /// `--cpu-limit`: the script's CPU budget.
+    pub cpu_limit: Option<std::time::Duration>,
     pub gctrace: bool,
     pub mem_profile: Option<String>,
     pub mem_profile_interval_ms: Option<u64>,
@@ -140,13 +144,19 @@ impl Options {
                         }
                     }
                 }
-                "--profile" | "--allow" | "--deny" | "--memory-limit" => {
+                "--profile" | "--allow" | "--deny" | "--memory-limit" | "--cpu-limit" => {
                     i += 1;
                     let Some(value) = argv.get(i) else {
                         return Err(BadOption(format!("'{arg}' needs argument")));
                     };
                     match arg {
                         "--profile" => options.profile = Some(value.clone()),
+                        "--cpu-limit" => {
+                            let seconds = value.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9);
+                            options.cpu_limit = Some(std::time::Duration::from_secs_f64(seconds.ok_or_else(|| {
+                                BadOption(format!("'--cpu-limit' needs a positive number of seconds, not '{value}'"))
+                            })?));
+                        }
                         "--memory-limit" => {
                             options.memory_limit = Some(parse_bytes(value).ok_or_else(|| {
                                 BadOption(format!(
@@ -313,6 +323,10 @@ mod tests {
         assert_eq!(o.permission_changes, vec![(true, "gc".into()), (true, "pid".into()), (false, "hostname".into())]);
         assert_eq!(o.memory_limit, Some(64 << 20));
         assert!(parse(&["--memory-limit", "lots"]).is_err());
+        assert_eq!(parse(&["--cpu-limit", "1.5"]).unwrap().cpu_limit, Some(std::time::Duration::from_millis(1500)));
+        for bad in ["0", "-1", "nan", "inf", "soon"] {
+            assert!(parse(&["--cpu-limit", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -37,8 +37,15 @@ impl Warnings {
         }
     }
 
+    /// Whether a piece starting with `first` is ignored without being read: warnings are off and
+    /// it is no control message (lauxlib's `warnfoff` costs nothing then either, and a script
+    /// may pass gigabytes to `warn`).
+    pub fn ignores(&self, first: u8, continued: bool) -> bool {
+        self.state.get() == State::Off && (continued || first != b'@')
+    }
+
     #[cfg_attr(not(any(feature = "lua54", feature = "lua55")), allow(dead_code))]
-    fn warn(&self, piece: &[u8], continued: bool) {
+    pub fn warn(&self, piece: &[u8], continued: bool) {
         let mut stderr = std::io::stderr().lock();
         match self.state.get() {
             State::Off | State::On if self.is_control(piece, continued) => {}
@@ -81,13 +88,7 @@ impl Warnings {
 pub fn install(lua: &Lua) -> Rc<Warnings> {
     let warnings = Rc::new(Warnings::default());
     #[cfg(any(feature = "lua54", feature = "lua55"))]
-    {
-        let state = Rc::clone(&warnings);
-        lua.set_warning_function(move |_, piece, continued| {
-            state.warn(piece.as_bytes(), continued);
-            Ok(())
-        });
-    }
+    crate::lua_c::set_warning_function(lua, Rc::clone(&warnings));
     #[cfg(not(any(feature = "lua54", feature = "lua55")))]
     let _ = lua;
     warnings

@@ -42,6 +42,7 @@
 mod answer;
 mod args;
 mod block_set;
+mod cpu_budget;
 mod cpu_limit;
 mod cycles;
 mod faults;
@@ -57,6 +58,7 @@ mod permissions;
 mod probe;
 mod process_memory;
 mod runtime;
+mod sandbox;
 mod state_data;
 mod stats;
 mod system_lua;
@@ -73,6 +75,7 @@ pub use mlua;
 pub use permissions::{Permissions, Profile, UnknownFunction};
 pub use probe::{Probe, Sample};
 pub use process_memory::{HeapMemory, ProcessMemory, read as process_memory, set_process_sample_interval};
+pub use sandbox::{SANDBOX_CPU_LIMIT, SANDBOX_MEMORY_LIMIT, cpu_limit, cpu_used, sandbox, set_cpu_limit};
 pub use state_data::Accounting;
 pub use stats::{Figure, MemStats, NextGcSource, Unavailable};
 pub use system_lua::{

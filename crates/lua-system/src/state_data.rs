@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::cpu_budget::CpuBudget;
 use crate::cycles::Cycles;
 use crate::ffi::Collector;
 use crate::ffi::internals::InternalsCache;
@@ -57,6 +58,8 @@ pub(crate) struct StateData {
     internals: InternalsCache,
     /// What scripts may do (`permissions.rs`), as bits: reading, changing.
     permissions: [AtomicU64; 2],
+    /// How much CPU time its Lua code may use (`set_cpu_limit`).
+    cpu_budget: CpuBudget,
 }
 
 impl StateData {
@@ -88,6 +91,7 @@ impl StateData {
             mode,
             internals: InternalsCache::default(),
             permissions: Self::permission_bits(Permissions::default()),
+            cpu_budget: CpuBudget::default(),
         }
     }
 
@@ -97,6 +101,10 @@ impl StateData {
 
     pub(crate) fn cycles(&self) -> &Cycles {
         &self.cycles
+    }
+
+    pub(crate) fn cpu_budget(&self) -> &CpuBudget {
+        &self.cpu_budget
     }
 
     pub(crate) fn accounting(&self) -> Accounting {
@@ -177,5 +185,9 @@ impl crate::ffi::Record for StateData {
 
     fn internals(&self) -> &InternalsCache {
         &self.internals
+    }
+
+    fn cpu_budget(&self) -> &CpuBudget {
+        StateData::cpu_budget(self)
     }
 }

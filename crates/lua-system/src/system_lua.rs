@@ -274,8 +274,17 @@ pub fn permissions(lua: &Lua) -> mlua::Result<Permissions> {
 
 /// Sets what scripts of the state may do with the module. A denied call answers
 /// `nil, "permission denied: system.<function>"` and changes nothing.
+///
+/// Where the permissions deny `gc` or `set_gc_percent`, Lua's `collectgarbage` is put under
+/// them too (from then on): `collectgarbage("stop")` needs `set_gc_percent`, a collection needs
+/// `gc`, reading (`"count"`) needs nothing; a denied call answers
+/// `nil, "permission denied: collectgarbage(\"stop\")"`.
 pub fn set_permissions(lua: &Lua, permissions: Permissions) -> mlua::Result<()> {
-    states::with_record(lua, |data: &StateData, _| data.set_permissions(permissions))
+    states::with_record(lua, |data: &StateData, _| data.set_permissions(permissions))?;
+    if !permissions.allows_change("gc") || !permissions.allows_change("set_gc_percent") {
+        crate::sandbox::gate_collectgarbage(lua)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

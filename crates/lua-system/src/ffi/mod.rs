@@ -7,6 +7,7 @@
 //! * [`states`]: creating and closing the states the module makes; finding a state's record.
 //! * [`foreign`]: loading the module into states made elsewhere (interpreters, mlua, C hosts).
 //! * [`loader`]: `require("system")`: building the module table and putting it in place.
+//! * [`budget_hook`]: the count hook that enforces a state's CPU budget.
 //! * [`sentinel`]: the object every collection cycle finalizes once (cycle counting).
 //! * [`collector`]: `lua_gc`, and how each Lua version encodes the collector's parameters.
 //! * [`internals`]: the collector's own figures in Lua's global state, checked before use.
@@ -30,6 +31,7 @@
 //! a script that gets hold of one through `debug` can call it with anything, and nothing breaks.
 
 pub(crate) mod allocator_stats;
+pub(crate) mod budget_hook;
 pub(crate) mod call;
 pub(crate) mod collector;
 pub(crate) mod coroutines;
@@ -78,4 +80,7 @@ pub(crate) trait Record: Sync + Sized + 'static {
 
     /// Where the state's collector internals are, once checked.
     fn internals(&self) -> &internals::InternalsCache;
+
+    /// The state's CPU budget (charged by [`budget_hook`]).
+    fn cpu_budget(&self) -> &crate::cpu_budget::CpuBudget;
 }

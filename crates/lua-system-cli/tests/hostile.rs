@@ -1,0 +1,108 @@
+//! The hostile corpus (`tests/hostile/`, its README says what each outcome means): every script
+//! under every profile, with a memory limit and a CPU budget, ends by itself with the outcome
+//! its first line declares, and the process's peak resident memory stays bounded.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The bound on a hostile script's peak resident memory under `--memory-limit 16M`
+/// (SECURITY.md, "Memory limit": the limit bounds the Lua heap, not the process).
+const RSS_BOUND_KIB: i64 = 200 * 1024;
+
+fn corpus() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/hostile");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "lua"))
+        .collect();
+    scripts.sort();
+    scripts
+}
+
+struct Run {
+    status: Option<i32>,
+    stdout: String,
+    stderr: String,
+    peak_rss_kib: i64,
+    wall: Duration,
+}
+
+/// Runs the runner on `script` and waits for it, reading its peak RSS from `wait4`.
+#[allow(clippy::zombie_processes)] // reaped by `wait4`, not `Child::wait`
+fn run(profile: &str, script: &Path) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lua-system"))
+        .args(["--profile", profile, "--memory-limit", "16M", "--cpu-limit", "1"])
+        .arg(script)
+        .arg(profile)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    // Reaped here rather than by `Child::wait`, for its resource usage.
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; `wait4` fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child, which nothing else waits for.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4");
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    Run {
+        status: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).chars().take(2000).collect(),
+        peak_rss_kib: usage.ru_maxrss,
+        wall: started.elapsed(),
+    }
+}
+
+#[test]
+fn every_hostile_script_is_contained_under_every_profile() {
+    let mut failures = Vec::new();
+    for script in corpus() {
+        let text = std::fs::read_to_string(&script).unwrap();
+        let expect = text.lines().next().and_then(|l| l.strip_prefix("-- expect: ")).expect("an expect line").trim();
+        let name = script.file_name().unwrap().to_string_lossy().into_owned();
+        for profile in ["full", "observe", "sandbox"] {
+            let run = run(profile, &script);
+            let case = format!(
+                "{name} ({profile}): status {:?}, {} KiB, {:?}\n{}{}",
+                run.status, run.peak_rss_kib, run.wall, run.stdout, run.stderr
+            );
+            println!("{name} ({profile}): status {:?}, peak RSS {} KiB, {:?}", run.status, run.peak_rss_kib, run.wall);
+            let outcome_ok = match expect {
+                "memory" => run.status == Some(1) && run.stderr.contains("not enough memory"),
+                "cpu" => run.status == Some(1) && run.stderr.contains("CPU limit exceeded"),
+                "error" => run.status == Some(1) && !run.stderr.is_empty(),
+                "survives" => {
+                    let word = if profile == "sandbox" && name == "escapes.lua" { "contained" } else { "survived" };
+                    run.status == Some(0) && run.stdout.contains(word)
+                }
+                other => panic!("{name}: unknown expectation {other}"),
+            };
+            if !outcome_ok {
+                failures.push(format!("expected {expect}: {case}"));
+            }
+            if run.peak_rss_kib > RSS_BOUND_KIB {
+                failures.push(format!("peak RSS over {RSS_BOUND_KIB} KiB: {case}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}

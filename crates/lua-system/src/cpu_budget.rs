@@ -1,0 +1,125 @@
+//! A state's CPU budget: how much CPU time its Lua code may use before every instruction
+//! raises an error ([`crate::set_cpu_limit`]).
+//!
+//! The state's count hook (`ffi/budget_hook.rs`) charges the budget every
+//! [`CHECK_EVERY`] instructions with the CPU time the running thread used since the previous
+//! charge (`CLOCK_THREAD_CPUTIME_ID`): the state's own work, whichever thread runs it, and not
+//! the time other threads of the process use meanwhile. Time inside one C function (pattern
+//! matching, `string.rep`) is charged when it returns, at the next instruction.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use rustix::time::{ClockId, clock_gettime};
+
+/// Instructions between two charges: a check costs a clock read (a system call, ~0.1-0.5 µs),
+/// 10,000 instructions take 20-200 µs, so the check costs under 1% and the budget is overrun by
+/// at most about that much.
+pub(crate) const CHECK_EVERY: i32 = 10_000;
+
+const NONE: u64 = u64::MAX;
+
+/// The budget and what has been charged against it.
+pub(crate) struct CpuBudget {
+    /// The limit in nanoseconds (`NONE`: no limit).
+    limit_ns: AtomicU64,
+    /// CPU time charged since the limit was set.
+    used_ns: AtomicU64,
+    /// The thread of the last charge (its kernel id, 0: none yet) and its CPU clock then.
+    last_thread: AtomicU64,
+    last_clock_ns: AtomicU64,
+}
+
+impl Default for CpuBudget {
+    fn default() -> Self {
+        CpuBudget {
+            limit_ns: AtomicU64::new(NONE),
+            used_ns: AtomicU64::new(0),
+            last_thread: AtomicU64::new(0),
+            last_clock_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl CpuBudget {
+    /// Sets the limit (`None`: none) and starts charging from zero, from now on the calling
+    /// thread. Returns the previous limit.
+    pub(crate) fn set(&self, limit: Option<Duration>) -> Option<Duration> {
+        let ns = limit.map_or(NONE, |d| d.as_nanos().min(u128::from(NONE - 1)) as u64);
+        self.used_ns.store(0, Relaxed);
+        self.last_thread.store(current_thread(), Relaxed);
+        self.last_clock_ns.store(thread_cpu_ns(), Relaxed);
+        let previous = self.limit_ns.swap(ns, Relaxed);
+        (previous != NONE).then(|| Duration::from_nanos(previous))
+    }
+
+    /// The limit, if any.
+    pub(crate) fn limit(&self) -> Option<Duration> {
+        let ns = self.limit_ns.load(Relaxed);
+        (ns != NONE).then(|| Duration::from_nanos(ns))
+    }
+
+    /// CPU time charged since the limit was set.
+    pub(crate) fn used(&self) -> Duration {
+        Duration::from_nanos(self.used_ns.load(Relaxed))
+    }
+
+    /// Whether the budget is spent (without charging).
+    pub(crate) fn spent(&self) -> bool {
+        self.used_ns.load(Relaxed) > self.limit_ns.load(Relaxed)
+    }
+
+    /// Charges the CPU time the calling thread used since the last charge; whether the budget
+    /// is now spent. A charge on another thread than the last one starts from that thread's
+    /// clock now (the time since the state changed threads is not known, and not charged).
+    pub(crate) fn charge(&self) -> bool {
+        if self.spent() {
+            return true;
+        }
+        let (thread, now) = (current_thread(), thread_cpu_ns());
+        let last = self.last_clock_ns.swap(now, Relaxed);
+        if self.last_thread.swap(thread, Relaxed) == thread {
+            self.used_ns.fetch_add(now.saturating_sub(last), Relaxed);
+        }
+        self.spent()
+    }
+}
+
+fn current_thread() -> u64 {
+    u64::from(rustix::thread::gettid().as_raw_nonzero().get().unsigned_abs())
+}
+
+fn thread_cpu_ns() -> u64 {
+    let t = clock_gettime(ClockId::ThreadCPUTime);
+    (t.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_is_spent_by_work_on_the_thread() {
+        let budget = CpuBudget::default();
+        assert!(!budget.charge(), "no limit");
+        assert_eq!(budget.set(Some(Duration::from_millis(20))), None);
+        let mut x = 0u64;
+        while !budget.charge() {
+            for i in 0..10_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+        assert!(budget.used() > Duration::from_millis(20) && budget.used() < Duration::from_millis(200));
+        assert_eq!(budget.set(None), Some(Duration::from_millis(20)));
+        assert!(!budget.charge() && budget.used() < Duration::from_millis(5), "reset");
+    }
+
+    #[test]
+    fn sleeping_is_not_charged() {
+        let budget = CpuBudget::default();
+        budget.set(Some(Duration::from_millis(10)));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!budget.charge(), "used {:?}", budget.used());
+    }
+}

@@ -1,0 +1,105 @@
+//! The count hook that enforces a state's CPU budget (`cpu_budget.rs`).
+//!
+//! Armed on a thread, the hook runs every [`CHECK_EVERY`] instructions, there and in every
+//! coroutine the thread creates afterwards (Lua copies a thread's hook into the threads it
+//! creates; LuaJIT's hook is the state's). Once the budget is spent it raises "CPU limit
+//! exceeded" and re-arms itself to run at *every* instruction of that thread: a script that
+//! catches the error with `pcall` fails again at its next instruction, so the error reaches the
+//! host. LuaJIT does not run hooks in compiled code: arming turns its JIT compiler off.
+
+#[cfg(feature = "luajit")]
+use std::ffi::c_int;
+
+use mlua::ffi::{self, lua_Debug, lua_State};
+
+use super::{Record, states};
+use crate::cpu_budget::CHECK_EVERY;
+
+/// Arms the hook on `l` (and so on the coroutines it creates from now on).
+///
+/// # Safety
+/// `l` is a thread of a state whose allocator is the module's, with record type `R`.
+pub(crate) unsafe fn arm<R: Record>(l: *mut lua_State) {
+    // SAFETY: per the contract; setting a hook neither allocates nor raises.
+    unsafe {
+        ffi::lua_sethook(l, Some(hook::<R>), ffi::LUA_MASKCOUNT, CHECK_EVERY);
+        #[cfg(feature = "luajit")]
+        jit_off(l);
+    }
+}
+
+/// Removes the hook from `l`, if it is this module's.
+///
+/// # Safety
+/// `l` is a live thread.
+pub(crate) unsafe fn disarm<R: Record>(l: *mut lua_State) {
+    // SAFETY: reading and clearing the hook neither allocates nor raises.
+    unsafe {
+        if ffi::lua_gethook(l).is_some_and(|f| f as usize == hook::<R> as ffi::lua_Hook as usize) {
+            ffi::lua_sethook(l, None, 0, 0);
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn hook<R: Record>(l: *mut lua_State, _ar: *mut lua_Debug) {
+    // SAFETY: a hook may raise; the Rust frames here hold nothing to drop when it does (the
+    // message is pushed, and its Rust copy dropped, before `lua_error`).
+    unsafe {
+        let Some(record) = states::record::<R>(l) else { return };
+        let budget = record.cpu_budget();
+        if !budget.charge() {
+            return;
+        }
+        ffi::lua_sethook(l, Some(hook::<R>), ffi::LUA_MASKCOUNT, 1);
+        // The message is formatted on the stack (nothing to drop if pushing it raises) and
+        // pushed past the memory limit, so that a script at its limit still gets it.
+        let limit = budget.limit().unwrap_or_default();
+        let mut buffer = [0u8; 128];
+        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+        let _ = std::io::Write::write_fmt(
+            &mut cursor,
+            format_args!(
+                "CPU limit exceeded: the state's Lua code used more than {:.3} s of CPU time",
+                limit.as_secs_f64()
+            ),
+        );
+        let length = cursor.position() as usize;
+        record.heap().over_limit(|| ffi::lua_pushlstring(l, buffer.as_ptr().cast(), length));
+        ffi::lua_error(l);
+    }
+}
+
+#[cfg(feature = "luajit")]
+unsafe extern "C" {
+    fn luaJIT_setmode(l: *mut lua_State, idx: c_int, mode: c_int) -> c_int;
+}
+
+/// Flushes LuaJIT's compiled code and turns its compiler off: hooks run only in the interpreter.
+#[cfg(feature = "luajit")]
+unsafe fn jit_off(l: *mut lua_State) {
+    const LUAJIT_MODE_ENGINE: c_int = 0;
+    const LUAJIT_MODE_OFF: c_int = 0x0000;
+    const LUAJIT_MODE_FLUSH: c_int = 0x0200;
+    // SAFETY: `luaJIT_setmode` on a live state; it neither allocates Lua objects nor raises.
+    unsafe {
+        luaJIT_setmode(l, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_FLUSH);
+        luaJIT_setmode(l, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    }
+}
+
+/// Arms (`true`) or removes the hook on the thread `lua` runs on now: the main thread, from the
+/// host.
+pub(crate) fn set<R: Record>(lua: &mlua::Lua, armed: bool) -> mlua::Result<()> {
+    // SAFETY: `exec_raw` runs the closure on the locked state; `arm` and `disarm` neither
+    // allocate nor raise, and the module's allocator serves the state (the caller found its
+    // record).
+    unsafe {
+        lua.exec_raw::<()>((), |l| {
+            if armed {
+                arm::<R>(l);
+            } else {
+                disarm::<R>(l);
+            }
+        })
+    }
+}

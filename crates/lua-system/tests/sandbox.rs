@@ -1,0 +1,213 @@
+//! `lua_system::sandbox`, the CPU budget and `collectgarbage` under permissions, through the
+//! Rust API and the scripts a hostile user would write (SECURITY.md's claims, one by one).
+
+use std::time::{Duration, Instant};
+
+use lua_system::mlua::{self, Lua, StdLib};
+use lua_system::{Permissions, Profile, SystemLua};
+
+/// A state as a host embedding untrusted code makes it: every library the runner opens, then
+/// the sandbox.
+fn sandboxed() -> SystemLua {
+    // SAFETY: the state is dropped before anything it could have touched; no clone is kept.
+    let lua = unsafe { SystemLua::unsafe_new().unwrap() };
+    lua_system::sandbox(&lua).unwrap();
+    lua
+}
+
+fn eval<T: mlua::FromLuaMulti>(lua: &Lua, code: &str) -> T {
+    lua.load(code).eval().unwrap_or_else(|e| panic!("{code}: {e}"))
+}
+
+#[test]
+fn the_sandbox_leaves_no_way_to_the_file_system_processes_or_native_code() {
+    let lua = sandboxed();
+    let absent = [
+        "io",
+        "debug",
+        "dofile",
+        "loadfile",
+        "string.dump",
+        "os.execute",
+        "os.exit",
+        "os.getenv",
+        "os.remove",
+        "os.rename",
+        "os.tmpname",
+        "os.setlocale",
+        "package.loadlib",
+        "package.searchpath",
+        "ffi",
+        "jit",
+    ];
+    for path in absent {
+        let found: bool =
+            eval(&lua, &format!("local ok, v = pcall(function() return {path} end) return ok and v ~= nil"));
+        assert!(!found, "{path} is reachable");
+    }
+    for path in ["os.clock", "os.time", "os.date", "os.difftime", "string.rep", "table.concat", "math.floor"] {
+        let found: bool = eval(&lua, &format!("return {path} ~= nil"));
+        assert!(found, "{path} is missing");
+    }
+    // require: the module the host gave, nothing from disk, no C module, no FFI.
+    assert!(eval::<bool>(&lua, "return type(require('system').mem_stats) == 'function'"));
+    for module in ["io", "debug", "ffi", "jit.util", "os.nope", "cjson", "lpeg", "socket.core"] {
+        let (ok, err): (bool, String) =
+            eval(&lua, &format!("local ok, e = pcall(require, '{module}') return ok, tostring(e)"));
+        assert!(!ok, "require('{module}') worked");
+        assert!(err.contains(module), "{err}");
+    }
+}
+
+#[test]
+fn the_sandbox_loads_text_only() {
+    let lua = sandboxed();
+    assert_eq!(eval::<i64>(&lua, "return load('return 1 + 1')()"), 2);
+    assert_eq!(eval::<i64>(&lua, "local env = { x = 5 } return load('return x', 'c', 't', env)()"), 5);
+    let parts: i64 =
+        eval(&lua, "local p = { 'return ', '4' } local i = 0 return load(function() i = i + 1 return p[i] end)()");
+    assert_eq!(parts, 4);
+    // A binary chunk, made where string.dump exists, is refused in every form.
+    let plain = Lua::new();
+    let binary: mlua::LuaString = plain.load("return string.dump(function() return 42 end)").eval().unwrap();
+    lua.globals().set("binary", lua.create_string(binary.as_bytes()).unwrap()).unwrap();
+    for call in ["load(binary)", "load(binary, 'b', 'b')", "load(binary, 'b', 'bt')", "(loadstring or load)(binary)"] {
+        let (f, err): (Option<mlua::Function>, Option<String>) = eval(&lua, &format!("return {call}"));
+        assert!(f.is_none(), "{call} loaded a binary chunk");
+        assert!(err.unwrap_or_default().contains("binary"), "{call}");
+    }
+}
+
+#[test]
+fn the_sandbox_denies_the_host_and_the_collector_to_scripts() {
+    let lua = sandboxed();
+    let (pid, err): (Option<i64>, String) = eval(&lua, "return require('system').pid()");
+    assert_eq!((pid, err.as_str()), (None, "permission denied: system.pid"));
+    let answers: (Option<i64>, String, bool) =
+        eval(&lua, "local r, e = collectgarbage('stop') return r, e, collectgarbage('isrunning') ~= false");
+    assert_eq!(answers, (None, "permission denied: collectgarbage(\"stop\")".into(), true));
+    let (r, e): (Option<i64>, String) = eval(&lua, "return collectgarbage()");
+    assert_eq!((r, e.as_str()), (None, "permission denied: collectgarbage(\"collect\")"));
+    assert!(eval::<f64>(&lua, "return collectgarbage('count')") > 0.0, "reading stays allowed");
+    let bad: String = eval(&lua, "local ok, e = pcall(collectgarbage, 'bogus') return tostring(e)");
+    assert!(bad.contains("invalid option"), "{bad}");
+}
+
+#[test]
+fn observe_gates_collectgarbage_and_full_keeps_lua_s_own() {
+    for (profile, gated) in [(Profile::Full, false), (Profile::Observe, true)] {
+        let lua = SystemLua::new().unwrap();
+        lua_system::set_permissions(&lua, Permissions::profile(profile)).unwrap();
+        for option in ["'stop'", "'setpause', 1000", "'setstepmul', 1000", "'generational'", "'incremental'"] {
+            let (first, running): (mlua::Value, bool) = eval(
+                &lua,
+                &format!(
+                    "local ok, r = pcall(collectgarbage, {option}) local running = collectgarbage('isrunning') ~= false collectgarbage('restart') return r, running"
+                ),
+            );
+            if gated {
+                assert!(first.is_nil() && running, "{profile:?}: collectgarbage({option}) changed the collector");
+            }
+        }
+        let stopped: bool = eval(
+            &lua,
+            "collectgarbage('stop') local r = collectgarbage('isrunning') == false collectgarbage('restart') return r",
+        );
+        // Lua 5.1 has no 'isrunning' option.
+        if !cfg!(any(feature = "lua51", feature = "luajit")) {
+            assert_eq!(stopped, !gated, "{profile:?}");
+        }
+    }
+}
+
+#[test]
+fn mlua_s_safe_constructor_keeps_c_modules_out() {
+    let lua = SystemLua::new().unwrap();
+    let (ok, err): (bool, String) =
+        eval(&lua, "local ok, e = pcall(package.loadlib, 'libc.so.6', '*') return ok, tostring(e)");
+    assert!(!ok || err.contains("disabled"), "package.loadlib: {err}");
+    let (ok, err): (bool, String) = eval(&lua, "local ok, e = pcall(require, 'cjson') return ok, tostring(e)");
+    assert!(!ok && err.contains("C modules"), "the C searcher: {err}");
+    assert!(eval::<bool>(&lua, "return debug == nil"));
+    let _ = StdLib::ALL_SAFE;
+}
+
+#[test]
+fn the_sandbox_has_a_memory_limit_a_script_cannot_escape() {
+    let lua = sandboxed();
+    assert_eq!(lua_system::memory_limit(&lua).unwrap(), Some(lua_system::SANDBOX_MEMORY_LIMIT));
+    let bombs = [
+        "local t = {} for i = 1, 1e9 do t[i] = i end",
+        "local s = 'x' while true do s = s .. s end",
+        "return string.rep('x', 2^40)",
+        "local t = {} for i = 1, 1e9 do t[i] = coroutine.create(print) end",
+        "local t = {} for i = 1, 1e6 do t[i] = ('x'):rep(100) .. i end return table.concat(t)",
+    ];
+    for bomb in bombs {
+        let err = lua.load(bomb).exec().unwrap_err().to_string();
+        assert!(err.contains("not enough memory") || err.contains("too large"), "{bomb}: {err}");
+        assert!(lua.used_memory() <= lua_system::SANDBOX_MEMORY_LIMIT, "{bomb}");
+        lua.gc_collect().unwrap();
+    }
+    // The limit holds and the state still works.
+    assert_eq!(eval::<i64>(&lua, "return 6 * 7"), 42);
+}
+
+/// Runs `code` in a state with a CPU budget of 0.3 s; returns the error and the CPU time used.
+fn run_to_the_budget(code: &str) -> (String, Duration) {
+    let lua = sandboxed();
+    lua_system::set_cpu_limit(&lua, Some(Duration::from_millis(300))).unwrap();
+    let started = Instant::now();
+    let err = lua.load(code).exec().unwrap_err().to_string();
+    let used = lua_system::cpu_used(&lua).unwrap();
+    println!("{code}: {used:?} of CPU, {:?} of wall time", started.elapsed());
+    (err, used)
+}
+
+#[test]
+fn a_cpu_budget_stops_loops_that_catch_errors_and_hide_in_coroutines() {
+    let hogs = [
+        "while true do end",
+        "while true do xpcall(function() while true do end end, function() while true do end end) end",
+        "while true do pcall(function() while true do end end) end",
+        "local function f() return pcall(f) end while true do f() end",
+        "coroutine.wrap(function() while true do pcall(function() while true do end end) end end)()",
+        "while true do coroutine.resume(coroutine.create(function() while true do end end)) end",
+        "local t = setmetatable({}, { __index = function(t, k) return t[k + 1] end }) while true do pcall(function() return t[1] end) end",
+        "while true do pcall(string.gsub, ('x'):rep(1000), '.', function() while true do end end) end",
+        "local t = {} for i = 1, 1000 do t[i] = i end while true do pcall(table.sort, t, function(a, b) while true do end end) end",
+    ];
+    for hog in hogs {
+        let (err, used) = run_to_the_budget(hog);
+        assert!(err.contains("CPU limit exceeded"), "{hog}: {err}");
+        assert!(used >= Duration::from_millis(300), "{hog}: stopped after {used:?}");
+    }
+}
+
+#[test]
+fn finalizers_which_no_hook_can_stop_are_refused() {
+    let lua = sandboxed();
+    for code in ["setmetatable({}, { __gc = function() while true do end end })", "return newproxy(true)"] {
+        let err = lua.load(code).exec().unwrap_err().to_string();
+        assert!(err.contains("__gc metamethods are not allowed") || err.contains("newproxy"), "{code}: {err}");
+    }
+    // Other metatables are as usual.
+    assert_eq!(eval::<i64>(&lua, "return setmetatable({}, { __index = function() return 7 end }).x"), 7);
+}
+
+#[test]
+fn a_cpu_budget_is_the_states_own_and_can_be_lifted() {
+    let lua = sandboxed();
+    assert_eq!(lua_system::cpu_limit(&lua).unwrap(), Some(lua_system::SANDBOX_CPU_LIMIT));
+    assert_eq!(lua_system::set_cpu_limit(&lua, None).unwrap(), Some(lua_system::SANDBOX_CPU_LIMIT));
+    // Without a budget, long-running code runs to its end.
+    assert_eq!(eval::<i64>(&lua, "local n = 0 for i = 1, 3e7 do n = n + 1 end return n"), 30_000_000);
+    // A spent budget, set again, gives the state a new one.
+    lua_system::set_cpu_limit(&lua, Some(Duration::from_millis(50))).unwrap();
+    assert!(lua.load("while true do end").exec().is_err());
+    lua_system::set_cpu_limit(&lua, Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(eval::<i64>(&lua, "return 1 + 1"), 2);
+    // Another state is not charged for this one's work.
+    let other = sandboxed();
+    assert!(lua_system::cpu_used(&other).unwrap() < Duration::from_millis(50));
+}
