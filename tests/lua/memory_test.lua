@@ -69,9 +69,7 @@ T.test("mem_stats(t) refills t: same figures, no garbage", function()
   for name, value in pairs(fresh) do
     if type(value) ~= "table" then T.eq(type(t[name]), type(value), name) end
   end
-  -- Known defect, open (issue 10's closing note): on Lua 5.1 and LuaJIT each refill allocates
-  -- about 40 bytes; the check runs on 5.2 and later until it is found.
-  if T.exact and T.version ~= "5.1" then
+  if T.exact then
     T.without_jit(function() without_collector(function()
       system.mem_stats(t) -- first refill of every key done; now measure
       local before = system.allocated()

@@ -65,9 +65,11 @@ pub fn sandbox(lua: &Lua) -> mlua::Result<()> {
 /// both). LuaJIT runs no hooks in compiled code: its compiler
 /// is turned off while a budget is set.
 pub fn set_cpu_limit(lua: &Lua, limit: Option<Duration>) -> mlua::Result<Option<Duration>> {
-    let previous = crate::ffi::states::with_record(lua, |data: &StateData, _| data.cpu_budget().set(limit))?;
-    budget_hook::set::<StateData>(lua, limit.is_some())?;
-    Ok(previous)
+    let message = limit.map(|limit| {
+        format!("CPU limit exceeded: the state's Lua code used more than {:.3} s of CPU time", limit.as_secs_f64())
+    });
+    budget_hook::set::<StateData>(lua, message.as_deref())?;
+    crate::ffi::states::with_record(lua, |data: &StateData, _| data.cpu_budget().set(limit))
 }
 
 /// The state's CPU budget, if any ([`set_cpu_limit`]).

@@ -42,8 +42,8 @@ pub(crate) unsafe fn disarm<R: Record>(l: *mut lua_State) {
 }
 
 unsafe extern "C-unwind" fn hook<R: Record>(l: *mut lua_State, _ar: *mut lua_Debug) {
-    // SAFETY: a hook may raise; the Rust frames here hold nothing to drop when it does (the
-    // message is pushed, and its Rust copy dropped, before `lua_error`).
+    // SAFETY: a hook may raise; the Rust frames here hold nothing to drop when it does. Lua
+    // guarantees a hook `LUA_MINSTACK` free slots.
     unsafe {
         let Some(record) = states::record::<R>(l) else { return };
         let budget = record.cpu_budget();
@@ -51,20 +51,9 @@ unsafe extern "C-unwind" fn hook<R: Record>(l: *mut lua_State, _ar: *mut lua_Deb
             return;
         }
         ffi::lua_sethook(l, Some(hook::<R>), ffi::LUA_MASKCOUNT, 1);
-        // The message is formatted on the stack (nothing to drop if pushing it raises) and
-        // pushed past the memory limit, so that a script at its limit still gets it.
-        let limit = budget.limit().unwrap_or_default();
-        let mut buffer = [0u8; 128];
-        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-        let _ = std::io::Write::write_fmt(
-            &mut cursor,
-            format_args!(
-                "CPU limit exceeded: the state's Lua code used more than {:.3} s of CPU time",
-                limit.as_secs_f64()
-            ),
-        );
-        let length = cursor.position() as usize;
-        record.heap().over_limit(|| ffi::lua_pushlstring(l, buffer.as_ptr().cast(), length));
+        // The message was made when the budget was set: fetching it allocates nothing, so a
+        // script at its memory limit gets it too.
+        ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, message_key());
         ffi::lua_error(l);
     }
 }
@@ -87,19 +76,29 @@ unsafe fn jit_off(l: *mut lua_State) {
     }
 }
 
-/// Arms (`true`) or removes the hook on the thread `lua` runs on now: the main thread, from the
-/// host.
-pub(crate) fn set<R: Record>(lua: &mlua::Lua, armed: bool) -> mlua::Result<()> {
-    // SAFETY: `exec_raw` runs the closure on the locked state; `arm` and `disarm` neither
-    // allocate nor raise, and the module's allocator serves the state (the caller found its
-    // record).
-    unsafe {
-        lua.exec_raw::<()>((), |l| {
-            if armed {
+/// The registry key of the error message (a light userdata: reading it allocates nothing).
+fn message_key() -> *const std::ffi::c_void {
+    static KEY: u8 = 0;
+    &KEY as *const u8 as *const std::ffi::c_void
+}
+
+/// Arms the hook with `message` as its error (`Some`), or removes it, on the thread `lua` runs
+/// on now: the main thread, from the host.
+/// The message is stored past the state's memory limit: the host sets a budget whatever the
+/// script left of its memory.
+pub(crate) fn set<R: Record + Send>(lua: &mlua::Lua, message: Option<&str>) -> mlua::Result<()> {
+    let record = states::published::<R>(lua)?;
+    // SAFETY: `exec_raw` runs the closure on the locked state under a protected call (pushing
+    // the message may raise a memory error there); the closure holds only `Copy` data; `arm`
+    // and `disarm` neither allocate nor raise, and the module's allocator serves the state.
+    record.heap().over_limit(|| unsafe {
+        lua.exec_raw::<()>((), |l| match message {
+            Some(message) => {
+                ffi::lua_pushlstring(l, message.as_ptr().cast(), message.len());
+                ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, message_key());
                 arm::<R>(l);
-            } else {
-                disarm::<R>(l);
             }
+            None => disarm::<R>(l),
         })
-    }
+    })
 }

@@ -185,12 +185,14 @@ mod layout {
     pub(super) const STATES: u8 = 5;
 }
 
-/// Lua 5.1's and LuaJIT's estimate once the running finalizer returns: `GCSfinalize` takes
-/// `GCFINALIZECOST` (100) off it after each finalizer, while it stays above that.
+/// Lua 5.1's and LuaJIT's threshold (`estimate / 100 * pause`) once the running finalizer
+/// returns: `GCSfinalize` takes `GCFINALIZECOST` (100) off the estimate after each finalizer,
+/// while it stays above that.
 #[cfg(any(feature = "lua51", feature = "luajit"))]
-fn finalized_estimate(estimate: u64) -> u64 {
+fn threshold_after_finalizer(estimate: u64, pause: i64) -> u64 {
     const GCFINALIZECOST: u64 = 100;
-    if estimate > GCFINALIZECOST { estimate - GCFINALIZECOST } else { estimate }
+    let estimate = if estimate > GCFINALIZECOST { estimate - GCFINALIZECOST } else { estimate };
+    estimate / 100 * pause.max(0) as u64
 }
 
 #[cfg(feature = "lua51")]
@@ -255,7 +257,7 @@ impl Internals {
     /// takes `GCFINALIZECOST` off the estimate once it returns, this one included (finalizers
     /// still pending after it take theirs too).
     pub(crate) fn threshold_after_cycle(&self) -> u64 {
-        finalized_estimate(self.read::<usize>(layout::ESTIMATE) as u64) / 100 * self.pause().max(0) as u64
+        threshold_after_finalizer(self.read::<usize>(layout::ESTIMATE) as u64, self.pause())
     }
 }
 
@@ -636,8 +638,8 @@ impl Internals {
     }
 
     /// The threshold LuaJIT sets when the cycle whose finalizers run now ends (as Lua 5.1's,
-    /// see [`finalized_estimate`]).
+    /// see [`threshold_after_finalizer`]).
     pub(crate) fn threshold_after_cycle(&self) -> u64 {
-        finalized_estimate(self.read::<u64>(layout::ESTIMATE)) / 100 * self.pause().max(0) as u64
+        threshold_after_finalizer(self.read::<u64>(layout::ESTIMATE), self.pause())
     }
 }
