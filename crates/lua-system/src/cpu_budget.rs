@@ -19,6 +19,8 @@ use rustix::time::{ClockId, clock_gettime};
 pub(crate) const CHECK_EVERY: i32 = 10_000;
 
 const NONE: u64 = u64::MAX;
+/// No charge yet: the next one only starts the clock.
+const NO_THREAD: u64 = 0;
 
 /// The budget and what has been charged against it.
 pub(crate) struct CpuBudget {
@@ -43,13 +45,13 @@ impl Default for CpuBudget {
 }
 
 impl CpuBudget {
-    /// Sets the limit (`None`: none) and starts charging from zero, from now on the calling
-    /// thread. Returns the previous limit.
+    /// Sets the limit (`None`: none) and starts charging from zero at the first charge (the
+    /// first check of running Lua code: what the host's thread does before is not charged).
+    /// Returns the previous limit.
     pub(crate) fn set(&self, limit: Option<Duration>) -> Option<Duration> {
         let ns = limit.map_or(NONE, |d| d.as_nanos().min(u128::from(NONE - 1)) as u64);
         self.used_ns.store(0, Relaxed);
-        self.last_thread.store(current_thread(), Relaxed);
-        self.last_clock_ns.store(thread_cpu_ns(), Relaxed);
+        self.last_thread.store(NO_THREAD, Relaxed);
         let previous = self.limit_ns.swap(ns, Relaxed);
         (previous != NONE).then(|| Duration::from_nanos(previous))
     }
@@ -86,8 +88,12 @@ impl CpuBudget {
     }
 }
 
+/// The calling thread's kernel id, read once per thread (a system call).
 fn current_thread() -> u64 {
-    u64::from(rustix::thread::gettid().as_raw_nonzero().get().unsigned_abs())
+    thread_local! {
+        static TID: u64 = u64::from(rustix::thread::gettid().as_raw_nonzero().get().unsigned_abs());
+    }
+    TID.with(|tid| *tid)
 }
 
 fn thread_cpu_ns() -> u64 {
@@ -105,6 +111,11 @@ mod tests {
         assert!(!budget.charge(), "no limit");
         assert_eq!(budget.set(Some(Duration::from_millis(20))), None);
         let mut x = 0u64;
+        // Work before the first charge is not the script's.
+        for i in 0..5_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        assert!(!budget.charge() && budget.used() == Duration::ZERO, "the first charge starts the clock");
         while !budget.charge() {
             for i in 0..10_000u64 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
@@ -119,6 +130,7 @@ mod tests {
     fn sleeping_is_not_charged() {
         let budget = CpuBudget::default();
         budget.set(Some(Duration::from_millis(10)));
+        budget.charge();
         std::thread::sleep(Duration::from_millis(30));
         assert!(!budget.charge(), "used {:?}", budget.used());
     }

@@ -52,8 +52,10 @@ pub fn sandbox(lua: &Lua) -> mlua::Result<()> {
 }
 
 /// Sets the state's CPU budget (`None`: none) and returns the previous one. The budget counts
-/// from now: the CPU time the state's Lua code uses on the threads that run it (not the time
-/// other threads use meanwhile), checked every 10,000 instructions. Once it is spent, the
+/// the CPU time the state's Lua code uses on the threads that run it (not the time other
+/// threads use meanwhile), checked every 10,000 instructions, from the first check after this
+/// call: the thread's CPU time between two checks is charged whole, so a host that does its
+/// own work between two runs sets the budget again before each run. Once it is spent, the
 /// running code gets the error "CPU limit exceeded: ...", and so does every instruction after
 /// it (a `pcall` cannot swallow it): the host's call fails with it. Set the budget again (or
 /// `None`) before running more code in the state.

@@ -192,7 +192,9 @@ mod layout {
 fn threshold_after_finalizer(estimate: u64, pause: i64) -> u64 {
     const GCFINALIZECOST: u64 = 100;
     let estimate = if estimate > GCFINALIZECOST { estimate - GCFINALIZECOST } else { estimate };
-    estimate / 100 * pause.max(0) as u64
+    // Wrapping, as Lua's unsigned arithmetic: 5.1's estimate itself can wrap below zero at a
+    // memory error, and the threshold Lua sets then is this product.
+    (estimate / 100).wrapping_mul(pause.max(0) as u64)
 }
 
 #[cfg(feature = "lua51")]
