@@ -19,7 +19,7 @@
 
 use std::ffi::c_void;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 use mlua::ffi::{self, lua_State};
 
@@ -29,6 +29,9 @@ pub(crate) struct InternalsCache {
     /// 0 (the default): not checked yet; 1: checked and usable; 2: not usable.
     checked: AtomicU8,
     global: AtomicUsize,
+    /// Whether a cycle has ended since the module was loaded (so Lua 5.4's live estimate,
+    /// which `lua_newstate` leaves unset until the first cycle's atomic phase, holds a value).
+    cycle_ended: AtomicBool,
 }
 
 const USABLE: u8 = 1;
@@ -41,6 +44,11 @@ fn allowed() -> bool {
 }
 
 impl InternalsCache {
+    /// A cycle has ended (the sentinel's finalizer runs).
+    pub(crate) fn note_cycle_end(&self) {
+        self.cycle_ended.store(true, Relaxed);
+    }
+
     /// The checked global state of `l`'s state, checking it the first time (which needs Lua to
     /// answer `lua_gc(LUA_GCCOUNT)`: not while Lua 5.4 and 5.5 run finalizers; then the check
     /// waits for a later call).
@@ -49,7 +57,9 @@ impl InternalsCache {
     /// `l` is a thread of the state this cache belongs to, running on this thread.
     pub(crate) unsafe fn get(&self, l: *mut lua_State) -> Option<Internals> {
         match self.checked.load(Relaxed) {
-            USABLE => Some(Internals { g: self.global.load(Relaxed) as *mut u8 }),
+            USABLE => {
+                Some(Internals { g: self.global.load(Relaxed) as *mut u8, cycle_ended: self.cycle_ended.load(Relaxed) })
+            }
             UNUSABLE => None,
             _ => {
                 // SAFETY: per the contract.
@@ -91,7 +101,7 @@ unsafe fn check(l: *mut lua_State) -> Check {
         }
         let mut ud = std::ptr::null_mut();
         let allocator = ffi::lua_getallocf(l, &mut ud);
-        let internals = Internals { g };
+        let internals = Internals { g, cycle_ended: false };
         if internals.read::<usize>(layout::FREALLOC) != allocator as usize
             || internals.read::<*mut c_void>(layout::UD) != ud
         {
@@ -116,6 +126,8 @@ unsafe fn check(l: *mut lua_State) -> Check {
 #[derive(Clone, Copy)]
 pub(crate) struct Internals {
     g: *mut u8,
+    /// See [`InternalsCache`]'s field.
+    cycle_ended: bool,
 }
 
 /// The stored setting the GC percent maps to.
@@ -343,7 +355,21 @@ impl Internals {
 
     /// The threshold Lua computes for `pause` (in percent) when a cycle ends: `setpause`.
     pub(crate) fn threshold_for(&self, pause: i64) -> u64 {
-        (self.read::<usize>(layout::ESTIMATE) as u64 / 100).saturating_mul(pause.max(0) as u64)
+        (self.estimate() / 100).saturating_mul(pause.max(0) as u64)
+    }
+
+    /// Lua's live estimate. Lua 5.4's `lua_newstate` leaves it unset until the first cycle's
+    /// atomic phase: before the module has seen a cycle end and outside a cycle's sweep, it is
+    /// not read (it may be uninitialised memory), and the heap stands for it.
+    fn estimate(&self) -> u64 {
+        #[cfg(feature = "lua54")]
+        {
+            const SWEEPING: std::ops::RangeInclusive<u8> = 3..=7; // GCSswpallgc ..= GCScallfin
+            if !self.cycle_ended && !SWEEPING.contains(&self.read::<u8>(layout::GCSTATE)) {
+                return self.total_bytes();
+            }
+        }
+        self.read::<usize>(layout::ESTIMATE) as u64
     }
 
     /// `luaE_setdebt(g, heap - bytes)`: the next cycle starts when the heap reaches `bytes` (at

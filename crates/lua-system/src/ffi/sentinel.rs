@@ -114,6 +114,7 @@ unsafe extern "C-unwind" fn collected<R: Record>(l: *mut lua_State) -> c_int {
         // The next sentinel first: the cycle's figures (the live heap, the threshold Lua will
         // set from the heap in generational mode) then include its bytes, as Lua's will.
         arm::<R>(l, record);
+        record.internals().note_cycle_end();
         let _ =
             catch_unwind(AssertUnwindSafe(|| record.cycle_ended(&Collector::with_internals(l, record.internals()))));
     }
