@@ -26,7 +26,7 @@ pub fn arm(limit: Duration) {
 
 extern "C" fn on_sigxcpu(_: libc::c_int) {
     const MESSAGE: &[u8] =
-        b"lua-system: CPU limit exceeded: the process used the script's --cpu-limit and its grace (inside a C function the count hook cannot stop)\n";
+        b"lua-system: CPU limit exceeded: the process used the script's CPU budget and its grace (the count hook could not stop the script: a long C call, or code Lua runs with hooks off)\n";
     // SAFETY: `write` and `_exit` are async-signal-safe.
     unsafe {
         libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());

@@ -9,7 +9,7 @@
 //! process, as in lua.c).
 
 use std::ffi::{CString, c_int};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use lua_system::mlua::{self, Lua};
 use mlua::ffi::{self, lua_State};
@@ -49,6 +49,31 @@ pub enum Args<'a> {
 /// Loads `chunk` and calls it with `args`; with `print_results`, the results are passed to
 /// `print` (lua.c's REPL). Runs on `lua`'s main thread, under mlua's lock.
 pub fn run(lua: &Lua, chunk: Chunk, args: Args, print_results: bool) -> mlua::Result<Outcome> {
+    // Text only: a file is read here and loaded as text (its first line skipped if it starts
+    // with `#`, as `luaL_loadfile` does, the line count kept), the same way in every version.
+    if TEXT_ONLY.load(Ordering::Relaxed)
+        && let Chunk::File(path) = chunk
+    {
+        use std::io::Read;
+        let mut source = Vec::new();
+        let read = match path {
+            Some(path) => std::fs::File::open(path).and_then(|mut file| file.read_to_end(&mut source)),
+            None => std::io::stdin().read_to_end(&mut source),
+        };
+        let name = path.map_or_else(|| "=stdin".to_owned(), |path| format!("@{path}"));
+        if read.is_err() {
+            return Ok(Outcome::NotLoaded(format!("cannot open {}", &name[1..]).into_bytes()));
+        }
+        if source.first() == Some(&b'#') {
+            let end = source.iter().position(|&b| b == b'\n').unwrap_or(source.len());
+            source.drain(..end);
+            // The newline keeps the line count of text; a binary chunk starts right after it.
+            if source.get(1) == Some(&0x1b) {
+                source.remove(0);
+            }
+        }
+        return run(lua, Chunk::Code { source: &source, name: &name }, args, print_results);
+    }
     let (code, name) = match chunk {
         Chunk::Code { source, name } => (Some(source), Some(CString::new(name).map_err(mlua::Error::external)?)),
         Chunk::File(path) => (None, path.map(CString::new).transpose().map_err(mlua::Error::external)?),
@@ -62,10 +87,9 @@ pub fn run(lua: &Lua, chunk: Chunk, args: Args, print_results: bool) -> mlua::Re
     unsafe {
         lua.exec_raw::<()>((), |l| {
             let top = ffi::lua_gettop(l);
+            let mode = if TEXT_ONLY.load(Ordering::Relaxed) { c"t".as_ptr() } else { std::ptr::null() };
             let mut status = match code {
-                Some(source) => {
-                    ffi::luaL_loadbufferx(l, source.as_ptr().cast(), source.len(), name_ptr, std::ptr::null())
-                }
+                Some(source) => ffi::luaL_loadbufferx(l, source.as_ptr().cast(), source.len(), name_ptr, mode),
                 None => ffi::luaL_loadfile(l, name_ptr),
             };
             if status == ffi::LUA_OK {
@@ -96,6 +120,15 @@ pub fn run(lua: &Lua, chunk: Chunk, args: Args, print_results: bool) -> mlua::Re
         })?;
     }
     Ok(outcome)
+}
+
+/// Whether chunks must be text (`--profile sandbox`): a precompiled chunk is not checked by Lua
+/// and can corrupt memory, so the sandbox refuses it for the script and stdin as `load` does.
+static TEXT_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// From now on, chunks run by [`run`] must be text.
+pub fn refuse_binary_chunks() {
+    TEXT_ONLY.store(true, Ordering::Relaxed);
 }
 
 /// Opens the standard libraries as lua.c does, with `luaL_openlibs`: the same libraries, in the
@@ -433,8 +466,14 @@ pub fn set_warning_function(lua: &Lua, warnings: std::rc::Rc<crate::warnings::Wa
         });
     }
 
-    // The runner's state lives until the process exits: the handle is leaked with it.
-    let ud = std::rc::Rc::into_raw(warnings) as *mut c_void;
+    // Lua calls the function until the state is closed, which may be after the runner's own
+    // handle is dropped: the thread (the runner's main thread) keeps one until it exits.
+    thread_local! {
+        static KEPT: std::cell::RefCell<Vec<std::rc::Rc<crate::warnings::Warnings>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let ud = std::rc::Rc::as_ptr(&warnings) as *mut c_void;
+    KEPT.with(|kept| kept.borrow_mut().push(warnings));
     // SAFETY: `lua_setwarnf` only stores the function and its data; it runs under `exec_raw`'s
     // protected call.
     let _ = unsafe { lua.exec_raw::<()>((), |l| ffi::lua_setwarnf(l, Some(warnf), ud)) };

@@ -164,7 +164,20 @@ fn run(argv: &[String], options: &Options) -> Result<(), Failure> {
 
     let result = watch.run(sampled, || run_program(&lua, argv, options, &warnings));
     watch.finish(&lua);
-    result
+    // A spent CPU budget is what stopped the script, whatever error object reached the top (a
+    // script at its memory limit cannot even build the traceback); and a script that spent it
+    // does not exit with success.
+    match (result, lua_system::cpu_limit_exceeded(&lua)) {
+        (Err(Failure::Lua(Some(message))), Ok(Some(_))) if contains(&message, b"CPU limit exceeded") => {
+            Err(Failure::Lua(Some(message)))
+        }
+        (_, Ok(Some(exceeded))) => Err(Failure::Lua(Some(exceeded.into_bytes()))),
+        (result, _) => result,
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 /// Everything lua.c runs after creating the state: `LUA_INIT`, `-e`/`-l`/`-W` in order, the
@@ -218,6 +231,7 @@ fn apply_restrictions(lua: &Lua, options: &Options) -> mlua::Result<()> {
     let profile = options.profile.as_deref().map(str::parse::<Profile>).transpose().map_err(bad)?;
     if profile == Some(Profile::Sandbox) {
         lua_system::sandbox(lua)?;
+        lua_c::refuse_binary_chunks();
     }
     if let Some(limit) = lua_system::cpu_limit(lua)? {
         cpu_backstop::arm(limit);

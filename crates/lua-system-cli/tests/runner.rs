@@ -344,3 +344,39 @@ fn go_max_procs_does_not_reach_child_processes() {
     assert_eq!(parent[1], machine, "num_cpu() is every CPU of the process: {text}");
     assert_eq!(limit, "limit\t1", "the parent's limit stayed: {text}");
 }
+
+/// A precompiled chunk is not checked by Lua and can corrupt memory: the sandbox refuses one as
+/// the script, from a file (a `#!` line before it too) or from stdin, as its `load` does.
+#[test]
+fn the_sandbox_refuses_a_precompiled_script() {
+    let dir = std::env::temp_dir().join(format!("lua-system-binary-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binary = dir.join("chunk.luac");
+    let shebang = dir.join("chunk.lua");
+    let make = format!(
+        "local d = string.dump(function() print('ran') end) \
+         io.open({:?}, 'wb'):write(d) io.open({:?}, 'wb'):write('#!/usr/bin/env lua\\n' .. d)",
+        binary.to_str().unwrap(),
+        shebang.to_str().unwrap()
+    );
+    assert!(run(&["-e", &make]).status.success());
+    // Outside the sandbox it runs, as in lua.
+    assert_eq!(stdout(&run(&[binary.to_str().unwrap()])), "ran\n");
+    for path in [&binary, &shebang] {
+        let out = run(&["--profile", "sandbox", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        assert!(stderr(&out).contains("binary chunk"), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_lua-system"))
+        .args(["--profile", "sandbox", "-"])
+        .stdin(std::fs::File::open(&binary).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("binary chunk"));
+    // Text scripts still run, a #! line included.
+    std::fs::write(&shebang, "#!/usr/bin/env lua\nprint('text')\n").unwrap();
+    assert_eq!(stdout(&run(&["--profile", "sandbox", shebang.to_str().unwrap()])), "text\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

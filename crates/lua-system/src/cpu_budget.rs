@@ -7,8 +7,8 @@
 //! the time other threads of the process use meanwhile. Time inside one C function (pattern
 //! matching, `string.rep`) is charged when it returns, at the next instruction.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use rustix::time::{ClockId, clock_gettime};
@@ -31,6 +31,9 @@ pub(crate) struct CpuBudget {
     /// The thread of the last charge (its kernel id, 0: none yet) and its CPU clock then.
     last_thread: AtomicU64,
     last_clock_ns: AtomicU64,
+    /// The Lua thread the budget was set from (the state's main thread, from the host), as an
+    /// address: once the budget is spent, its hook too runs at every instruction.
+    home_thread: AtomicUsize,
 }
 
 impl Default for CpuBudget {
@@ -40,6 +43,7 @@ impl Default for CpuBudget {
             used_ns: AtomicU64::new(0),
             last_thread: AtomicU64::new(0),
             last_clock_ns: AtomicU64::new(0),
+            home_thread: AtomicUsize::new(0),
         }
     }
 }
@@ -54,6 +58,16 @@ impl CpuBudget {
         self.last_thread.store(NO_THREAD, Relaxed);
         let previous = self.limit_ns.swap(ns, Relaxed);
         (previous != NONE).then(|| Duration::from_nanos(previous))
+    }
+
+    /// Remembers the Lua thread the budget was set from (an address, never dereferenced here).
+    pub(crate) fn set_home_thread(&self, thread: usize) {
+        self.home_thread.store(thread, Relaxed);
+    }
+
+    /// The Lua thread the budget was set from (0: none).
+    pub(crate) fn home_thread(&self) -> usize {
+        self.home_thread.load(Relaxed)
     }
 
     /// The limit, if any.

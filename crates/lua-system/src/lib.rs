@@ -75,7 +75,9 @@ pub use mlua;
 pub use permissions::{Permissions, Profile, UnknownFunction};
 pub use probe::{Probe, Sample};
 pub use process_memory::{HeapMemory, ProcessMemory, read as process_memory, set_process_sample_interval};
-pub use sandbox::{SANDBOX_CPU_LIMIT, SANDBOX_MEMORY_LIMIT, cpu_limit, cpu_used, sandbox, set_cpu_limit};
+pub use sandbox::{
+    SANDBOX_CPU_LIMIT, SANDBOX_MEMORY_LIMIT, cpu_limit, cpu_limit_exceeded, cpu_used, sandbox, set_cpu_limit,
+};
 pub use state_data::Accounting;
 pub use stats::{Figure, MemStats, NextGcSource, Unavailable};
 pub use system_lua::{

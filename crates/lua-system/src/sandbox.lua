@@ -1,6 +1,6 @@
 -- The sandbox's standard library (lua_system::sandbox): what untrusted code may use of the
 -- libraries the host opened. Runs once, with the full globals, in every Lua version.
-local cpu_spent = ... -- whether the state's CPU budget is spent (a Rust function)
+local cpu_spent = ... -- the CPU budget's error message once it is spent, else nil (Rust)
 local G = _G
 local ipairs, pairs, type, rawget, select = ipairs, pairs, type, rawget, select
 local byte, concat = string.byte, table.concat
@@ -101,4 +101,35 @@ G.xpcall = function(f, handler, ...)
     if cpu_spent() then return ... end
     return handler(...)
   end, ...)
+end
+
+-- Lua 5.4 and later: a coroutine that died of the budget's error keeps its hooks off, and closing
+-- it (coroutine.close, or coroutine.wrap on an error) would run its pending __close handlers
+-- beyond the budget. Once the budget is spent they are not run; coroutine.wrap is rebuilt on
+-- create/resume/close for that.
+local co = rawget(G, "coroutine")
+if type(co) == "table" and co.close then
+  local create, resume, close, status = co.create, co.resume, co.close, co.status
+  local pack, unpack = table.pack, table.unpack
+  co.close = function(thread)
+    local spent = cpu_spent()
+    if spent then error(spent, 0) end
+    return close(thread)
+  end
+  co.wrap = function(f)
+    local thread = create(f)
+    return function(...)
+      local r = pack(resume(thread, ...))
+      if r[1] then return unpack(r, 2, r.n) end
+      local err = r[2]
+      local spent = cpu_spent()
+      if spent then error(spent, 0) end
+      if status(thread) == "dead" then
+        local _, closing_err = close(thread)
+        if closing_err ~= nil then err = closing_err end
+      end
+      if type(err) == "string" then error(err, 2) end -- with the caller's position, as Lua's wrap
+      error(err, 0)
+    end
+  end
 end

@@ -7,7 +7,7 @@
 //! | | sandbox |
 //! |---|---|
 //! | base library | all but `dofile`, `loadfile`, `newproxy`; `load` (and 5.1's `loadstring`) text only; `setmetatable` refuses `__gc` (finalizers run with hooks off, beyond the CPU budget); `xpcall` does not pass the budget's error to the script's handler (for the same reason) |
-//! | `string`, `table`, `math`, `utf8`, `coroutine`, `bit32` | all but `string.dump` |
+//! | `string`, `table`, `math`, `utf8`, `coroutine`, `bit32` | all but `string.dump`; once the CPU budget is spent, `coroutine.close` and `coroutine.wrap` no longer run `__close` handlers (Lua would run them with hooks off) |
 //! | `os` | `clock`, `time`, `date`, `difftime` |
 //! | `io`, `debug`, LuaJIT's `ffi` and `jit` | none |
 //! | `require` | modules the host preloaded or loaded (`system`): no files, no C modules |
@@ -45,9 +45,7 @@ pub fn sandbox(lua: &Lua) -> mlua::Result<()> {
     if cpu_limit(lua)?.is_none() {
         set_cpu_limit(lua, Some(SANDBOX_CPU_LIMIT))?;
     }
-    let cpu_spent = lua.create_function(|lua, ()| {
-        crate::ffi::states::with_record(lua, |data: &StateData, _| data.cpu_budget().spent())
-    })?;
+    let cpu_spent = lua.create_function(|lua, ()| cpu_limit_exceeded(lua))?;
     lua.load(include_str!("sandbox.lua")).set_name("=lua-system sandbox").call(cpu_spent)
 }
 
@@ -57,8 +55,10 @@ pub fn sandbox(lua: &Lua) -> mlua::Result<()> {
 /// call: the thread's CPU time between two checks is charged whole, so a host that does its
 /// own work between two runs sets the budget again before each run. Once it is spent, the
 /// running code gets the error "CPU limit exceeded: ...", and so does every instruction after
-/// it (a `pcall` cannot swallow it): the host's call fails with it. Set the budget again (or
-/// `None`) before running more code in the state.
+/// it (a `pcall` cannot swallow it): the host's call fails with it, unless the code caught it
+/// in its very last call (`return pcall(f)`, a tail call, leaves no instruction to fail): a host
+/// that must know asks [`cpu_limit_exceeded`] after each call. Set the budget again (or `None`)
+/// before running more code in the state.
 ///
 /// Covered: the thread running now (the main thread, from the host) and the coroutines created
 /// after this call. Not interrupted: one call of a C function (a pattern match, `string.rep`),
@@ -67,11 +67,23 @@ pub fn sandbox(lua: &Lua) -> mlua::Result<()> {
 /// both). LuaJIT runs no hooks in compiled code: its compiler
 /// is turned off while a budget is set.
 pub fn set_cpu_limit(lua: &Lua, limit: Option<Duration>) -> mlua::Result<Option<Duration>> {
-    let message = limit.map(|limit| {
-        format!("CPU limit exceeded: the state's Lua code used more than {:.3} s of CPU time", limit.as_secs_f64())
-    });
+    let message = limit.map(exceeded_message);
     budget_hook::set::<StateData>(lua, message.as_deref())?;
     crate::ffi::states::with_record(lua, |data: &StateData, _| data.cpu_budget().set(limit))
+}
+
+/// The error the state's code gets once its CPU budget of `limit` is spent.
+fn exceeded_message(limit: Duration) -> String {
+    format!("CPU limit exceeded: the state's Lua code used more than {:.3} s of CPU time", limit.as_secs_f64())
+}
+
+/// The CPU budget's error message if the state's budget is spent (then every instruction
+/// raises it: a host may report it whatever error object reached it), `None` otherwise.
+pub fn cpu_limit_exceeded(lua: &Lua) -> mlua::Result<Option<String>> {
+    crate::ffi::states::with_record(lua, |data: &StateData, _| {
+        let budget = data.cpu_budget();
+        budget.limit().filter(|_| budget.spent()).map(exceeded_message)
+    })
 }
 
 /// The state's CPU budget, if any ([`set_cpu_limit`]).
@@ -121,7 +133,8 @@ pub(crate) fn gate_collectgarbage(lua: &Lua) -> mlua::Result<()> {
 fn gated_call(lua: &Lua, original: &Function, args: MultiValue) -> mlua::Result<MultiValue> {
     let option = match args.front() {
         None | Some(Value::Nil) => b"collect".to_vec(),
-        Some(Value::String(s)) => s.as_bytes().to_vec(),
+        // Lua compares options as C strings: up to the first NUL ("stop\0" is "stop").
+        Some(Value::String(s)) => s.as_bytes().split(|&b| b == 0).next().unwrap_or_default().to_vec(),
         // Lua reports the bad option itself.
         Some(_) => return original.call(args),
     };

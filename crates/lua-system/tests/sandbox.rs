@@ -197,6 +197,44 @@ fn a_cpu_budget_stops_loops_that_catch_errors_and_hide_in_coroutines() {
 }
 
 #[test]
+fn a_spent_budget_stops_the_main_thread_after_a_coroutine_died_of_it() {
+    let lua = sandboxed();
+    lua_system::set_cpu_limit(&lua, Some(Duration::from_millis(200))).unwrap();
+    let code = "local co = coroutine.create(function() while true do end end) \
+                local ok, err = coroutine.resume(co) return 'went on after: ' .. tostring(err)";
+    let err = lua.load(code).exec().unwrap_err().to_string();
+    assert!(err.contains("CPU limit exceeded"), "{err}");
+    assert!(lua_system::cpu_limit_exceeded(&lua).unwrap().is_some());
+    // Closing a coroutine that died of it does not run its __close handlers (Lua 5.4 on).
+    if cfg!(any(feature = "lua54", feature = "lua55")) {
+        let lua = sandboxed();
+        lua_system::set_cpu_limit(&lua, Some(Duration::from_millis(200))).unwrap();
+        let code = "local f = coroutine.wrap(function() \
+                      local g <close> = setmetatable({}, { __close = function() while true do end end }) \
+                      while true do end end) \
+                    local ok, err = pcall(f) return ok, err";
+        // Were the handler run, it would loop forever with hooks off.
+        let err = lua.load(code).exec().unwrap_err().to_string();
+        assert!(err.contains("CPU limit exceeded"), "{err}");
+        // A chunk that ends in a tail call runs no instruction of its own after catching the
+        // error: the call returns normally, and the host asks whether the budget was spent.
+        let lua = sandboxed();
+        lua_system::set_cpu_limit(&lua, Some(Duration::from_millis(200))).unwrap();
+        let caught: (bool, String) = lua.load("return pcall(function() while true do end end)").eval().unwrap();
+        assert!(!caught.0 && caught.1.contains("CPU limit exceeded"));
+        assert!(lua_system::cpu_limit_exceeded(&lua).unwrap().is_some());
+    }
+}
+
+#[test]
+fn collectgarbage_options_are_matched_as_lua_matches_them() {
+    let lua = sandboxed();
+    let (r, e): (Option<i64>, String) = eval(&lua, "return collectgarbage('stop\\0')");
+    assert_eq!((r, e.as_str()), (None, "permission denied: collectgarbage(\"stop\")"));
+    assert!(eval::<i64>(&lua, "return require('system').get_gc_percent()") >= 0);
+}
+
+#[test]
 fn finalizers_which_no_hook_can_stop_are_refused() {
     let lua = sandboxed();
     for code in ["setmetatable({}, { __gc = function() while true do end end })", "return newproxy(true)"] {

@@ -50,7 +50,14 @@ unsafe extern "C-unwind" fn hook<R: Record>(l: *mut lua_State, _ar: *mut lua_Deb
         if !budget.charge() {
             return;
         }
+        // Every instruction from now on, here and on the thread the budget was set from (the
+        // main thread: a coroutine dying of the error must not let it go on), whose new
+        // coroutines inherit the count.
         ffi::lua_sethook(l, Some(hook::<R>), ffi::LUA_MASKCOUNT, 1);
+        let home = budget.home_thread() as *mut lua_State;
+        if !home.is_null() && home != l {
+            ffi::lua_sethook(home, Some(hook::<R>), ffi::LUA_MASKCOUNT, 1);
+        }
         // The message was made when the budget was set: fetching it allocates nothing, so a
         // script at its memory limit gets it too.
         ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, message_key());
@@ -76,6 +83,32 @@ unsafe fn jit_off(l: *mut lua_State) {
     }
 }
 
+/// The state's main thread, which lives as long as the state (null where it cannot be found
+/// without allocating: Lua 5.1 and LuaJIT called from a coroutine; LuaJIT's hook is the
+/// state's anyway).
+///
+/// # Safety
+/// `l` is a running thread with a free stack slot.
+unsafe fn main_thread(l: *mut lua_State) -> *mut lua_State {
+    // SAFETY: reading the registry by integer key and pushing the running thread allocate
+    // nothing; the stack is restored.
+    unsafe {
+        #[cfg(not(any(feature = "lua51", feature = "luajit")))]
+        {
+            ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, ffi::LUA_RIDX_MAINTHREAD);
+            let main = ffi::lua_tothread(l, -1);
+            ffi::lua_settop(l, -2);
+            main
+        }
+        #[cfg(any(feature = "lua51", feature = "luajit"))]
+        {
+            let is_main = ffi::lua_pushthread(l) == 1;
+            ffi::lua_settop(l, -2);
+            if is_main { l } else { std::ptr::null_mut() }
+        }
+    }
+}
+
 /// The registry key of the error message (a light userdata: reading it allocates nothing).
 fn message_key() -> *const std::ffi::c_void {
     static KEY: u8 = 0;
@@ -96,6 +129,7 @@ pub(crate) fn set<R: Record + Send>(lua: &mlua::Lua, message: Option<&str>) -> m
             Some(message) => {
                 ffi::lua_pushlstring(l, message.as_ptr().cast(), message.len());
                 ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, message_key());
+                record.cpu_budget().set_home_thread(main_thread(l) as usize);
                 arm::<R>(l);
             }
             None => disarm::<R>(l),
