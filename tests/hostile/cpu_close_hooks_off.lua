@@ -1,7 +1,7 @@
 -- expect: cpu
 -- Lua 5.4 and later: a coroutine that dies of the budget's error keeps its hooks off; its
 -- __close handlers must not run then (through coroutine.wrap or coroutine.close).
-local f = load([[
+local f = (loadstring or load)([[
   local wrapped = coroutine.wrap(function()
     local guard <close> = setmetatable({}, { __close = function() while true do end end })
     while true do end

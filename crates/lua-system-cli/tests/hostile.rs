@@ -93,6 +93,10 @@ fn every_hostile_script_is_contained_under_every_profile() {
                         && (run.stderr.contains("not enough memory") || run.stderr.contains("CPU limit exceeded"))
                 }
                 "cpu" => run.status == Some(1) && run.stderr.contains("CPU limit exceeded"),
+                "limit" => {
+                    run.status == Some(1)
+                        && (run.stderr.contains("CPU limit exceeded") || run.stderr.contains("not enough memory"))
+                }
                 "error" => run.status == Some(1) && !run.stderr.is_empty(),
                 "survives" => {
                     let word = if profile == "sandbox" && name == "escapes.lua" { "contained" } else { "survived" };
