@@ -5,6 +5,8 @@
 //! state is a [`lua_system::SystemLua`], so every figure of `system.mem_stats()` is exact, and
 //! the process allocator is jemalloc, whose statistics give the process heap figures.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod cpu_backstop;
 mod lua_c;
 mod monitor;

@@ -38,10 +38,10 @@
 //! [mlua]: https://docs.rs/mlua
 
 #![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod answer;
 mod args;
-mod block_set;
 mod cpu_budget;
 mod cpu_limit;
 mod cycles;

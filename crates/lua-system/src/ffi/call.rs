@@ -370,7 +370,11 @@ impl Out {
         let buffer = buffer.as_mut_ptr();
         // SAFETY: the buffer lives in this frame until `luaL_pushresult`; pieces are copied.
         unsafe { ffi::luaL_buffinit(self.l, buffer) };
-        fill(&mut |piece: &[u8]| unsafe { ffi::luaL_addlstring(buffer, piece.as_ptr().cast(), piece.len()) });
+        fill(&mut |piece: &[u8]| {
+            // SAFETY: the buffer was initialised above and is pushed only after `fill` returns;
+            // the piece is copied into it.
+            unsafe { ffi::luaL_addlstring(buffer, piece.as_ptr().cast(), piece.len()) }
+        });
         // SAFETY: as above.
         unsafe { ffi::luaL_pushresult(buffer) };
     }

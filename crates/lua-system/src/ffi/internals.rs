@@ -126,7 +126,8 @@ unsafe fn check(l: *mut lua_State) -> Check {
 #[derive(Clone, Copy)]
 pub(crate) struct Internals {
     g: *mut u8,
-    /// See [`InternalsCache`]'s field.
+    /// See [`InternalsCache`]'s field (read for Lua 5.4 only).
+    #[cfg_attr(not(feature = "lua54"), allow(dead_code))]
     cycle_ended: bool,
 }
 

@@ -29,7 +29,7 @@ use std::ptr;
 use mlua::ffi;
 
 use super::Record;
-use crate::block_set::BlockSet;
+use super::block_set::BlockSet;
 
 const ALIGN: usize = ffi::SYS_MIN_ALIGN;
 

@@ -1,5 +1,5 @@
-//! The only place with `unsafe` code: the Lua C API, the allocators, the allocator statistics,
-//! `pthread_atfork`. Everything outside this directory is safe Rust.
+//! The only place with `unsafe` code: the Lua C API, the allocators (and the block bitmap of
+//! interposed states), the allocator statistics, `pthread_atfork`. Everything outside this directory is safe Rust.
 //!
 //! * [`call`]: the trampoline every module function runs through: reads the arguments, catches
 //!   panics, pushes the `value, err` pair.
@@ -7,6 +7,7 @@
 //! * [`states`]: creating and closing the states the module makes; finding a state's record.
 //! * [`foreign`]: loading the module into states made elsewhere (interpreters, mlua, C hosts).
 //! * [`loader`]: `require("system")`: building the module table and putting it in place.
+//! * [`block_set`]: the blocks an interposed state's allocator has seen (an address bitmap).
 //! * [`budget_hook`]: the count hook that enforces a state's CPU budget.
 //! * [`sentinel`]: the object every collection cycle finalizes once (cycle counting).
 //! * [`collector`]: `lua_gc`, and how each Lua version encodes the collector's parameters.
@@ -31,6 +32,7 @@
 //! a script that gets hold of one through `debug` can call it with anything, and nothing breaks.
 
 pub(crate) mod allocator_stats;
+pub(crate) mod block_set;
 pub(crate) mod budget_hook;
 pub(crate) mod call;
 pub(crate) mod collector;
