@@ -275,6 +275,8 @@ unsafe fn docall(l: *mut lua_State, narg: c_int, nres: c_int) -> c_int {
         let previous = INTERRUPTED.swap(l, Ordering::SeqCst);
         let old = set_sigint(laction as *const () as usize);
         let status = ffi::lua_pcall(l, narg, nres, base);
+        // A traceback that failed even inside the reserve raised past its `close`.
+        crate::last_words::close();
         set_sigint(old);
         INTERRUPTED.store(previous, Ordering::SeqCst);
         ffi::lua_remove(l, base);
@@ -289,9 +291,10 @@ unsafe fn docall(l: *mut lua_State, narg: c_int, nres: c_int) -> c_int {
 unsafe extern "C-unwind" fn msghandler(l: *mut lua_State) -> c_int {
     // SAFETY: a message handler: argument 1 is the error object; as lua.c 5.2.
     unsafe {
-        let message = ffi::lua_tolstring(l, 1, std::ptr::null_mut());
-        if !message.is_null() {
-            ffi::luaL_traceback(l, l, message, 1);
+        if ffi::lua_isstring(l, 1) != 0 {
+            crate::last_words::open();
+            ffi::luaL_traceback(l, l, ffi::lua_tolstring(l, 1, std::ptr::null_mut()), 1);
+            crate::last_words::close();
         } else if ffi::lua_type(l, 1) > ffi::LUA_TNIL && ffi::luaL_callmeta(l, 1, c"__tostring".as_ptr()) == 0 {
             ffi::lua_pushstring(l, c"(no error message)".as_ptr());
         }
@@ -306,15 +309,23 @@ unsafe extern "C-unwind" fn msghandler(l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn msghandler(l: *mut lua_State) -> c_int {
     // SAFETY: a message handler: argument 1 is the error object.
     unsafe {
-        let mut message = ffi::lua_tolstring(l, 1, std::ptr::null_mut());
-        if message.is_null() {
-            if ffi::luaL_callmeta(l, 1, c"__tostring".as_ptr()) != 0 && ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
-                return 1;
-            }
-            let kind = ffi::lua_typename(l, ffi::lua_type(l, 1));
-            message = ffi::lua_pushfstring(l, c"(error object is a %s value)".as_ptr(), kind);
+        let is_string = ffi::lua_isstring(l, 1) != 0;
+        if !is_string
+            && ffi::luaL_callmeta(l, 1, c"__tostring".as_ptr()) != 0
+            && ffi::lua_type(l, -1) == ffi::LUA_TSTRING
+        {
+            return 1;
         }
+        // The traceback is the runner's, built inside the reserve (no script code runs there).
+        crate::last_words::open();
+        let message = if is_string {
+            ffi::lua_tolstring(l, 1, std::ptr::null_mut())
+        } else {
+            let kind = ffi::lua_typename(l, ffi::lua_type(l, 1));
+            ffi::lua_pushfstring(l, c"(error object is a %s value)".as_ptr(), kind)
+        };
         ffi::luaL_traceback(l, l, message, 1);
+        crate::last_words::close();
     }
     1
 }
@@ -335,7 +346,9 @@ unsafe extern "C-unwind" fn msghandler(l: *mut lua_State) -> c_int {
             }
             ffi::lua_remove(l, 1);
         }
+        crate::last_words::open();
         luajit::luaL_traceback(l, l, ffi::lua_tolstring(l, 1, std::ptr::null_mut()), 1);
+        crate::last_words::close();
     }
     1
 }
@@ -363,19 +376,25 @@ unsafe extern "C-unwind" fn msghandler(l: *mut lua_State) -> c_int {
         if ffi::lua_isstring(l, 1) == 0 {
             return 1;
         }
+        // Inside the reserve: a script's own `debug.traceback` may run there too, bounded by
+        // the reserve like the rest.
+        crate::last_words::open();
         ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"debug".as_ptr());
         if ffi::lua_type(l, -1) != ffi::LUA_TTABLE {
             ffi::lua_settop(l, 1);
+            crate::last_words::close();
             return 1;
         }
         ffi::lua_getfield(l, -1, c"traceback".as_ptr());
         if ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION {
             ffi::lua_settop(l, 1);
+            crate::last_words::close();
             return 1;
         }
         ffi::lua_pushvalue(l, 1);
         ffi::lua_pushinteger(l, 2);
         ffi::lua_call(l, 2, 1);
+        crate::last_words::close();
     }
     1
 }

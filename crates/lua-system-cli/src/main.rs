@@ -8,6 +8,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cpu_backstop;
+mod last_words;
 mod lua_c;
 mod monitor;
 mod options;
@@ -163,6 +164,7 @@ fn run(argv: &[String], options: &Options) -> Result<(), Failure> {
         watch.watch_cycles(state)?;
     }
     watch.install(&lua)?;
+    last_words::install(&lua)?;
 
     let result = watch.run(sampled, || run_program(&lua, argv, options, &warnings));
     watch.finish(&lua);

@@ -380,3 +380,76 @@ fn the_sandbox_refuses_a_precompiled_script() {
     assert_eq!(stdout(&run(&["--profile", "sandbox", shebang.to_str().unwrap()])), "text\n");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A script that filled its memory limit (its growth caught by `pcall`) still gets its own
+/// last words out: the message of `error` with its position and lua.c's traceback, an error
+/// object's `__tostring`, and the exit code of `os.exit`, with or without `--stats` (which
+/// wraps `os.exit` in a call that needs memory). Before the reserve, each ended in "not enough
+/// memory" and status 1.
+#[test]
+fn last_words_survive_the_memory_limit() {
+    const FILL: &str =
+        "local t = {}\nlocal ok = pcall(function() while true do t[#t+1] = {} end end)\nassert(not ok)\n";
+    // (script, made before the limit is reached, run at it, exit status, on stderr)
+    let cases: [(&str, &str, &str, Option<i32>, &str); 4] = [
+        ("error.lua", "", "error('boom')\n", Some(1), "error.lua:4: boom"),
+        ("traceback.lua", "local function f() error('deep') end\n", "f()\n", Some(1), "in local 'f'"),
+        (
+            "tostring.lua",
+            "local e = setmetatable({}, {__tostring = function() return 'mine' end})\n",
+            "error(e)\n",
+            Some(1),
+            "mine",
+        ),
+        ("exit.lua", "", "os.exit(3)\n", Some(3), ""),
+    ];
+    for (name, before, at_limit, code, expected) in cases {
+        let script = temp_script(name, &format!("{before}{FILL}{at_limit}"));
+        for stats in [&[][..], &["--stats", "json"][..]] {
+            let mut args = vec!["--memory-limit", "8M"];
+            args.extend_from_slice(stats);
+            args.push(script.to_str().unwrap());
+            let out = run(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), code, "{name} {stats:?}: {err}");
+            assert!(err.contains(expected) && !err.contains("not enough memory"), "{name} {stats:?}: {err}");
+            if !stats.is_empty() {
+                let both = format!("{}{err}", stdout(&out));
+                assert!(both.contains("\"lua_heap_alloc_bytes\""), "{name}: the figures are written");
+            }
+        }
+    }
+    // A limit set below what is in use: exiting needs no new memory, so the code survives too.
+    let out = run(&["--stats", "json", "-e", "require('system').set_memory_limit(0) os.exit(2)"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// The reserve is not a way past the limit: a script that keeps every message `error` builds
+/// at its limit (each built inside the reserve) holds at most the reserve's 64 KiB more.
+#[test]
+fn the_reserve_bounds_what_error_messages_add_past_the_limit() {
+    let script = temp_script(
+        "hoard.lua",
+        "local system = require('system')\n\
+         local limit = 4 * 1024 * 1024\n\
+         local m, kept, built, most = ('m'):rep(200), {}, 0, 0\n\
+         local function raise() error(m) end\n\
+         local function keep()\n\
+           local ok, message = pcall(raise)\n\
+           if message ~= 'not enough memory' then built = built + 1; kept[#kept+1] = message end\n\
+         end\n\
+         system.set_memory_limit(limit)\n\
+         local t = {}\n\
+         pcall(function() while true do t[#t+1] = {} end end)\n\
+         for i = 1, 300 do pcall(keep); most = math.max(most, system.allocated() or 0) end\n\
+         t = nil\n\
+         print(most - limit, built)\n",
+    );
+    let out = run(&[script.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let mut fields = printed.split_whitespace().map(|v| v.parse::<i64>().unwrap());
+    let (past, kept) = (fields.next().unwrap(), fields.next().unwrap());
+    assert!(past <= 64 * 1024, "{past} bytes past the limit");
+    assert!(kept > 0, "some messages were built past the limit: the reserve worked ({printed})");
+}

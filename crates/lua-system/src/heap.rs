@@ -60,9 +60,14 @@ pub(crate) struct Heap {
     mallocs: Counter,
     frees: Counter,
     limit: AtomicUsize,
-    /// Set while the module itself allocates something it cannot do without (the cycle
-    /// sentinel): the limit is not applied to it.
-    over_limit_allowed: AtomicBool,
+    /// Bytes the state may hold past its limit just now: 0; a host's reserve for its error and
+    /// exit paths ([`Heap::open_reserve`]); or unbounded while the module itself allocates
+    /// something it cannot do without (the cycle sentinel, [`Heap::over_limit`]).
+    allowance: AtomicUsize,
+    /// What a reserve is counted from: the limit, or the heap's size when the limit was set if
+    /// that was larger (a limit below the bytes in use stops growth, and a reserve then still
+    /// gives room).
+    reserve_base: AtomicUsize,
     /// The most `live_bytes` reached since the last cycle ended (the heap a cycle started from),
     /// tracked only while `watching_peaks`.
     peak_bytes: Counter,
@@ -95,7 +100,8 @@ impl Heap {
             mallocs: Counter::default(),
             frees: Counter::default(),
             limit: AtomicUsize::new(NO_LIMIT),
-            over_limit_allowed: AtomicBool::new(false),
+            allowance: AtomicUsize::new(0),
+            reserve_base: AtomicUsize::new(NO_LIMIT),
             peak_bytes: Counter::default(),
             watching_peaks: AtomicBool::new(false),
             coroutines: ThreadBlocks::default(),
@@ -118,17 +124,31 @@ impl Heap {
         if faults::active(Fault::AllocatorFails) {
             return false;
         }
-        let limit = self.limit.load(Relaxed);
-        (self.live_bytes.get() as usize).saturating_add(growth) <= limit || self.over_limit_allowed.load(Relaxed)
+        let ceiling = self.limit.load(Relaxed).saturating_add(self.allowance.load(Relaxed));
+        (self.live_bytes.get() as usize).saturating_add(growth) <= ceiling
     }
 
     /// Runs `f` with the memory limit lifted: for the few blocks the module must have (the
     /// cycle sentinel), so that counting never stops at the limit.
     pub(crate) fn over_limit<T>(&self, f: impl FnOnce() -> T) -> T {
-        let previous = self.over_limit_allowed.swap(true, Relaxed);
+        let previous = self.allowance.swap(usize::MAX, Relaxed);
         let result = f();
-        self.over_limit_allowed.store(previous, Relaxed);
+        self.allowance.store(previous, Relaxed);
         result
+    }
+
+    /// Lets the state hold up to `bytes` past its limit (or past the heap's size when the limit
+    /// was set, if that was larger) until [`Heap::close_reserve`]. Not cumulative: opening
+    /// again replaces the reserve, so the heap never exceeds that base by more than the largest
+    /// reserve opened, whether or not it is closed.
+    pub(crate) fn open_reserve(&self, bytes: usize) {
+        let past_limit = self.reserve_base.load(Relaxed).saturating_sub(self.limit.load(Relaxed));
+        self.allowance.store(past_limit.saturating_add(bytes), Relaxed);
+    }
+
+    /// Ends the reserve: the limit applies exactly again.
+    pub(crate) fn close_reserve(&self) {
+        self.allowance.store(0, Relaxed);
     }
 
     #[inline(always)]
@@ -197,7 +217,9 @@ impl Heap {
     /// Sets the limit (`None`: none) and returns the previous one. A limit below the bytes in
     /// use is accepted: it stops growth until enough is freed.
     pub(crate) fn set_memory_limit(&self, limit: Option<usize>) -> Option<usize> {
-        let previous = self.limit.swap(limit.unwrap_or(NO_LIMIT), Relaxed);
+        let limit = limit.unwrap_or(NO_LIMIT);
+        self.reserve_base.store(limit.max(self.live_bytes.get() as usize), Relaxed);
+        let previous = self.limit.swap(limit, Relaxed);
         Some(previous).filter(|&l| l != NO_LIMIT)
     }
 
@@ -366,7 +388,18 @@ mod tests {
         assert!(!heap.admits(51));
         assert!(heap.over_limit(|| heap.admits(1000)), "lifted for the module's own blocks");
         assert!(!heap.admits(51), "and only then");
-        assert_eq!(heap.set_memory_limit(None), Some(150));
+        heap.open_reserve(10);
+        assert!(heap.admits(60) && !heap.admits(61), "a reserve: ten bytes more");
+        heap.open_reserve(10);
+        assert!(!heap.admits(61), "opening again does not add up");
+        heap.close_reserve();
+        assert!(!heap.admits(51), "closed: the limit again");
+        heap.set_memory_limit(Some(0));
+        assert!(!heap.admits(1), "a limit below the heap stops growth");
+        heap.open_reserve(10);
+        assert!(heap.admits(10) && !heap.admits(11), "the reserve counts from the heap then");
+        heap.close_reserve();
+        assert_eq!(heap.set_memory_limit(None), Some(0));
         assert!(heap.admits(usize::MAX));
     }
 

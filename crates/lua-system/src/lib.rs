@@ -70,6 +70,7 @@ pub use cpu_limit::{
 pub use cycles::{Cycle, CycleHook};
 #[cfg(feature = "fault-injection")]
 pub use faults::{Fault, inject as inject_fault};
+pub use limit::{MemoryReserve, memory_reserve};
 pub use metrics::{InvalidLabel, Metrics};
 pub use mlua;
 pub use permissions::{Permissions, Profile, UnknownFunction};
