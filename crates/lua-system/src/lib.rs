@@ -49,6 +49,7 @@ mod faults;
 mod ffi;
 mod gc;
 mod heap;
+pub mod heap_profile;
 mod host;
 mod limit;
 mod memory;
