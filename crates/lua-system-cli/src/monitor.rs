@@ -1,4 +1,5 @@
-//! Watching memory while a script runs: `--gctrace`, `--mem-profile FILE` and `--stats FORMAT`.
+//! Watching memory while a script runs: `--gctrace`, `--mem-profile FILE`, `--heap-profile FILE`
+//! and `--stats FORMAT`.
 //!
 //! * `--gctrace`: one line on stderr per completed collection cycle, in the spirit of Go's
 //!   `GODEBUG=gctrace=1`:
@@ -45,6 +46,9 @@ pub struct Watch {
     trace: bool,
     profile: Option<(PathBuf, Duration)>,
     stats: Option<String>,
+    /// `--heap-profile`: where the heap profile is written at the end.
+    heap_profile: Option<PathBuf>,
+    heap_profile_rate: u64,
     recorded: Mutex<Profile>,
     /// Set once the outputs are written: nothing more is traced or recorded after.
     finished: AtomicBool,
@@ -60,10 +64,13 @@ impl Watch {
             None => None,
         };
         let interval_ms = profile.as_ref().map_or(0.0, |(_, interval)| interval.as_secs_f64() * 1e3);
+        let heap_profile = options.heap_profile.as_deref().map(heap_profile_path).transpose()?;
         Ok(Arc::new(Watch {
             trace: options.gctrace,
             profile,
             stats: options.stats.clone(),
+            heap_profile,
+            heap_profile_rate: options.heap_profile_rate.unwrap_or(lua_system::DEFAULT_HEAP_PROFILE_RATE),
             recorded: Mutex::new(Profile { interval_ms, ..Profile::default() }),
             finished: AtomicBool::new(false),
         }))
@@ -95,13 +102,17 @@ impl Watch {
         })))
     }
 
-    /// Wraps `collectgarbage` (forced cycles) when cycles are watched, and `os.exit` (the
-    /// outputs are written first) when there is anything to write.
+    /// Wraps `collectgarbage` (forced cycles) when cycles are watched, starts the heap profiler
+    /// if asked, and wraps `os.exit` (the outputs are written first) when there is anything to
+    /// write.
     pub fn install(self: &Arc<Self>, lua: &Lua) -> mlua::Result<()> {
         if self.trace || self.profile.is_some() {
             mark_forced_collections(lua)?;
         }
-        if self.profile.is_some() || self.stats.is_some() {
+        if let Some(rate) = self.heap_profile.as_ref().map(|_| self.heap_profile_rate) {
+            lua_system::set_heap_profile_rate(lua, rate)?;
+        }
+        if self.profile.is_some() || self.stats.is_some() || self.heap_profile.is_some() {
             let os: mlua::Table = lua.globals().get("os")?;
             let exit: Function = os.get("exit")?;
             let watch = Arc::clone(self);
@@ -132,6 +143,14 @@ impl Watch {
         if let Some((path, _)) = &self.profile {
             if let Err(message) = write_profile(path, &self.recorded()) {
                 eprintln!("{}: {message}", crate::PROGNAME);
+            }
+        }
+        if let Some(path) = &self.heap_profile {
+            let written = lua_system::heap_profile(lua).and_then(|profile| {
+                profile.write_to_path(path).map_err(|error| mlua::Error::runtime(error.to_string()))
+            });
+            if let Err(error) = written {
+                eprintln!("{}: --heap-profile: {error}", crate::PROGNAME);
             }
         }
         if let Some(format) = &self.stats {
@@ -379,6 +398,17 @@ pub fn final_stats(lua: &Lua, format: &str) -> mlua::Result<String> {
         "json" => serde_json::to_string_pretty(&metrics).map(|j| j + "\n").map_err(mlua::Error::external),
         "prometheus" => Ok(metrics.to_prometheus()),
         other => Err(mlua::Error::runtime(format!("--stats: unknown format '{other}' (json or prometheus)"))),
+    }
+}
+
+/// Where `--heap-profile` writes, checked before the script runs (the format follows the
+/// extension: `lua_system::heap_profile::HeapProfile::write_to_path`).
+fn heap_profile_path(path: &str) -> Result<PathBuf, String> {
+    let lower = path.to_ascii_lowercase();
+    if [".pb.gz", ".pprof", ".folded", ".svg"].iter().any(|extension| lower.ends_with(extension)) {
+        Ok(PathBuf::from(path))
+    } else {
+        Err(format!("--heap-profile: '{path}' must end in .pb.gz, .pprof, .folded or .svg"))
     }
 }
 

@@ -28,6 +28,11 @@ Available options are:
             sample the heap while the script runs; write FILE as .svg (a chart), .csv or .json
   --mem-profile-interval MS
             the sampling interval (default 10)
+  --heap-profile FILE
+            profile where the heap goes; write FILE when the script ends, as .pb.gz or
+            .pprof (go tool pprof), .folded (folded stacks) or .svg (a flamegraph)
+  --heap-profile-rate BYTES
+            one sample per BYTES allocated on average (default 512K, as Go; 1: every one)
   --stats json|prometheus
             print the final figures on stderr at exit
   --gc incremental|generational
@@ -79,6 +84,10 @@ pub struct Options {
     pub gctrace: bool,
     pub mem_profile: Option<String>,
     pub mem_profile_interval_ms: Option<u64>,
+    /// `--heap-profile`: where the heap profile goes.
+    pub heap_profile: Option<String>,
+    /// `--heap-profile-rate`: bytes between samples on average.
+    pub heap_profile_rate: Option<u64>,
     pub stats: Option<String>,
     pub actions: Vec<Action>,
     pub interactive: bool,
@@ -123,13 +132,22 @@ impl Options {
                 // option the version lacks is refused.
                 "-E" if !cfg!(feature = "lua51") => options.ignore_environment = true,
                 "--gctrace" => options.gctrace = true,
-                "--mem-profile" | "--mem-profile-interval" | "--stats" => {
+                "--mem-profile" | "--mem-profile-interval" | "--stats" | "--heap-profile" | "--heap-profile-rate" => {
                     i += 1;
                     let Some(value) = argv.get(i) else {
                         return Err(BadOption(format!("'{arg}' needs argument")));
                     };
                     match arg {
                         "--mem-profile" => options.mem_profile = Some(value.clone()),
+                        "--heap-profile" => options.heap_profile = Some(value.clone()),
+                        "--heap-profile-rate" => {
+                            let rate = parse_bytes(value).filter(|&rate| rate > 0);
+                            options.heap_profile_rate = Some(rate.ok_or_else(|| {
+                                BadOption(format!(
+                                    "'--heap-profile-rate' needs a positive number of bytes, not '{value}'"
+                                ))
+                            })? as u64);
+                        }
                         "--stats" if matches!(value.as_str(), "json" | "prometheus") => {
                             options.stats = Some(value.clone());
                         }
@@ -212,6 +230,9 @@ impl Options {
                 _ => return Err(BadOption(format!("unrecognized option '{arg}'"))),
             }
             i += 1;
+        }
+        if options.heap_profile_rate.is_some() && options.heap_profile.is_none() {
+            return Err(BadOption("'--heap-profile-rate' needs '--heap-profile FILE'".to_owned()));
         }
         if options.mem_profile_interval_ms.is_some() && options.mem_profile.is_none() {
             return Err(BadOption("'--mem-profile-interval' needs '--mem-profile FILE'".to_owned()));

@@ -239,6 +239,11 @@ impl Heap {
         self.watching_peaks.store(on, Relaxed);
     }
 
+    /// Whether the peak is tracked (the allocator function must match).
+    pub(crate) fn watching_peaks(&self) -> bool {
+        self.watching_peaks.load(Relaxed)
+    }
+
     /// The peak since the last call, which starts a new period at the bytes live now; `None`
     /// unless peaks are watched.
     pub(crate) fn take_peak(&self) -> Option<u64> {

@@ -50,6 +50,7 @@ mod ffi;
 mod gc;
 mod heap;
 pub mod heap_profile;
+mod heap_sampler;
 mod host;
 mod limit;
 mod memory;
@@ -58,6 +59,7 @@ mod module;
 mod permissions;
 mod probe;
 mod process_memory;
+mod profiler;
 mod runtime;
 mod sandbox;
 mod state_data;
@@ -71,6 +73,7 @@ pub use cpu_limit::{
 pub use cycles::{Cycle, CycleHook};
 #[cfg(feature = "fault-injection")]
 pub use faults::{Fault, inject as inject_fault};
+pub use heap_sampler::DEFAULT_RATE as DEFAULT_HEAP_PROFILE_RATE;
 pub use limit::{MemoryReserve, memory_reserve};
 pub use metrics::{InvalidLabel, Metrics};
 pub use mlua;
@@ -83,8 +86,8 @@ pub use sandbox::{
 pub use state_data::Accounting;
 pub use stats::{Figure, MemStats, NextGcSource, Unavailable};
 pub use system_lua::{
-    SystemLua, gc_percent, install, mark_forced_collection, mem_stats, memory_limit, permissions, set_memory_limit,
-    set_permissions,
+    SystemLua, gc_percent, heap_profile, install, mark_forced_collection, mem_stats, memory_limit, permissions,
+    set_heap_profile_rate, set_memory_limit, set_permissions,
 };
 pub use text::Text;
 

@@ -9,7 +9,7 @@ use crate::answer::{Failure, Reply};
 use crate::ffi::Call;
 use crate::state_data::StateData;
 use crate::text::Text;
-use crate::{gc, host, limit, memory, metrics, runtime};
+use crate::{gc, host, limit, memory, metrics, profiler, runtime};
 
 /// What a function does, for permissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +61,9 @@ pub(crate) static FUNCTIONS: &[Entry] = &[
     entry(c"get_memory_limit", limit::get_memory_limit, Kind::Reads),
     // Not in the spec: monitoring (metrics.rs)
     entry(c"metrics",          metrics::metrics,        Kind::Reads),
+    // Not in the spec: the heap profiler (profiler.rs), Go's MemProfileRate and WriteHeapProfile
+    entry(c"set_heap_profile_rate", profiler::set_heap_profile_rate, Kind::Changes),
+    entry(c"write_heap_profile",    profiler::write_heap_profile,    Kind::Changes),
 ];
 
 /// Whether the call changes something: always for [`Kind::Changes`], with an argument for

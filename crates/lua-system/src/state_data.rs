@@ -9,6 +9,7 @@ use crate::ffi::Collector;
 use crate::ffi::internals::InternalsCache;
 use crate::ffi::lua_alloc::Chain;
 use crate::heap::Heap;
+use crate::heap_sampler::HeapSampler;
 use crate::permissions::Permissions;
 
 /// Which blocks of a state the module's counts cover.
@@ -60,6 +61,8 @@ pub(crate) struct StateData {
     permissions: [AtomicU64; 2],
     /// How much CPU time its Lua code may use (`set_cpu_limit`).
     cpu_budget: CpuBudget,
+    /// The heap profiler's samples (`heap_sampler.rs`).
+    heap_sampler: HeapSampler,
 }
 
 impl StateData {
@@ -92,6 +95,7 @@ impl StateData {
             internals: InternalsCache::default(),
             permissions: Self::permission_bits(Permissions::default()),
             cpu_budget: CpuBudget::default(),
+            heap_sampler: HeapSampler::new(),
         }
     }
 
@@ -105,6 +109,10 @@ impl StateData {
 
     pub(crate) fn cpu_budget(&self) -> &CpuBudget {
         &self.cpu_budget
+    }
+
+    pub(crate) fn heap_sampler(&self) -> &HeapSampler {
+        &self.heap_sampler
     }
 
     pub(crate) fn accounting(&self) -> Accounting {
@@ -189,5 +197,9 @@ impl crate::ffi::Record for StateData {
 
     fn cpu_budget(&self) -> &CpuBudget {
         StateData::cpu_budget(self)
+    }
+
+    fn heap_sampler(&self) -> &HeapSampler {
+        StateData::heap_sampler(self)
     }
 }

@@ -287,6 +287,22 @@ pub fn set_permissions(lua: &Lua, permissions: Permissions) -> mlua::Result<()> 
     Ok(())
 }
 
+/// Sets the heap profiler's rate for `lua`'s state (see `system.set_heap_profile_rate`) and
+/// returns the previous one: on average one sample per `rate` bytes allocated
+/// ([`DEFAULT_HEAP_PROFILE_RATE`](crate::DEFAULT_HEAP_PROFILE_RATE) is Go's 512 KiB), 1 for every allocation, 0 to stop.
+pub fn set_heap_profile_rate(lua: &Lua, rate: u64) -> mlua::Result<u64> {
+    let record = states::published::<StateData>(lua)?;
+    // SAFETY: on the locked state, outside any allocation, under a protected call; the record
+    // is the state's.
+    unsafe { states::with_raw_state(lua, |l| crate::ffi::heap_profiler::set_rate(l, &*record, rate)) }
+}
+
+/// The heap profile of `lua`'s state so far, as a value the host can write in each format or
+/// serve (the profiler's memory is the process's, not the Lua heap's).
+pub fn heap_profile(lua: &Lua) -> mlua::Result<crate::heap_profile::HeapProfile> {
+    Ok(states::published::<StateData>(lua)?.heap_sampler().profile())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

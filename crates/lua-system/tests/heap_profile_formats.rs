@@ -41,6 +41,7 @@ fn profile(rate: u64) -> HeapProfile {
         ],
         time_nanos: 1_700_000_000_000_000_000,
         duration_nanos: 5_000_000_000,
+        comments: vec!["made by hand".into()],
     }
 }
 

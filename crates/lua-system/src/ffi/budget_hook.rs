@@ -72,7 +72,7 @@ unsafe extern "C" {
 
 /// Flushes LuaJIT's compiled code and turns its compiler off: hooks run only in the interpreter.
 #[cfg(feature = "luajit")]
-unsafe fn jit_off(l: *mut lua_State) {
+pub(crate) unsafe fn jit_off(l: *mut lua_State) {
     const LUAJIT_MODE_ENGINE: c_int = 0;
     const LUAJIT_MODE_OFF: c_int = 0x0000;
     const LUAJIT_MODE_FLUSH: c_int = 0x0200;
@@ -89,7 +89,7 @@ unsafe fn jit_off(l: *mut lua_State) {
 ///
 /// # Safety
 /// `l` is a running thread with a free stack slot.
-unsafe fn main_thread(l: *mut lua_State) -> *mut lua_State {
+pub(crate) unsafe fn main_thread(l: *mut lua_State) -> *mut lua_State {
     // SAFETY: reading the registry by integer key and pushing the running thread allocate
     // nothing; the stack is restored.
     unsafe {

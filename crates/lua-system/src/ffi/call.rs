@@ -109,6 +109,27 @@ impl<'a, R: Record> Call<'a, R> {
         }
     }
 
+    /// Argument `n` as the bytes of a Lua string (`None`: not a string; a number is not
+    /// converted). Never raises or allocates; the bytes live as long as the call.
+    pub(crate) fn string(&self, n: c_int) -> Option<&'a [u8]> {
+        // SAFETY: a string argument stays on the stack, unchanged, for the whole call.
+        unsafe {
+            if ffi::lua_type(self.l, n) != ffi::LUA_TSTRING {
+                return None;
+            }
+            let mut len = 0;
+            let bytes = ffi::lua_tolstring(self.l, n, &mut len);
+            Some(std::slice::from_raw_parts(bytes.cast::<u8>(), len))
+        }
+    }
+
+    /// Sets the heap profiler's rate in the calling state and returns the previous one
+    /// (`heap_profiler.rs`).
+    pub(crate) fn set_heap_profile_rate(&self, rate: u64) -> u64 {
+        // SAFETY: `l` runs this call, outside any allocation; the record is its state's.
+        unsafe { super::heap_profiler::set_rate(self.l, self.record, rate) }
+    }
+
     /// Argument `n` (1-based). Never raises.
     pub(crate) fn arg(&self, n: c_int) -> Arg {
         let l = self.l;

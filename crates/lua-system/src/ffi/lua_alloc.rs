@@ -40,40 +40,34 @@ fn is_thread_tag(osize: usize) -> bool {
     super::coroutines::ALLOCATOR_SEES_THREADS && osize == ffi::LUA_TTHREAD as usize
 }
 
-/// The allocator of accounted states; its `ud` is the state's record.
-pub(crate) unsafe extern "C" fn exact<R: Record>(
+/// The allocator of accounted states; its `ud` is the state's record. `PEAKS`: also tracking
+/// the heap's peak between cycles; `PROFILE`: sampling for the heap profiler.
+pub(crate) unsafe extern "C" fn exact<R: Record, const PEAKS: bool, const PROFILE: bool>(
     ud: *mut c_void,
     block: *mut c_void,
     osize: usize,
     nsize: usize,
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
-    unsafe { exact_with::<R, false>(ud, block, osize, nsize) }
-}
-
-/// [`exact`], also tracking the heap's peak between cycles.
-pub(crate) unsafe extern "C" fn exact_watching_peaks<R: Record>(
-    ud: *mut c_void,
-    block: *mut c_void,
-    osize: usize,
-    nsize: usize,
-) -> *mut c_void {
-    // SAFETY: forwarded under the same contract.
-    unsafe { exact_with::<R, true>(ud, block, osize, nsize) }
+    unsafe { exact_with::<R, PEAKS, PROFILE>(ud, block, osize, nsize) }
 }
 
 #[inline(always)]
-unsafe fn exact_with<R: Record, const PEAKS: bool>(
+unsafe fn exact_with<R: Record, const PEAKS: bool, const PROFILE: bool>(
     ud: *mut c_void,
     block: *mut c_void,
     osize: usize,
     nsize: usize,
 ) -> *mut c_void {
     // SAFETY: `ud` is the record passed to `lua_newstate`, freed only after `lua_close`.
-    let heap = unsafe { (*(ud as *const R)).heap() };
+    let record = unsafe { &*(ud as *const R) };
+    let heap = record.heap();
 
     if nsize == 0 {
         if !block.is_null() {
+            if PROFILE {
+                record.heap_sampler().forget(block as usize);
+            }
             heap.record_free(osize);
             heap.coroutines().forget(block as usize, osize);
             // SAFETY: Lua passes the size the block was allocated or last resized with, and
@@ -91,6 +85,7 @@ unsafe fn exact_with<R: Record, const PEAKS: bool>(
         if !heap.admits(nsize) {
             return ptr::null_mut();
         }
+        let stack = if PROFILE { sample_new(record, nsize) } else { None };
         // SAFETY: `layout` has a non-zero size.
         let new = unsafe { alloc(layout) };
         if new.is_null() {
@@ -106,12 +101,16 @@ unsafe fn exact_with<R: Record, const PEAKS: bool>(
         if PEAKS {
             heap.note_peak();
         }
+        if let Some(stack) = stack {
+            record.heap_sampler().record(new as usize, nsize, super::heap_profiler::object_type(osize), stack);
+        }
         return new.cast();
     }
 
     if nsize > osize && !heap.admits(nsize - osize) {
         return ptr::null_mut();
     }
+    let stack = if PROFILE { sample_new(record, nsize) } else { None };
     // SAFETY: `block` was allocated here with size `osize` (see `dealloc` above); `nsize` is
     // non-zero and forms a valid layout.
     let resized = unsafe { realloc(block.cast(), Layout::from_size_align_unchecked(osize, ALIGN), nsize) };
@@ -126,7 +125,36 @@ unsafe fn exact_with<R: Record, const PEAKS: bool>(
     if PEAKS && nsize > osize {
         heap.note_peak();
     }
+    if PROFILE {
+        profile_resize(record, block, resized.cast(), nsize, stack);
+    }
     resized.cast()
+}
+
+/// For a block about to be made or resized to `nsize` bytes: its stack, if it is sampled (read
+/// now, while a stack being moved is still where Lua's pointers say).
+#[inline(always)]
+fn sample_new<R: Record>(record: &R, nsize: usize) -> Option<Vec<crate::heap_profile::Frame>> {
+    let sampler = record.heap_sampler();
+    // SAFETY: called by the state's allocator before the block is made or moved.
+    sampler.take(nsize).then(|| unsafe { super::heap_profiler::capture(sampler) })
+}
+
+/// A block moved from `old` to `new` (`nsize` bytes): the old one is freed, as far as the
+/// profile is concerned; the new one is recorded if it was sampled (`stack`).
+#[inline(always)]
+fn profile_resize<R: Record>(
+    record: &R,
+    old: *mut c_void,
+    new: *mut c_void,
+    nsize: usize,
+    stack: Option<Vec<crate::heap_profile::Frame>>,
+) {
+    let sampler = record.heap_sampler();
+    let object_type = sampler.forget(old as usize);
+    if let Some(stack) = stack {
+        sampler.record(new as usize, nsize, object_type.unwrap_or("other"), stack);
+    }
 }
 
 /// The allocator an interposed state's requests are passed on to, and the blocks the module has
@@ -177,30 +205,19 @@ impl Chain {
 
 /// The allocator of states made by mlua for a `SystemLua`: counts every block, passes every
 /// request on to the state's own allocator. Its `ud` is the state's record, owned by the
-/// `SystemLua`.
-pub(crate) unsafe extern "C" fn chained<R: Record>(
+/// `SystemLua`. `PEAKS` and `PROFILE` as for [`exact`].
+pub(crate) unsafe extern "C" fn chained<R: Record, const PEAKS: bool, const PROFILE: bool>(
     ud: *mut c_void,
     block: *mut c_void,
     osize: usize,
     nsize: usize,
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
-    unsafe { chained_with::<R, false>(ud, block, osize, nsize) }
-}
-
-/// [`chained`], also tracking the heap's peak between cycles.
-pub(crate) unsafe extern "C" fn chained_watching_peaks<R: Record>(
-    ud: *mut c_void,
-    block: *mut c_void,
-    osize: usize,
-    nsize: usize,
-) -> *mut c_void {
-    // SAFETY: forwarded under the same contract.
-    unsafe { chained_with::<R, true>(ud, block, osize, nsize) }
+    unsafe { chained_with::<R, PEAKS, PROFILE>(ud, block, osize, nsize) }
 }
 
 #[inline(always)]
-unsafe fn chained_with<R: Record, const PEAKS: bool>(
+unsafe fn chained_with<R: Record, const PEAKS: bool, const PROFILE: bool>(
     ud: *mut c_void,
     block: *mut c_void,
     osize: usize,
@@ -215,6 +232,9 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
 
     if nsize == 0 {
         if !block.is_null() {
+            if PROFILE {
+                record.heap_sampler().forget(block as usize);
+            }
             heap.record_free(osize);
             heap.coroutines().forget(block as usize, osize);
             chain.next(block, osize, 0);
@@ -226,6 +246,7 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
         if !heap.admits(nsize) {
             return ptr::null_mut();
         }
+        let stack = if PROFILE { sample_new(record, nsize) } else { None };
         let new = chain.next(ptr::null_mut(), osize, nsize);
         if new.is_null() {
             return new;
@@ -238,17 +259,24 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
         if PEAKS {
             heap.note_peak();
         }
+        if let Some(stack) = stack {
+            record.heap_sampler().record(new as usize, nsize, super::heap_profiler::object_type(osize), stack);
+        }
         return new;
     }
 
     if nsize > osize && !heap.admits(nsize - osize) {
         return ptr::null_mut();
     }
+    let stack = if PROFILE { sample_new(record, nsize) } else { None };
     let resized = chain.next(block, osize, nsize);
     if !resized.is_null() {
         heap.record_resize(osize, nsize);
         if PEAKS && nsize > osize {
             heap.note_peak();
+        }
+        if PROFILE {
+            profile_resize(record, block, resized, nsize, stack);
         }
     }
     resized
@@ -257,7 +285,7 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
 /// The allocator of states the module was loaded into; its `ud` is the state's record, of which
 /// it holds a reference (`Arc::into_raw`) that it releases after the state's last block (Lua 5.1
 /// to 5.5 free the main state last: once no byte is live, nothing will call it again).
-pub(crate) unsafe extern "C" fn interposed<R: Record>(
+pub(crate) unsafe extern "C" fn interposed<R: Record, const PROFILE: bool>(
     ud: *mut c_void,
     block: *mut c_void,
     osize: usize,
@@ -274,6 +302,9 @@ pub(crate) unsafe extern "C" fn interposed<R: Record>(
 
     if nsize == 0 {
         if !block.is_null() {
+            if PROFILE {
+                record.heap_sampler().forget(block as usize);
+            }
             if tracked.remove(block as usize) {
                 heap.record_free(osize);
             } else {
@@ -296,6 +327,7 @@ pub(crate) unsafe extern "C" fn interposed<R: Record>(
         if !heap.admits(nsize) {
             return ptr::null_mut();
         }
+        let stack = if PROFILE { sample_new(record, nsize) } else { None };
         let new = chain.next(ptr::null_mut(), osize, nsize);
         if new.is_null() {
             return new;
@@ -312,15 +344,22 @@ pub(crate) unsafe extern "C" fn interposed<R: Record>(
             return ptr::null_mut();
         }
         heap.record_new(nsize);
+        if let Some(stack) = stack {
+            record.heap_sampler().record(new as usize, nsize, super::heap_profiler::object_type(osize), stack);
+        }
         return new;
     }
 
     if nsize > osize && !heap.admits(nsize - osize) {
         return ptr::null_mut();
     }
+    let stack = if PROFILE { sample_new(record, nsize) } else { None };
     let resized = chain.next(block, osize, nsize);
     if resized.is_null() {
         return resized;
+    }
+    if PROFILE {
+        profile_resize(record, block, resized, nsize, stack);
     }
     let was_tracked = tracked.remove(block as usize);
     // Without memory to record the resized block, it leaves the tracked set: its bytes stay
@@ -341,19 +380,37 @@ pub(crate) unsafe extern "C" fn interposed<R: Record>(
 /// Whether `f` is one of the module's allocator functions for records of type `R`: then the
 /// state's allocator data is such a record.
 pub(crate) fn is_ours<R: Record>(f: ffi::lua_Alloc) -> bool {
-    let ours: [ffi::lua_Alloc; 5] =
-        [exact::<R>, exact_watching_peaks::<R>, chained::<R>, chained_watching_peaks::<R>, interposed::<R>];
+    let ours: [ffi::lua_Alloc; 10] = [
+        exact::<R, false, false>,
+        exact::<R, true, false>,
+        exact::<R, false, true>,
+        exact::<R, true, true>,
+        chained::<R, false, false>,
+        chained::<R, true, false>,
+        chained::<R, false, true>,
+        chained::<R, true, true>,
+        interposed::<R, false>,
+        interposed::<R, true>,
+    ];
     ours.iter().any(|&g| ptr::fn_addr_eq(f, g))
 }
 
 /// The allocator function for a record: its own blocks, or passing them on to its chain; with or
-/// without peaks. Interposed records (tracking a set) have one function only.
+/// without peaks; sampling for the heap profiler once it has started in the state (it then
+/// stays, so that frees of sampled blocks are seen). Interposed records (tracking a set) do not
+/// watch peaks.
 pub(crate) fn function_for<R: Record>(record: &R, watching_peaks: bool) -> ffi::lua_Alloc {
-    match (record.chain(), record.tracks_blocks(), watching_peaks) {
-        (None, _, false) => exact::<R>,
-        (None, _, true) => exact_watching_peaks::<R>,
-        (Some(_), true, _) => interposed::<R>,
-        (Some(_), false, false) => chained::<R>,
-        (Some(_), false, true) => chained_watching_peaks::<R>,
+    let profiling = record.heap_sampler().started();
+    match (record.chain(), record.tracks_blocks(), watching_peaks, profiling) {
+        (None, _, false, false) => exact::<R, false, false>,
+        (None, _, true, false) => exact::<R, true, false>,
+        (None, _, false, true) => exact::<R, false, true>,
+        (None, _, true, true) => exact::<R, true, true>,
+        (Some(_), true, _, false) => interposed::<R, false>,
+        (Some(_), true, _, true) => interposed::<R, true>,
+        (Some(_), false, false, false) => chained::<R, false, false>,
+        (Some(_), false, true, false) => chained::<R, true, false>,
+        (Some(_), false, false, true) => chained::<R, false, true>,
+        (Some(_), false, true, true) => chained::<R, true, true>,
     }
 }

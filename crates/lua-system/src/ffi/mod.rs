@@ -6,6 +6,8 @@
 //! * [`lua_alloc`]: the `lua_Alloc` functions that account a state's allocations.
 //! * [`states`]: creating and closing the states the module makes; finding a state's record.
 //! * [`foreign`]: loading the module into states made elsewhere (interpreters, mlua, C hosts).
+//! * [`heap_profiler`]: the heap profiler's Lua side: the stack of a sampled allocation, the
+//!   running coroutine.
 //! * [`loader`]: `require("system")`: building the module table and putting it in place.
 //! * [`block_set`]: the blocks an interposed state's allocator has seen (an address bitmap).
 //! * [`budget_hook`]: the count hook that enforces a state's CPU budget.
@@ -39,6 +41,7 @@ pub(crate) mod collector;
 pub(crate) mod coroutines;
 pub(crate) mod foreign;
 pub(crate) mod fork;
+pub(crate) mod heap_profiler;
 pub(crate) mod internals;
 pub(crate) mod loader;
 pub(crate) mod lua_alloc;
@@ -85,4 +88,7 @@ pub(crate) trait Record: Sync + Sized + 'static {
 
     /// The state's CPU budget (charged by [`budget_hook`]).
     fn cpu_budget(&self) -> &crate::cpu_budget::CpuBudget;
+
+    /// The state's heap profiler records (written by the sampling allocator).
+    fn heap_sampler(&self) -> &crate::heap_sampler::HeapSampler;
 }

@@ -51,7 +51,7 @@ impl<R: Record> AccountedState<R> {
         let record = Arc::new(record);
         // SAFETY: `exact` follows the lua_Alloc contract; `record` is dropped only in `drop`,
         // after `lua_close`.
-        let l = NonNull::new(unsafe { new_state(exact::<R>, Arc::as_ptr(&record) as *mut c_void) })?;
+        let l = NonNull::new(unsafe { new_state(exact::<R, false, false>, Arc::as_ptr(&record) as *mut c_void) })?;
         // SAFETY: `l` is a fresh state. The base library is opened exactly as mlua opens it in
         // the states it creates (`system_lua.rs` compares the two): unprotected, so a memory
         // error here (the process is out of memory) goes to the panic function.

@@ -21,6 +21,7 @@
 //!     }],
 //!     time_nanos: 0,
 //!     duration_nanos: 0,
+//!     comments: vec![],
 //! };
 //! let mut folded = Vec::new();
 //! profile.write_folded(View::InuseSpace, &mut folded)?;
@@ -81,6 +82,9 @@ pub struct HeapProfile {
     pub time_nanos: i64,
     /// How long profiling had run when the profile was taken, in nanoseconds.
     pub duration_nanos: i64,
+    /// Free-form lines about the profile (pprof's `comment`, shown by `go tool pprof
+    /// -comments`): the profiler's own memory, the Lua version.
+    pub comments: Vec<String>,
 }
 
 /// Which figure of a profile a folded or flamegraph output shows; the names are those of Go's

@@ -35,6 +35,8 @@ struct Profile {
     period_type: Option<ValueType>,
     #[prost(int64, tag = "12")]
     period: i64,
+    #[prost(int64, repeated, tag = "13")]
+    comment: Vec<i64>,
     #[prost(int64, tag = "14")]
     default_sample_type: i64,
 }
@@ -143,6 +145,7 @@ impl<'a> Builder<'a> {
             vec![Mapping { id: MAPPING_ID, has_functions: true, has_filenames: true, has_line_numbers: true }];
         self.profile.time_nanos = heap.time_nanos;
         self.profile.duration_nanos = heap.duration_nanos;
+        self.profile.comment = heap.comments.iter().map(|line| self.string(line)).collect();
         for sample in &heap.samples {
             let scaled = heap.scaled(sample);
             let location_id = sample.stack.iter().map(|frame| self.location(frame)).collect();

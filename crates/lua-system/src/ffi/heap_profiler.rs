@@ -1,0 +1,339 @@
+//! The heap profiler's contact with Lua: starting it in a state, reading the Lua call stack of
+//! a sampled allocation, and knowing which coroutine runs.
+//!
+//! * The stack is read from inside the allocator with `lua_getstack`/`lua_getinfo("Sln")`,
+//!   which neither allocate nor raise, on the thread the allocation is attributed to. Frames
+//!   are named as Lua's traceback names them: the function's name in `package.loaded`
+//!   (`string.rep`, as Lua 5.4's traceback does; Lua 5.2 and later, where a frame's function
+//!   can be identified), else the name the call site gives (`alpha`, or `rep` in 5.1 and
+//!   LuaJIT), else `main chunk`, else `function <file.lua:12>`.
+//! * Lua 5.4 and 5.5 turn a thread's stack pointers into offsets while they reallocate that
+//!   stack, so an allocation made then cannot be walked: it is attributed to the frame
+//!   `(stack reallocation)`. Lua 5.1 to 5.3 and LuaJIT keep the old stack valid until the
+//!   allocator has returned, and the walk runs before.
+//! * Which coroutine runs: the profiler puts `coroutine.resume` and `coroutine.wrap` behind
+//!   functions that record the coroutine they resume for as long as it runs (errors and
+//!   results pass through unchanged). A coroutine resumed by C code (`lua_resume`) is not
+//!   seen: its allocations go to the thread that resumed it.
+//! * LuaJIT: the JIT compiler is turned off while the profiler runs (compiled traces have no
+//!   Lua stack to read), as for the CPU budget.
+//! * New blocks carry the object's type in Lua 5.2 and later (`osize` is its tag); 5.1 and
+//!   LuaJIT do not tell, and their samples say `unknown`.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, c_int, c_void};
+
+use mlua::ffi::{self, lua_State};
+
+use super::Record;
+use crate::heap_profile::Frame;
+use crate::heap_sampler::HeapSampler;
+
+/// Sets the state's sampling rate (bytes; 0 stops, 1 samples every allocation) and returns the
+/// previous one. The first start names the functions reachable from `package.loaded`, puts the
+/// coroutine functions behind the profiler's, and installs the sampling allocator.
+///
+/// # Safety
+/// `l` is a running thread of the state `record` serves, with a few free stack slots, outside
+/// any allocation.
+pub(crate) unsafe fn set_rate<R: Record>(l: *mut lua_State, record: &R, rate: u64) -> u64 {
+    let sampler = record.heap_sampler();
+    let first = rate > 0 && !sampler.started();
+    // SAFETY: per the contract; every call below reads or sets fields by name under the
+    // caller's protected call, and restores the stack.
+    unsafe {
+        let main = super::budget_hook::main_thread(l);
+        let main = if main.is_null() { l } else { main };
+        let previous = sampler.set_rate(rate, main as usize, || qualified_names(l));
+        if first {
+            track_coroutines::<R>(l);
+            let mut ud = std::ptr::null_mut();
+            ffi::lua_getallocf(l, &mut ud);
+            ffi::lua_setallocf(l, super::lua_alloc::function_for(record, record.heap().watching_peaks()), ud);
+        }
+        #[cfg(feature = "luajit")]
+        if rate > 0 {
+            super::budget_hook::jit_off(l);
+        }
+        previous
+    }
+}
+
+/// Records a sampled allocation: reads the stack of the thread it is attributed to.
+///
+/// # Safety
+/// Called by the state's allocator, before the block is moved or made (the stack is walked
+/// while the old one is still valid).
+#[cold]
+pub(crate) unsafe fn capture(sampler: &HeapSampler) -> Vec<Frame> {
+    let thread = sampler.running() as *mut lua_State;
+    if thread.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: per the contract; `thread` is the main thread or a coroutine being resumed
+    // (held by its resumer's stack), both alive.
+    sampler.with_names(|names| unsafe { walk(thread, names) })
+}
+
+/// The frames of `thread`, innermost first, at most `MAX_DEPTH + 1`.
+unsafe fn walk(thread: *mut lua_State, names: &HashMap<usize, String>) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut ar = std::mem::MaybeUninit::<ffi::lua_Debug>::zeroed();
+    let mut level = 0;
+    // SAFETY: `lua_getstack` and `lua_getinfo` with "Sln" read the thread's call infos and
+    // prototypes without allocating or raising (no 'f' or 'L': nothing is pushed).
+    unsafe {
+        while ffi::lua_getstack(thread, level, ar.as_mut_ptr()) != 0 {
+            if level == 0 && stack_is_moving(ar.as_ptr()) {
+                return vec![Frame { function: "(stack reallocation)".into(), file: String::new(), line: 0 }];
+            }
+            if frames.len() > crate::heap_sampler::MAX_DEPTH {
+                break;
+            }
+            ffi::lua_getinfo(thread, c"Sln".as_ptr(), ar.as_mut_ptr());
+            let ar = ar.assume_init_ref();
+            let what = text(ar.what);
+            let file = if what == "C" { "[C]".to_owned() } else { c_chars(&ar.short_src) };
+            let function = match (identity(ar).and_then(|id| names.get(&id)), text(ar.name)) {
+                (Some(qualified), _) => qualified.clone(),
+                (None, name) if !name.is_empty() => name,
+                _ if what == "main" => "main chunk".to_owned(),
+                _ if what == "C" => "?".to_owned(),
+                _ => format!("function <{}:{}>", file, ar.linedefined),
+            };
+            frames.push(Frame { function, file, line: i64::from(ar.currentline.max(0)) });
+            level += 1;
+        }
+    }
+    frames
+}
+
+fn text(chars: *const std::ffi::c_char) -> String {
+    if chars.is_null() {
+        return String::new();
+    }
+    // SAFETY: Lua's debug strings are NUL-terminated and outlive the walk.
+    unsafe { CStr::from_ptr(chars) }.to_string_lossy().into_owned()
+}
+
+fn c_chars(chars: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = chars.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The address of a frame's call info (`lua_Debug`'s private last field), Lua 5.2 and later.
+#[cfg(not(any(feature = "lua51", feature = "luajit")))]
+unsafe fn call_info(ar: *const ffi::lua_Debug) -> *const usize {
+    let offset = std::mem::size_of::<ffi::lua_Debug>() - std::mem::size_of::<*const c_void>();
+    // SAFETY: `i_ci` (`struct CallInfo *`) is the last field of `lua_Debug` in 5.2 to 5.5,
+    // pointer-aligned with no padding after it; `lua_getstack` set it.
+    unsafe { *(ar.cast::<u8>().add(offset).cast::<*const usize>()) }
+}
+
+/// Whether Lua is reallocating the thread's stack (5.4 and 5.5 keep offsets in place of its
+/// pointers meanwhile): the call info's `func` then holds an offset into a stack of at most
+/// `LUAI_MAXSTACK` slots, below 2^24, where a pointer is an address far above.
+unsafe fn stack_is_moving(ar: *const ffi::lua_Debug) -> bool {
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
+    // SAFETY: `CallInfo` starts with `func` and `top` (`StkIdRel`), pointer-sized.
+    unsafe {
+        let ci = call_info(ar);
+        return *ci < 1 << 24 || *ci.add(1) < 1 << 24;
+    }
+    #[allow(unreachable_code)]
+    {
+        let _ = ar;
+        false
+    }
+}
+
+/// The identity of a frame's function, as `lua_topointer` gives it (the closure, or the C
+/// function of a light C function): the first word of the value at the call info's `func`.
+#[cfg(not(any(feature = "lua51", feature = "luajit")))]
+fn identity(ar: &ffi::lua_Debug) -> Option<usize> {
+    // SAFETY: `CallInfo` starts with `func`, a pointer to the stack slot holding the function
+    // (checked not to be an offset by `stack_is_moving`); a `TValue` starts with its `Value`.
+    unsafe {
+        let func = *call_info(ar) as *const usize;
+        (!func.is_null()).then(|| *func)
+    }
+}
+
+#[cfg(any(feature = "lua51", feature = "luajit"))]
+fn identity(_: &ffi::lua_Debug) -> Option<usize> {
+    None
+}
+
+/// The object type a new block's tag names (`osize` of a NULL block).
+pub(crate) fn object_type(tag: usize) -> &'static str {
+    if cfg!(any(feature = "lua51", feature = "luajit")) {
+        return "unknown";
+    }
+    // 5.4 and 5.5 number upvalues 9 and prototypes 10; 5.2 the other way round; 5.3 has
+    // prototypes at 9 and untagged upvalues. Tag 0: no object (an array, a buffer, a stack).
+    let (upvalue, proto) = if cfg!(any(feature = "lua54", feature = "lua55")) {
+        (9, 10)
+    } else if cfg!(feature = "lua52") {
+        (10, 9)
+    } else {
+        (usize::MAX, 9)
+    };
+    match tag & 0x0f {
+        4 => "string",
+        5 => "table",
+        6 => "function",
+        7 => "userdata",
+        8 => "thread",
+        t if t == upvalue => "upvalue",
+        t if t == proto => "proto",
+        _ => "other",
+    }
+}
+
+/// The qualified names of the functions in `package.loaded`'s tables, by identity:
+/// `string.rep`, and `print` for the base library, as Lua 5.4's traceback names them.
+///
+/// # Safety
+/// `l` is running, with 4 free stack slots; the stack is restored.
+unsafe fn qualified_names(l: *mut lua_State) -> HashMap<usize, String> {
+    let mut names = HashMap::new();
+    // SAFETY: reads tables with `lua_next` over existing keys (no allocation); only string
+    // keys are read as text (no conversion in place).
+    unsafe {
+        let top = ffi::lua_gettop(l);
+        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, c"_LOADED".as_ptr());
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_pushnil(l);
+            while ffi::lua_next(l, -2) != 0 {
+                if ffi::lua_type(l, -2) == ffi::LUA_TSTRING && ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+                    let module = text(ffi::lua_tolstring(l, -2, std::ptr::null_mut()));
+                    ffi::lua_pushnil(l);
+                    while ffi::lua_next(l, -2) != 0 {
+                        if ffi::lua_type(l, -2) == ffi::LUA_TSTRING && ffi::lua_type(l, -1) == ffi::LUA_TFUNCTION {
+                            let key = text(ffi::lua_tolstring(l, -2, std::ptr::null_mut()));
+                            let id = ffi::lua_topointer(l, -1) as usize;
+                            if module == "_G" {
+                                names.entry(id).or_insert(key);
+                            } else {
+                                names.insert(id, format!("{module}.{key}"));
+                            }
+                        }
+                        ffi::lua_settop(l, -2);
+                    }
+                }
+                ffi::lua_settop(l, -2);
+            }
+        }
+        ffi::lua_settop(l, top);
+    }
+    names
+}
+
+/// Puts `coroutine.resume` and `coroutine.wrap` behind the profiler's own (upvalue 1: the
+/// function replaced, a library function any script can call).
+unsafe fn track_coroutines<R: Record>(l: *mut lua_State) {
+    // SAFETY: reads and sets fields of the `coroutine` table, if there is one; the stack is
+    // restored.
+    unsafe {
+        let top = ffi::lua_gettop(l);
+        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, c"_LOADED".as_ptr());
+        ffi::lua_getfield(l, -1, c"coroutine".as_ptr());
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            for (name, wrapper) in
+                [(c"resume", resume::<R> as ffi::lua_CFunction), (c"wrap", wrap::<R> as ffi::lua_CFunction)]
+            {
+                ffi::lua_getfield(l, -1, name.as_ptr());
+                if ffi::lua_type(l, -1) == ffi::LUA_TFUNCTION {
+                    ffi::lua_pushcclosure(l, wrapper, 1);
+                    ffi::lua_setfield(l, -2, name.as_ptr());
+                } else {
+                    ffi::lua_settop(l, -2);
+                }
+            }
+        }
+        ffi::lua_settop(l, top);
+    }
+}
+
+/// Calls the value below the arguments (at index 1) with the stack's arguments, with `co`
+/// recorded as the running coroutine meanwhile; raises what it raised.
+unsafe fn run_as<R: Record>(l: *mut lua_State, co: *mut lua_State) -> c_int {
+    // SAFETY: `lua_pcall` catches every error, so the running thread is always restored before
+    // anything raises past this frame, which owns nothing to drop.
+    unsafe {
+        let sampler = super::states::record::<R>(l).map(|record| record.heap_sampler());
+        let previous = sampler.map(|sampler| sampler.enter(co as usize));
+        let status = ffi::lua_pcall(l, ffi::lua_gettop(l) - 1, ffi::LUA_MULTRET, 0);
+        if let (Some(sampler), Some(previous)) = (sampler, previous) {
+            sampler.leave(previous);
+        }
+        status
+    }
+}
+
+/// `coroutine.resume`, recording the coroutine it runs.
+unsafe extern "C-unwind" fn resume<R: Record>(l: *mut lua_State) -> c_int {
+    // SAFETY: a C function called by Lua; upvalue 1 is the library's `coroutine.resume`.
+    unsafe {
+        let co = ffi::lua_tothread(l, 1);
+        if co.is_null() {
+            // The library's own wording: 5.4 and 5.5 check for a thread, the others argue.
+            #[cfg(any(feature = "lua54", feature = "lua55"))]
+            ffi::luaL_checktype(l, 1, ffi::LUA_TTHREAD);
+            return ffi::luaL_argerror(l, 1, c"coroutine expected".as_ptr());
+        }
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
+        ffi::lua_insert(l, 1);
+        if run_as::<R>(l, co) != ffi::LUA_OK {
+            ffi::lua_error(l);
+        }
+        ffi::lua_gettop(l)
+    }
+}
+
+/// `coroutine.wrap`: the library's function, behind one that records the coroutine it runs.
+unsafe extern "C-unwind" fn wrap<R: Record>(l: *mut lua_State) -> c_int {
+    // SAFETY: a C function called by Lua; upvalue 1 is the library's `coroutine.wrap`, whose
+    // result is a C closure holding its coroutine as upvalue 1.
+    unsafe {
+        ffi::luaL_checktype(l, 1, ffi::LUA_TFUNCTION);
+        ffi::lua_settop(l, 1);
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
+        ffi::lua_insert(l, 1);
+        ffi::lua_call(l, 1, 1);
+        if ffi::lua_getupvalue(l, -1, 1).is_null() {
+            return 1;
+        }
+        if ffi::lua_type(l, -1) != ffi::LUA_TTHREAD {
+            ffi::lua_settop(l, -2);
+            return 1;
+        }
+        ffi::lua_pushcclosure(l, wrapped::<R>, 2);
+        1
+    }
+}
+
+/// A function made by `coroutine.wrap` (upvalue 1: the library's; 2: its coroutine).
+unsafe extern "C-unwind" fn wrapped<R: Record>(l: *mut lua_State) -> c_int {
+    // SAFETY: a C function called by Lua with the upvalues `wrap` gave it.
+    unsafe {
+        let co = ffi::lua_tothread(l, ffi::lua_upvalueindex(2));
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
+        ffi::lua_insert(l, 1);
+        if run_as::<R>(l, co) != ffi::LUA_OK {
+            // The library's function added the position of its caller, this C function (none):
+            // add the caller's, as it would have.
+            #[cfg(any(feature = "lua54", feature = "lua55"))]
+            let is_text = ffi::lua_type(l, -1) == ffi::LUA_TSTRING;
+            #[cfg(not(any(feature = "lua54", feature = "lua55")))]
+            let is_text = ffi::lua_isstring(l, -1) != 0;
+            if is_text {
+                ffi::luaL_where(l, 1);
+                ffi::lua_insert(l, -2);
+                ffi::lua_concat(l, 2);
+            }
+            ffi::lua_error(l);
+        }
+        ffi::lua_gettop(l)
+    }
+}

@@ -1,0 +1,46 @@
+//! The heap profiler, the analog of Go's `runtime.MemProfileRate` and
+//! `pprof.WriteHeapProfile`: `set_heap_profile_rate(bytes)` and `write_heap_profile(path)` for
+//! scripts; `lua_system::set_heap_profile_rate` and `heap_profile` for hosts (`system_lua.rs`). How samples are drawn
+//! and counted: `heap_sampler.rs`; how the Lua stack is read: `ffi/heap_profiler.rs`; the
+//! formats written: `heap_profile/`.
+
+use std::path::Path;
+
+use crate::answer::{Failure, Reply};
+use crate::args;
+use crate::ffi::Call;
+use crate::state_data::StateData;
+use crate::text::text;
+
+/// `system.set_heap_profile_rate(bytes)`: sample on average one allocation per `bytes`
+/// allocated (1: every allocation; 0: stop); returns the previous rate (0 before the first).
+pub(crate) fn set_heap_profile_rate(call: &Call<'_, StateData>) -> Result<Reply, Failure> {
+    let bytes = args::integer(call, 1)?;
+    if bytes.value < 0 {
+        return Err(args::bad_argument(
+            1,
+            format_args!("value out of range: a number of bytes (0 stops, 1 samples every allocation), got {bytes}"),
+        ));
+    }
+    let previous = call.set_heap_profile_rate(bytes.value as u64);
+    Ok(Reply::Integer(previous.min(i64::MAX as u64) as i64))
+}
+
+/// `system.write_heap_profile(path)`: writes the profile so far, in the format the file's
+/// extension names (`.pb.gz`/`.pprof`, `.folded`, `.svg`); returns `true`.
+pub(crate) fn write_heap_profile(call: &Call<'_, StateData>) -> Result<Reply, Failure> {
+    let Some(path) = call.string(1) else {
+        return Err(args::bad_argument(1, format_args!("string expected, got {}", call.arg(1).type_name())));
+    };
+    let Ok(path) = std::str::from_utf8(path) else {
+        return Err(args::bad_argument(1, format_args!("the path is not UTF-8")));
+    };
+    if path.is_empty() || path.contains('\0') {
+        return Err(args::bad_argument(1, format_args!("not a file name")));
+    }
+    let profile = call.record().heap_sampler().profile();
+    match profile.write_to_path(Path::new(path)) {
+        Ok(()) => Ok(Reply::Boolean(true)),
+        Err(error) => Err(Failure::Failed(text!("{error}"))),
+    }
+}
