@@ -66,7 +66,7 @@ fn at_rate_one_in_use_bytes_are_exact() {
         .unwrap();
     let profile = heap_profile(&lua).unwrap();
     let attributed = inuse_under(&profile, "keepme");
-    assert!(kept > 3_000_000, "{kept}");
+    assert!(kept > 2_000_000, "{kept}");
     assert!(
         (attributed - kept).abs() as f64 <= kept as f64 * 0.01,
         "keepme holds {attributed} bytes in the profile, {kept} by allocated()"
@@ -83,7 +83,7 @@ fn frames_are_named_as_tracebacks_name_them() {
     set_heap_profile_rate(&lua, 1).unwrap();
     lua.load(
         r#"
-        local function alpha() return string.rep("a", 5000) end
+        local function alpha() local s = string.rep("a", 5000) return s end
         S = alpha()
         T = (function() return { 1, 2, 3 } end)()
         "#,
@@ -97,11 +97,15 @@ fn frames_are_named_as_tracebacks_name_them() {
         .samples
         .iter()
         .map(|sample| &sample.stack)
-        .find(|stack| stack.first().is_some_and(|frame| frame.function == rep) && stack.len() >= 3)
-        .unwrap_or_else(|| panic!("no sample under {rep}: {:#?}", profile.samples));
-    assert_eq!(stack[0].file, "[C]");
-    assert_eq!((stack[1].function.as_str(), stack[1].file.as_str(), stack[1].line), ("alpha", "names.lua", 2));
-    assert_eq!(stack[2].function, "main chunk");
+        .find(|stack| stack.iter().any(|frame| frame.function == "alpha"))
+        .unwrap_or_else(|| panic!("no sample under alpha: {:#?}", profile.samples));
+    let at = stack.iter().position(|frame| frame.function == "alpha").unwrap();
+    // LuaJIT runs `string.rep` as a fast function, without a frame of its own.
+    if !cfg!(feature = "luajit") {
+        assert_eq!((stack[0].function.as_str(), stack[0].file.as_str()), (rep, "[C]"), "{stack:#?}");
+    }
+    assert_eq!((stack[at].file.as_str(), stack[at].line), ("names.lua", 2));
+    assert_eq!(stack[at + 1].function, "main chunk");
     assert!(
         profile
             .samples
@@ -117,7 +121,7 @@ fn frames_are_named_as_tracebacks_name_them() {
 fn samples_carry_the_object_type() {
     let lua = state();
     set_heap_profile_rate(&lua, 1).unwrap();
-    lua.load("local function make() return {}, string.rep('s', 100), function() return 1 end, coroutine.create(print) end A, B, C, D = make()")
+    lua.load("local function make() return {}, string.rep('s', 100), function() return 1 end, coroutine.create(function() end) end A, B, C, D = make()")
         .exec()
         .unwrap();
     let profile = heap_profile(&lua).unwrap();

@@ -277,10 +277,12 @@ unsafe extern "C-unwind" fn resume<R: Record>(l: *mut lua_State) -> c_int {
     unsafe {
         let co = ffi::lua_tothread(l, 1);
         if co.is_null() {
-            // The library's own wording: 5.4 and 5.5 check for a thread, the others argue.
+            // The library's own wording: 5.4 and 5.5 check for a thread, 5.3 expects a
+            // thread, 5.1, 5.2 and LuaJIT a coroutine.
             #[cfg(any(feature = "lua54", feature = "lua55"))]
             ffi::luaL_checktype(l, 1, ffi::LUA_TTHREAD);
-            return ffi::luaL_argerror(l, 1, c"coroutine expected".as_ptr());
+            let expected = if cfg!(feature = "lua53") { c"thread expected" } else { c"coroutine expected" };
+            return ffi::luaL_argerror(l, 1, expected.as_ptr());
         }
         ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
         ffi::lua_insert(l, 1);
