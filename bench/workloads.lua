@@ -5,6 +5,8 @@
 --   lua-system bench/workloads.lua            (about a minute)
 --   lua-system bench/workloads.lua profile    the cost of --mem-profile instead: the accounted
 --                                             state without, then with a sampler every 10 ms and 1 ms
+--   lua-system bench/workloads.lua heap       the cost of --heap-profile: without, at Go's default
+--                                             rate (512 KiB), and at rate 1 (every allocation)
 --   lua-system [--state plain] bench/workloads.lua run NAME [small]   (one run, prints seconds)
 --
 -- `small` sizes are for bench/accounting-instructions, which counts instructions with callgrind.
@@ -114,6 +116,13 @@ if arg[1] == "profile" then
     { "no profile (s)", "" },
     { "10 ms (s)", "--mem-profile " .. csv .. ".csv" },
     { "1 ms (s)", "--mem-profile " .. csv .. ".csv --mem-profile-interval 1" },
+  }
+elseif arg[1] == "heap" then
+  local profile = os.tmpname()
+  CONFIGURATIONS = {
+    { "no profiler (s)", "" },
+    { "512 KiB (s)", "--heap-profile " .. profile .. ".pb.gz" },
+    { "rate 1 (s)", "--heap-profile " .. profile .. ".pb.gz --heap-profile-rate 1" },
   }
 end
 

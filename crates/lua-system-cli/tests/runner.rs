@@ -438,6 +438,8 @@ fn the_reserve_bounds_what_error_messages_add_past_the_limit() {
            local ok, message = pcall(raise)\n\
            if message ~= 'not enough memory' then built = built + 1; kept[#kept+1] = message end\n\
          end\n\
+         -- Once before the limit: the call frames keep and raise need exist from then on.\n\
+         keep() kept, built = {}, 0\n\
          system.set_memory_limit(limit)\n\
          local t = {}\n\
          pcall(function() while true do t[#t+1] = {} end end)\n\
