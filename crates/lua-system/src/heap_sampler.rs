@@ -253,12 +253,24 @@ impl HeapSampler {
         records.since_rebuild = 0;
     }
 
+    /// Whether the last [`take`](Self::take) asked for a sample (the countdown went below zero
+    /// and no new distance was drawn since).
+    pub(crate) fn is_due(&self) -> bool {
+        self.countdown.load(Relaxed) < 0
+    }
+
+    /// Whether `block` may be a sampled block still in use (a filter: false means certainly not).
+    #[inline(always)]
+    pub(crate) fn may_be_sampled(&self, block: usize) -> bool {
+        let (word, bit) = filter_bit(block);
+        self.filter[word].load(Relaxed) & bit != 0
+    }
+
     /// The block at `block` is freed or moved: if it was sampled, it is no longer in use.
     /// Returns its object type, for a resize that is sampled in turn.
     #[inline(always)]
     pub(crate) fn forget(&self, block: usize) -> Option<&'static str> {
-        let (word, bit) = filter_bit(block);
-        if self.filter[word].load(Relaxed) & bit == 0 {
+        if !self.may_be_sampled(block) {
             return None;
         }
         self.forget_sampled(block)

@@ -13,8 +13,11 @@
 //! * [`interposed`]: states made elsewhere, when the module is loaded into them. As `chained`,
 //!   and the module tracks which blocks it has seen allocated (the [`Chain`]'s set), so that
 //!   block counts cover exactly those.
-//! * `*_watching_peaks`: the same, also tracking the heap's peak between cycles (for a cycle
-//!   hook). Both serve the same blocks, so a state switches between them at any time.
+//! * `PEAKS`: the same, also tracking the heap's peak between cycles (for a cycle hook).
+//! * `PROFILE`: the same, wrapped by [`profiled`], which samples for the heap profiler. The
+//!   functions without it are the accounting alone, untouched by the profiler's code.
+//!
+//! Every variant serves the same blocks, so a state switches between them at any time.
 //!
 //! Every function follows the `lua_Alloc` contract: `nsize == 0` frees, a NULL `block`
 //! allocates (then `osize` is a type tag in Lua 5.2 and later), anything else resizes; a failed
@@ -49,25 +52,27 @@ pub(crate) unsafe extern "C" fn exact<R: Record, const PEAKS: bool, const PROFIL
     nsize: usize,
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
-    unsafe { exact_with::<R, PEAKS, PROFILE>(ud, block, osize, nsize) }
+    unsafe {
+        if PROFILE {
+            profiled::<R>(ud, block, osize, nsize, exact_with::<R, PEAKS>)
+        } else {
+            exact_with::<R, PEAKS>(ud, block, osize, nsize)
+        }
+    }
 }
 
 #[inline(always)]
-unsafe fn exact_with<R: Record, const PEAKS: bool, const PROFILE: bool>(
+unsafe fn exact_with<R: Record, const PEAKS: bool>(
     ud: *mut c_void,
     block: *mut c_void,
     osize: usize,
     nsize: usize,
 ) -> *mut c_void {
     // SAFETY: `ud` is the record passed to `lua_newstate`, freed only after `lua_close`.
-    let record = unsafe { &*(ud as *const R) };
-    let heap = record.heap();
+    let heap = unsafe { (*(ud as *const R)).heap() };
 
     if nsize == 0 {
         if !block.is_null() {
-            if PROFILE {
-                record.heap_sampler().forget(block as usize);
-            }
             heap.record_free(osize);
             heap.coroutines().forget(block as usize, osize);
             // SAFETY: Lua passes the size the block was allocated or last resized with, and
@@ -85,7 +90,6 @@ unsafe fn exact_with<R: Record, const PEAKS: bool, const PROFILE: bool>(
         if !heap.admits(nsize) {
             return ptr::null_mut();
         }
-        let stack = if PROFILE { sample_new(record, nsize) } else { None };
         // SAFETY: `layout` has a non-zero size.
         let new = unsafe { alloc(layout) };
         if new.is_null() {
@@ -101,16 +105,12 @@ unsafe fn exact_with<R: Record, const PEAKS: bool, const PROFILE: bool>(
         if PEAKS {
             heap.note_peak();
         }
-        if let Some(stack) = stack {
-            record.heap_sampler().record(new as usize, nsize, super::heap_profiler::object_type(osize), stack);
-        }
         return new.cast();
     }
 
     if nsize > osize && !heap.admits(nsize - osize) {
         return ptr::null_mut();
     }
-    let stack = if PROFILE { sample_new(record, nsize) } else { None };
     // SAFETY: `block` was allocated here with size `osize` (see `dealloc` above); `nsize` is
     // non-zero and forms a valid layout.
     let resized = unsafe { realloc(block.cast(), Layout::from_size_align_unchecked(osize, ALIGN), nsize) };
@@ -125,36 +125,7 @@ unsafe fn exact_with<R: Record, const PEAKS: bool, const PROFILE: bool>(
     if PEAKS && nsize > osize {
         heap.note_peak();
     }
-    if PROFILE {
-        profile_resize(record, block, resized.cast(), nsize, stack);
-    }
     resized.cast()
-}
-
-/// For a block about to be made or resized to `nsize` bytes: its stack, if it is sampled (read
-/// now, while a stack being moved is still where Lua's pointers say).
-#[inline(always)]
-fn sample_new<R: Record>(record: &R, nsize: usize) -> Option<Vec<crate::heap_profile::Frame>> {
-    let sampler = record.heap_sampler();
-    // SAFETY: called by the state's allocator before the block is made or moved.
-    sampler.take(nsize).then(|| unsafe { super::heap_profiler::capture(sampler) })
-}
-
-/// A block moved from `old` to `new` (`nsize` bytes): the old one is freed, as far as the
-/// profile is concerned; the new one is recorded if it was sampled (`stack`).
-#[inline(always)]
-fn profile_resize<R: Record>(
-    record: &R,
-    old: *mut c_void,
-    new: *mut c_void,
-    nsize: usize,
-    stack: Option<Vec<crate::heap_profile::Frame>>,
-) {
-    let sampler = record.heap_sampler();
-    let object_type = sampler.forget(old as usize);
-    if let Some(stack) = stack {
-        sampler.record(new as usize, nsize, object_type.unwrap_or("other"), stack);
-    }
 }
 
 /// The allocator an interposed state's requests are passed on to, and the blocks the module has
@@ -213,11 +184,17 @@ pub(crate) unsafe extern "C" fn chained<R: Record, const PEAKS: bool, const PROF
     nsize: usize,
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
-    unsafe { chained_with::<R, PEAKS, PROFILE>(ud, block, osize, nsize) }
+    unsafe {
+        if PROFILE {
+            profiled::<R>(ud, block, osize, nsize, chained_with::<R, PEAKS>)
+        } else {
+            chained_with::<R, PEAKS>(ud, block, osize, nsize)
+        }
+    }
 }
 
 #[inline(always)]
-unsafe fn chained_with<R: Record, const PEAKS: bool, const PROFILE: bool>(
+unsafe fn chained_with<R: Record, const PEAKS: bool>(
     ud: *mut c_void,
     block: *mut c_void,
     osize: usize,
@@ -232,9 +209,6 @@ unsafe fn chained_with<R: Record, const PEAKS: bool, const PROFILE: bool>(
 
     if nsize == 0 {
         if !block.is_null() {
-            if PROFILE {
-                record.heap_sampler().forget(block as usize);
-            }
             heap.record_free(osize);
             heap.coroutines().forget(block as usize, osize);
             chain.next(block, osize, 0);
@@ -246,7 +220,6 @@ unsafe fn chained_with<R: Record, const PEAKS: bool, const PROFILE: bool>(
         if !heap.admits(nsize) {
             return ptr::null_mut();
         }
-        let stack = if PROFILE { sample_new(record, nsize) } else { None };
         let new = chain.next(ptr::null_mut(), osize, nsize);
         if new.is_null() {
             return new;
@@ -259,24 +232,17 @@ unsafe fn chained_with<R: Record, const PEAKS: bool, const PROFILE: bool>(
         if PEAKS {
             heap.note_peak();
         }
-        if let Some(stack) = stack {
-            record.heap_sampler().record(new as usize, nsize, super::heap_profiler::object_type(osize), stack);
-        }
         return new;
     }
 
     if nsize > osize && !heap.admits(nsize - osize) {
         return ptr::null_mut();
     }
-    let stack = if PROFILE { sample_new(record, nsize) } else { None };
     let resized = chain.next(block, osize, nsize);
     if !resized.is_null() {
         heap.record_resize(osize, nsize);
         if PEAKS && nsize > osize {
             heap.note_peak();
-        }
-        if PROFILE {
-            profile_resize(record, block, resized, nsize, stack);
         }
     }
     resized
@@ -291,6 +257,18 @@ pub(crate) unsafe extern "C" fn interposed<R: Record, const PROFILE: bool>(
     osize: usize,
     nsize: usize,
 ) -> *mut c_void {
+    // SAFETY: forwarded under the same contract.
+    unsafe {
+        if PROFILE {
+            profiled::<R>(ud, block, osize, nsize, interposed_with::<R>)
+        } else {
+            interposed_with::<R>(ud, block, osize, nsize)
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn interposed_with<R: Record>(ud: *mut c_void, block: *mut c_void, osize: usize, nsize: usize) -> *mut c_void {
     // SAFETY: `ud` is the record installed with this function, alive until freed below.
     let record = unsafe { &*(ud as *const R) };
     let heap = record.heap();
@@ -302,9 +280,6 @@ pub(crate) unsafe extern "C" fn interposed<R: Record, const PROFILE: bool>(
 
     if nsize == 0 {
         if !block.is_null() {
-            if PROFILE {
-                record.heap_sampler().forget(block as usize);
-            }
             if tracked.remove(block as usize) {
                 heap.record_free(osize);
             } else {
@@ -327,7 +302,6 @@ pub(crate) unsafe extern "C" fn interposed<R: Record, const PROFILE: bool>(
         if !heap.admits(nsize) {
             return ptr::null_mut();
         }
-        let stack = if PROFILE { sample_new(record, nsize) } else { None };
         let new = chain.next(ptr::null_mut(), osize, nsize);
         if new.is_null() {
             return new;
@@ -344,22 +318,15 @@ pub(crate) unsafe extern "C" fn interposed<R: Record, const PROFILE: bool>(
             return ptr::null_mut();
         }
         heap.record_new(nsize);
-        if let Some(stack) = stack {
-            record.heap_sampler().record(new as usize, nsize, super::heap_profiler::object_type(osize), stack);
-        }
         return new;
     }
 
     if nsize > osize && !heap.admits(nsize - osize) {
         return ptr::null_mut();
     }
-    let stack = if PROFILE { sample_new(record, nsize) } else { None };
     let resized = chain.next(block, osize, nsize);
     if resized.is_null() {
         return resized;
-    }
-    if PROFILE {
-        profile_resize(record, block, resized, nsize, stack);
     }
     let was_tracked = tracked.remove(block as usize);
     // Without memory to record the resized block, it leaves the tracked set: its bytes stay
@@ -375,6 +342,74 @@ pub(crate) unsafe extern "C" fn interposed<R: Record, const PROFILE: bool>(
         (false, false) => heap.record_untracked_resize(osize, nsize),
     }
     resized
+}
+
+/// The accounting `lua_Alloc` functions, which [`profiled`] wraps.
+type Inner = unsafe fn(*mut c_void, *mut c_void, usize, usize) -> *mut c_void;
+
+/// A `lua_Alloc` call through `inner` (the accounting), sampled for the heap profiler: a block
+/// about to be made or resized is sampled on average once per `rate` bytes, and its Lua stack
+/// read before `inner` runs (while a stack being moved is still where Lua's pointers say); a
+/// freed or moved block leaves the profile's in-use figures. A resize counts as the free of the
+/// old block and a new block of the new size.
+///
+/// The common case (nothing sampled, a block never sampled) is a countdown and a filter test,
+/// then a tail call of `inner`; the rest is out of line.
+#[inline(always)]
+unsafe fn profiled<R: Record>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+    inner: Inner,
+) -> *mut c_void {
+    // SAFETY: `ud` is the record installed with the calling function, alive while it is.
+    let sampler = unsafe { &*(ud as *const R) }.heap_sampler();
+    let common = if nsize == 0 {
+        block.is_null() || !sampler.may_be_sampled(block as usize)
+    } else if block.is_null() {
+        !sampler.take(nsize)
+    } else {
+        !sampler.may_be_sampled(block as usize) & !sampler.take(nsize)
+    };
+    // SAFETY: forwarded under the same contract.
+    unsafe { if common { inner(ud, block, osize, nsize) } else { sampled(sampler, ud, block, osize, nsize, inner) } }
+}
+
+/// [`profiled`]'s rare case: a block that may have been sampled is freed or moved, or the
+/// block being made or resized is sampled (`take` has said so: the next call draws again).
+#[cold]
+#[inline(never)]
+unsafe fn sampled(
+    sampler: &crate::heap_sampler::HeapSampler,
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+    inner: Inner,
+) -> *mut c_void {
+    if nsize == 0 {
+        sampler.forget(block as usize);
+        // SAFETY: forwarded under the same contract.
+        return unsafe { inner(ud, block, osize, nsize) };
+    }
+    // Sampled now, unless this is a resize that reached here because the old block may have
+    // been sampled: `take` counted its bytes already, and `is_due` tells.
+    let stack = sampler.is_due().then(|| {
+        // SAFETY: the state's allocator, before the block is made or moved.
+        unsafe { super::heap_profiler::capture(sampler) }
+    });
+    // SAFETY: forwarded under the same contract.
+    let result = unsafe { inner(ud, block, osize, nsize) };
+    if result.is_null() {
+        return result; // nothing was made, and a block that failed to move is still in place
+    }
+    let object_type =
+        if block.is_null() { Some(super::heap_profiler::object_type(osize)) } else { sampler.forget(block as usize) };
+    if let Some(stack) = stack {
+        sampler.record(result as usize, nsize, object_type.unwrap_or("other"), stack);
+    }
+    result
 }
 
 /// Whether `f` is one of the module's allocator functions for records of type `R`: then the
