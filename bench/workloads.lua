@@ -5,8 +5,8 @@
 --   lua-system bench/workloads.lua            (about a minute)
 --   lua-system bench/workloads.lua profile    the cost of --mem-profile instead: the accounted
 --                                             state without, then with a sampler every 10 ms and 1 ms
---   lua-system bench/workloads.lua heap       the cost of --heap-profile: without, at Go's default
---                                             rate (512 KiB), and at rate 1 (every allocation)
+--   lua-system bench/workloads.lua heap       the cost of --heap-profile: without, and at Go's
+--                                             default rate (512 KiB)
 --   lua-system [--state plain] bench/workloads.lua run NAME [small]   (one run, prints seconds)
 --
 -- `small` sizes are for bench/accounting-instructions, which counts instructions with callgrind.
@@ -122,7 +122,6 @@ elseif arg[1] == "heap" then
   CONFIGURATIONS = {
     { "no profiler (s)", "" },
     { "512 KiB (s)", "--heap-profile " .. profile .. ".pb.gz" },
-    { "rate 1 (s)", "--heap-profile " .. profile .. ".pb.gz --heap-profile-rate 1" },
   }
 end
 
