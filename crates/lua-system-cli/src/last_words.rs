@@ -5,8 +5,9 @@
 //! to its message, the message handler cannot build the traceback, and a wrapped `os.exit`
 //! (`--stats`, `--mem-profile`) cannot make the call that writes the outputs. Each would end in
 //! "not enough memory" and exit status 1 instead of the script's own message and code. So the
-//! runner opens the state's [`MemoryReserve`] around exactly those steps, none of which runs
-//! script code (`__tostring` of an error object runs before the reserve opens).
+//! runner opens the state's [`MemoryReserve`] around exactly those steps, none of which calls
+//! script code (`__tostring` of an error object runs before the reserve opens; a collection step
+//! inside one may run finalizers, within the same bound).
 //!
 //! Bound: the heap never exceeds the limit by more than [`MemoryReserve::DEFAULT_BYTES`]. A
 //! step that still fails raises past the reserve's `close`; the reserve is not cumulative, and

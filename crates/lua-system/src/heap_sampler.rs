@@ -86,6 +86,8 @@ struct Records {
     since_rebuild: usize,
     rng: Option<fastrand::Rng>,
     started: Option<(SystemTime, Instant)>,
+    /// The rate the samples are scaled by: the last one other than 0.
+    scale_rate: u64,
     /// Names of functions reachable from `package.loaded` (`string.rep`), by function identity.
     names: HashMap<usize, String>,
 }
@@ -127,25 +129,40 @@ impl HeapSampler {
         self.main.load(Relaxed) != 0
     }
 
-    /// Sets the rate (0: stop sampling; 1: every allocation) and returns the previous one. The
-    /// first start records `main`, the thread allocations are attributed to outside coroutines,
-    /// and `names`, the functions' qualified names.
-    pub(crate) fn set_rate(&self, rate: u64, main: usize, names: impl FnOnce() -> HashMap<usize, String>) -> u64 {
+    /// Starts the profiler (once): `main` is the state's main thread, to which allocations are
+    /// attributed outside coroutines; `names` are the functions' qualified names. Until then,
+    /// [`HeapSampler::started`] is false and nothing is sampled.
+    pub(crate) fn start(&self, main: usize, names: HashMap<usize, String>) {
         let mut records = self.records();
-        if self.main.load(Relaxed) == 0 {
-            self.main.store(main, Relaxed);
-            self.running.store(main, Relaxed);
+        if self.main.load(Relaxed) != 0 {
+            return;
         }
-        if rate > 0 && records.started.is_none() {
-            records.started = Some((SystemTime::now(), Instant::now()));
-        }
-        if rate > 0 && records.names.is_empty() {
-            records.names = names();
+        records.names = names;
+        records.started = Some((SystemTime::now(), Instant::now()));
+        self.running.store(main, Relaxed);
+        self.main.store(main, Relaxed);
+    }
+
+    /// Sets the rate (0: stop sampling; 1: every allocation) and returns the previous one.
+    /// Samples are scaled by the last rate other than 0 (set it once, as Go's `MemProfileRate`:
+    /// a change rescales what was sampled before it).
+    pub(crate) fn set_rate(&self, rate: u64) -> u64 {
+        let mut records = self.records();
+        if rate > 0 {
+            records.scale_rate = rate;
         }
         let previous = self.rate.swap(rate, Relaxed);
-        let next = Self::draw(&mut records, rate);
+        let next = if self.started() { Self::draw(&mut records, rate) } else { i64::MAX };
         self.countdown.store(next, Relaxed);
         previous
+    }
+
+    /// After a sampled allocation failed: the next sample is drawn afresh (rather than the next
+    /// allocation being sampled in its place).
+    pub(crate) fn redraw(&self) {
+        let mut records = self.records();
+        let next = Self::draw(&mut records, self.rate.load(Relaxed));
+        self.countdown.store(next, Relaxed);
     }
 
     /// Bytes to the next sample: exponential with mean `rate`; 0 for every allocation.
@@ -314,7 +331,7 @@ impl HeapSampler {
                 records.live.len()
             ),
         ];
-        HeapProfile { rate: self.rate.load(Relaxed).max(1), samples, time_nanos, duration_nanos, comments }
+        HeapProfile { rate: records.scale_rate.max(1), samples, time_nanos, duration_nanos, comments }
     }
 
     /// The profiler's own memory (process heap, not the Lua heap), approximately: its tables'
@@ -360,14 +377,16 @@ mod tests {
     fn off_never_samples_and_rate_one_samples_everything() {
         let sampler = HeapSampler::new();
         assert!(!(0..1000).any(|_| sampler.take(1 << 20)));
-        sampler.set_rate(1, 1, HashMap::new);
+        sampler.start(1, HashMap::new());
+        sampler.set_rate(1);
         assert!(sampler.take(1));
     }
 
     #[test]
     fn the_mean_distance_between_samples_is_the_rate() {
         let sampler = HeapSampler::new();
-        sampler.set_rate(4096, 1, HashMap::new);
+        sampler.start(1, HashMap::new());
+        sampler.set_rate(4096);
         let (mut samples, bytes) = (0u64, 64u64 << 20);
         for _ in 0..bytes / 64 {
             if sampler.take(64) {
@@ -382,7 +401,8 @@ mod tests {
     #[test]
     fn frees_of_sampled_blocks_leave_the_in_use_figures() {
         let sampler = HeapSampler::new();
-        sampler.set_rate(1, 1, HashMap::new);
+        sampler.start(1, HashMap::new());
+        sampler.set_rate(1);
         sampler.record(0x1000, 100, "table", vec![frame("a")]);
         sampler.record(0x2000, 50, "table", vec![frame("a")]);
         assert_eq!(sampler.forget(0x3000), None);
@@ -397,7 +417,8 @@ mod tests {
     #[test]
     fn sites_are_bounded() {
         let sampler = HeapSampler::new();
-        sampler.set_rate(1, 1, HashMap::new);
+        sampler.start(1, HashMap::new());
+        sampler.set_rate(1);
         for i in 0..MAX_SITES + 10 {
             sampler.record(16 * (i + 1), 8, "string", vec![frame(&i.to_string())]);
         }

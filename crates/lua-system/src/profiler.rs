@@ -4,11 +4,13 @@
 //! and counted: `heap_sampler.rs`; how the Lua stack is read: `ffi/heap_profiler.rs`; the
 //! formats written: `heap_profile/`.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::answer::{Failure, Reply};
 use crate::args;
 use crate::ffi::Call;
+use crate::ffi::heap_profiler::NotStarted;
 use crate::state_data::StateData;
 use crate::text::text;
 
@@ -22,8 +24,13 @@ pub(crate) fn set_heap_profile_rate(call: &Call<'_, StateData>) -> Result<Reply,
             format_args!("value out of range: a number of bytes (0 stops, 1 samples every allocation), got {bytes}"),
         ));
     }
-    let previous = call.set_heap_profile_rate(bytes.value as u64);
-    Ok(Reply::Integer(previous.min(i64::MAX as u64) as i64))
+    match call.set_heap_profile_rate(bytes.value as u64) {
+        Ok(previous) => Ok(Reply::Integer(previous.min(i64::MAX as u64) as i64)),
+        Err(NotStarted::NotMainThread) => {
+            Err(Failure::Failed(text!("start the profiler from the main thread (Lua 5.1 and LuaJIT)")))
+        }
+        Err(NotStarted::Failed) => Err(Failure::Failed(text!("cannot start the profiler: not enough memory"))),
+    }
 }
 
 /// `system.write_heap_profile(path)`: writes the profile so far, in the format the file's
@@ -32,14 +39,13 @@ pub(crate) fn write_heap_profile(call: &Call<'_, StateData>) -> Result<Reply, Fa
     let Some(path) = call.string(1) else {
         return Err(args::bad_argument(1, format_args!("string expected, got {}", call.arg(1).type_name())));
     };
-    let Ok(path) = std::str::from_utf8(path) else {
-        return Err(args::bad_argument(1, format_args!("the path is not UTF-8")));
-    };
-    if path.is_empty() || path.contains('\0') {
+    if path.is_empty() || path.contains(&0) {
         return Err(args::bad_argument(1, format_args!("not a file name")));
     }
+    // A path is bytes on Unix, UTF-8 or not.
+    let path = Path::new(std::ffi::OsStr::from_bytes(path));
     let profile = call.record().heap_sampler().profile();
-    match profile.write_to_path(Path::new(path)) {
+    match profile.write_to_path(path) {
         Ok(()) => Ok(Reply::Boolean(true)),
         Err(error) => Err(Failure::Failed(text!("{error}"))),
     }

@@ -294,7 +294,8 @@ pub fn set_heap_profile_rate(lua: &Lua, rate: u64) -> mlua::Result<u64> {
     let record = states::published::<StateData>(lua)?;
     // SAFETY: on the locked state, outside any allocation, under a protected call; the record
     // is the state's.
-    unsafe { states::with_raw_state(lua, |l| crate::ffi::heap_profiler::set_rate(l, &*record, rate)) }
+    unsafe { states::with_raw_state(lua, |l| crate::ffi::heap_profiler::set_rate(l, &*record, rate)) }?
+        .map_err(|_| mlua::Error::runtime("lua-system: cannot start the heap profiler (not enough memory)"))
 }
 
 /// The heap profile of `lua`'s state so far, as a value the host can write in each format or

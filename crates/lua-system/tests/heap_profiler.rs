@@ -316,3 +316,98 @@ fn script_functions_follow_the_module_conventions() {
     assert!(!dir.join("q.svg").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What a hostile review found, each now a test (run under valgrind too: `scripts/valgrind-tests`):
+/// a coroutine recorded as running must stay alive even when a script replaces the wrappers'
+/// upvalues; starting from a coroutine must not take it for the main thread; a registry with a
+/// metatable must neither deadlock nor raise; a stop before the first start must not keep the
+/// profiler from starting; a profile keeps the rate its samples were taken at; frame names are
+/// bounded.
+#[test]
+fn hostile_scripts_cannot_break_the_profiler() {
+    let lua = state();
+    lua.load(
+        r#"
+        local system = require("system")
+        -- A stop first, then a start: the start still happens.
+        assert(system.set_heap_profile_rate(0) == 0)
+        local co = coroutine.create(function() return system.set_heap_profile_rate(1) end)
+        local ok, previous, message = coroutine.resume(co)
+        assert(ok)
+        if jit or _VERSION == "Lua 5.1" then
+          assert(previous == nil and message:find("main thread", 1, true), tostring(message))
+          assert(system.set_heap_profile_rate(1) == 0)
+        else
+          assert(previous == 0, tostring(message))
+        end
+        co = nil
+        collectgarbage() collectgarbage()
+        local t = {} for i = 1, 200 do t[i] = { i } end
+        -- The wrappers' upvalues replaced: the recorded coroutine is still held by the wrapper.
+        debug.setupvalue(coroutine.resume, 1, function(c)
+          c = nil
+          collectgarbage() collectgarbage()
+          local u = {} for i = 1, 200 do u[i] = { i, tostring(i) } end
+          return true
+        end)
+        assert(coroutine.resume(coroutine.create(function() end)))
+        local gen = coroutine.wrap(function() end)
+        debug.setupvalue(gen, 1, function()
+          debug.setupvalue(gen, 2, nil)
+          collectgarbage() collectgarbage()
+          local u = {} for i = 1, 200 do u[i] = { i, tostring(i) } end
+        end)
+        gen()
+        -- Frame names are bounded, whatever a call site calls a function.
+        local long = string.rep("n", 100000)
+        local f = assert((loadstring or load)(("local t = {} function t.%s() return {} end return t.%s"):format(long, long), "=x"))()
+        KEEP = f()
+        "#,
+    )
+    .exec()
+    .unwrap();
+    let profile = heap_profile(&lua).unwrap();
+    assert!(profile.samples.iter().flat_map(|s| &s.stack).all(|frame| frame.function.len() <= 260));
+    assert!(profile.samples.iter().any(|s| s.alloc_objects > 0));
+
+    // A registry whose reads run a script (a metatable on it): the profiler reads it raw.
+    let lua = state();
+    lua.load(
+        r#"
+        local system = require("system")
+        local registry = debug.getregistry()
+        debug.setmetatable(registry, { __index = function() local j = {} for i = 1, 10 do j[i] = {} end return {} end })
+        assert(system.set_heap_profile_rate(1) == 0)
+        assert(system.set_heap_profile_rate(1) == 1)
+        "#,
+    )
+    .exec()
+    .unwrap();
+
+    // Stopped: the samples keep the rate they were taken at.
+    let lua = state();
+    set_heap_profile_rate(&lua, 4096).unwrap();
+    lua.load("KEEP = {} for i = 1, 2000 do KEEP[i] = string.rep('k', 100) .. i end").exec().unwrap();
+    let before = heap_profile(&lua).unwrap();
+    set_heap_profile_rate(&lua, 0).unwrap();
+    let after = heap_profile(&lua).unwrap();
+    assert_eq!((before.rate, after.rate), (4096, 4096));
+    assert_eq!(before.total(View::InuseSpace), after.total(View::InuseSpace));
+}
+
+/// A memory error through a `coroutine.wrap` function stays "not enough memory", without a
+/// position, as the library's own wrap leaves it.
+#[test]
+fn a_memory_error_through_wrap_keeps_its_message() {
+    let script = "local gen = coroutine.wrap(function() local t = {} for i = 1, 1e8 do t[i] = i end end)
+                  local ok, message = pcall(function() gen() end) return message";
+    let run = |profiled: bool| -> String {
+        let lua = state();
+        if profiled {
+            set_heap_profile_rate(&lua, lua_system::DEFAULT_HEAP_PROFILE_RATE).unwrap();
+        }
+        lua.set_memory_limit(8 << 20).unwrap();
+        lua.load(script).eval().unwrap()
+    };
+    assert_eq!(run(true), run(false));
+}

@@ -125,7 +125,7 @@ impl<'a, R: Record> Call<'a, R> {
 
     /// Sets the heap profiler's rate in the calling state and returns the previous one
     /// (`heap_profiler.rs`).
-    pub(crate) fn set_heap_profile_rate(&self, rate: u64) -> u64 {
+    pub(crate) fn set_heap_profile_rate(&self, rate: u64) -> Result<u64, super::heap_profiler::NotStarted> {
         // SAFETY: `l` runs this call, outside any allocation; the record is its state's.
         unsafe { super::heap_profiler::set_rate(self.l, self.record, rate) }
     }

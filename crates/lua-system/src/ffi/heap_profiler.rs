@@ -29,24 +29,46 @@ use super::Record;
 use crate::heap_profile::Frame;
 use crate::heap_sampler::HeapSampler;
 
+/// Why the profiler could not start.
+pub(crate) enum NotStarted {
+    /// Lua 5.1 and LuaJIT: called from a coroutine, where the main thread cannot be found
+    /// without allocating (and a coroutine taken for it could be collected while in use).
+    NotMainThread,
+    /// Naming the functions or putting the coroutine functions behind the profiler's raised an
+    /// error (no memory): nothing was started.
+    Failed,
+}
+
+/// What the protected start-up fills in.
+struct Start {
+    names: HashMap<usize, String>,
+}
+
 /// Sets the state's sampling rate (bytes; 0 stops, 1 samples every allocation) and returns the
-/// previous one. The first start names the functions reachable from `package.loaded`, puts the
-/// coroutine functions behind the profiler's, and installs the sampling allocator.
+/// previous one. The first start with a rate above 0 names the functions reachable from
+/// `package.loaded`, puts the coroutine functions behind the profiler's (both under a protected
+/// call), and installs the sampling allocator.
 ///
 /// # Safety
 /// `l` is a running thread of the state `record` serves, with a few free stack slots, outside
 /// any allocation.
-pub(crate) unsafe fn set_rate<R: Record>(l: *mut lua_State, record: &R, rate: u64) -> u64 {
+pub(crate) unsafe fn set_rate<R: Record>(l: *mut lua_State, record: &R, rate: u64) -> Result<u64, NotStarted> {
     let sampler = record.heap_sampler();
-    let first = rate > 0 && !sampler.started();
-    // SAFETY: per the contract; every call below reads or sets fields by name under the
-    // caller's protected call, and restores the stack.
+    // SAFETY: per the contract; the start-up's Lua calls run under `protected::call`, and what
+    // runs outside it reads the registry by integer key or sets the allocator (no raise).
     unsafe {
-        let main = super::budget_hook::main_thread(l);
-        let main = if main.is_null() { l } else { main };
-        let previous = sampler.set_rate(rate, main as usize, || qualified_names(l));
-        if first {
-            track_coroutines::<R>(l);
+        if rate > 0 && !sampler.started() {
+            let main = super::budget_hook::main_thread(l);
+            if main.is_null() {
+                return Err(NotStarted::NotMainThread);
+            }
+            let mut start = Start { names: HashMap::new() };
+            let data = (&mut start as *mut Start).cast::<c_void>();
+            if super::protected::call(l, start_up::<R>, data).is_err() {
+                ffi::lua_settop(l, -2);
+                return Err(NotStarted::Failed);
+            }
+            sampler.start(main as usize, start.names);
             let mut ud = std::ptr::null_mut();
             ffi::lua_getallocf(l, &mut ud);
             ffi::lua_setallocf(l, super::lua_alloc::function_for(record, record.heap().watching_peaks()), ud);
@@ -55,8 +77,23 @@ pub(crate) unsafe fn set_rate<R: Record>(l: *mut lua_State, record: &R, rate: u6
         if rate > 0 {
             super::budget_hook::jit_off(l);
         }
-        previous
+        Ok(sampler.set_rate(rate))
     }
+}
+
+/// The start-up's Lua side, run protected: names the functions, wraps the coroutine functions.
+/// Argument 1 is the armed [`Start`]; anything else does nothing.
+unsafe extern "C-unwind" fn start_up<R: Record>(l: *mut lua_State) -> c_int {
+    // SAFETY: a helper run by `protected::call`; the only Rust value alive across a raising
+    // call is the `&mut Start`, owned by the caller outside the protected call.
+    unsafe {
+        let Some(start) = super::protected::armed::<Start>(l) else {
+            return super::protected::NO_RESULTS;
+        };
+        qualified_names(l, &mut (*start).names);
+        track_coroutines::<R>(l);
+    }
+    super::protected::NO_RESULTS
 }
 
 /// Records a sampled allocation: reads the stack of the thread it is attributed to.
@@ -96,7 +133,7 @@ unsafe fn walk(thread: *mut lua_State, names: &HashMap<usize, String>) -> Vec<Fr
             let file = if what == "C" { "[C]".to_owned() } else { c_chars(&ar.short_src) };
             let function = match (identity(ar).and_then(|id| names.get(&id)), text(ar.name)) {
                 (Some(qualified), _) => qualified.clone(),
-                (None, name) if !name.is_empty() => name,
+                (None, name) if !name.is_empty() => bounded(name),
                 _ if what == "main" => "main chunk".to_owned(),
                 _ if what == "C" => "?".to_owned(),
                 _ => format!("function <{}:{}>", file, ar.linedefined),
@@ -190,27 +227,56 @@ pub(crate) fn object_type(tag: usize) -> &'static str {
     }
 }
 
-/// The qualified names of the functions in `package.loaded`'s tables, by identity:
-/// `string.rep`, and `print` for the base library, as Lua 5.4's traceback names them.
+/// Longest name kept for a frame or a function (a call site can name a function with a string
+/// constant of any length): the profiler's memory stays bounded.
+const MAX_NAME: usize = 256;
+
+fn bounded(mut name: String) -> String {
+    if name.len() > MAX_NAME {
+        let mut end = MAX_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name.push('…');
+    }
+    name
+}
+
+/// Pushes `package.loaded` (the registry's `_LOADED`, read raw: no metamethod runs).
 ///
 /// # Safety
-/// `l` is running, with 4 free stack slots; the stack is restored.
-unsafe fn qualified_names(l: *mut lua_State) -> HashMap<usize, String> {
-    let mut names = HashMap::new();
-    // SAFETY: reads tables with `lua_next` over existing keys (no allocation); only string
-    // keys are read as text (no conversion in place).
+/// `l` is running with a free stack slot, under a protected call (the key's string may need
+/// memory).
+unsafe fn push_loaded(l: *mut lua_State) {
+    // SAFETY: per the contract.
+    unsafe {
+        ffi::lua_pushstring(l, c"_LOADED".as_ptr());
+        ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
+    }
+}
+
+/// The qualified names of the functions in `package.loaded`'s tables, by identity, into
+/// `names`: `string.rep`, and `print` for the base library, as Lua 5.4's traceback names them.
+///
+/// # Safety
+/// `l` is running, with 4 free stack slots, under a protected call; the stack is restored.
+unsafe fn qualified_names(l: *mut lua_State, names: &mut HashMap<usize, String>) {
+    // SAFETY: only `push_loaded` may raise (before anything is read); then raw reads with
+    // `lua_next` over existing keys allocate nothing, and only string keys are read as text (no
+    // conversion in place).
     unsafe {
         let top = ffi::lua_gettop(l);
-        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, c"_LOADED".as_ptr());
+        push_loaded(l);
         if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
             ffi::lua_pushnil(l);
             while ffi::lua_next(l, -2) != 0 {
                 if ffi::lua_type(l, -2) == ffi::LUA_TSTRING && ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-                    let module = text(ffi::lua_tolstring(l, -2, std::ptr::null_mut()));
+                    let module = bounded(text(ffi::lua_tolstring(l, -2, std::ptr::null_mut())));
                     ffi::lua_pushnil(l);
                     while ffi::lua_next(l, -2) != 0 {
                         if ffi::lua_type(l, -2) == ffi::LUA_TSTRING && ffi::lua_type(l, -1) == ffi::LUA_TFUNCTION {
-                            let key = text(ffi::lua_tolstring(l, -2, std::ptr::null_mut()));
+                            let key = bounded(text(ffi::lua_tolstring(l, -2, std::ptr::null_mut())));
                             let id = ffi::lua_topointer(l, -1) as usize;
                             if module == "_G" {
                                 names.entry(id).or_insert(key);
@@ -226,28 +292,32 @@ unsafe fn qualified_names(l: *mut lua_State) -> HashMap<usize, String> {
         }
         ffi::lua_settop(l, top);
     }
-    names
 }
 
 /// Puts `coroutine.resume` and `coroutine.wrap` behind the profiler's own (upvalue 1: the
 /// function replaced, a library function any script can call).
 unsafe fn track_coroutines<R: Record>(l: *mut lua_State) {
-    // SAFETY: reads and sets fields of the `coroutine` table, if there is one; the stack is
-    // restored.
+    // SAFETY: under the start-up's protected call (the strings and closures made here may need
+    // memory); tables are read and set raw (no metamethod runs); the stack is restored.
     unsafe {
         let top = ffi::lua_gettop(l);
-        ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, c"_LOADED".as_ptr());
-        ffi::lua_getfield(l, -1, c"coroutine".as_ptr());
+        push_loaded(l);
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_pushstring(l, c"coroutine".as_ptr());
+            ffi::lua_rawget(l, -2);
+        }
         if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
             for (name, wrapper) in
                 [(c"resume", resume::<R> as ffi::lua_CFunction), (c"wrap", wrap::<R> as ffi::lua_CFunction)]
             {
-                ffi::lua_getfield(l, -1, name.as_ptr());
+                ffi::lua_pushstring(l, name.as_ptr());
+                ffi::lua_pushvalue(l, -1);
+                ffi::lua_rawget(l, -3);
                 if ffi::lua_type(l, -1) == ffi::LUA_TFUNCTION {
                     ffi::lua_pushcclosure(l, wrapper, 1);
-                    ffi::lua_setfield(l, -2, name.as_ptr());
+                    ffi::lua_rawset(l, -3);
                 } else {
-                    ffi::lua_settop(l, -2);
+                    ffi::lua_settop(l, -3);
                 }
             }
         }
@@ -255,18 +325,26 @@ unsafe fn track_coroutines<R: Record>(l: *mut lua_State) {
     }
 }
 
-/// Calls the value below the arguments (at index 1) with the stack's arguments, with `co`
-/// recorded as the running coroutine meanwhile; raises what it raised.
-unsafe fn run_as<R: Record>(l: *mut lua_State, co: *mut lua_State) -> c_int {
+/// Calls the value at index 1 with the arguments above it, with `co` recorded as the running
+/// coroutine meanwhile; returns the call's status, its results (or error) from index 1 on.
+/// A copy of `co` stays in this frame's own slot until the call returns: neither the callee
+/// nor a script that replaced the wrapper's upvalues can let it be collected while it is
+/// recorded.
+unsafe fn run_as<R: Record>(l: *mut lua_State, co: *mut lua_State, co_index: c_int) -> c_int {
     // SAFETY: `lua_pcall` catches every error, so the running thread is always restored before
-    // anything raises past this frame, which owns nothing to drop.
+    // anything raises past this frame, which owns nothing to drop. `co` is the thread value at
+    // `co_index` (absolute or an upvalue), copied into this frame's slot 1; a C function has
+    // LUA_MINSTACK free slots.
     unsafe {
+        ffi::lua_pushvalue(l, co_index);
+        ffi::lua_insert(l, 1); // [co, f, args...]
         let sampler = super::states::record::<R>(l).map(|record| record.heap_sampler());
         let previous = sampler.map(|sampler| sampler.enter(co as usize));
-        let status = ffi::lua_pcall(l, ffi::lua_gettop(l) - 1, ffi::LUA_MULTRET, 0);
+        let status = ffi::lua_pcall(l, ffi::lua_gettop(l) - 2, ffi::LUA_MULTRET, 0);
         if let (Some(sampler), Some(previous)) = (sampler, previous) {
             sampler.leave(previous);
         }
+        ffi::lua_remove(l, 1);
         status
     }
 }
@@ -286,7 +364,7 @@ unsafe extern "C-unwind" fn resume<R: Record>(l: *mut lua_State) -> c_int {
         }
         ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
         ffi::lua_insert(l, 1);
-        if run_as::<R>(l, co) != ffi::LUA_OK {
+        if run_as::<R>(l, co, 2) != ffi::LUA_OK {
             ffi::lua_error(l);
         }
         ffi::lua_gettop(l)
@@ -317,19 +395,26 @@ unsafe extern "C-unwind" fn wrap<R: Record>(l: *mut lua_State) -> c_int {
 
 /// A function made by `coroutine.wrap` (upvalue 1: the library's; 2: its coroutine).
 unsafe extern "C-unwind" fn wrapped<R: Record>(l: *mut lua_State) -> c_int {
-    // SAFETY: a C function called by Lua with the upvalues `wrap` gave it.
+    // SAFETY: a C function called by Lua with the upvalues `wrap` gave it (a script may have
+    // replaced them with `debug.setupvalue`: then it calls what it put there, and a coroutine
+    // that is not one is not recorded).
     unsafe {
         let co = ffi::lua_tothread(l, ffi::lua_upvalueindex(2));
         ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
         ffi::lua_insert(l, 1);
-        if run_as::<R>(l, co) != ffi::LUA_OK {
+        let status = if co.is_null() {
+            ffi::lua_pcall(l, ffi::lua_gettop(l) - 1, ffi::LUA_MULTRET, 0)
+        } else {
+            run_as::<R>(l, co, ffi::lua_upvalueindex(2))
+        };
+        if status != ffi::LUA_OK {
             // The library's function added the position of its caller, this C function (none):
-            // add the caller's, as it would have.
-            #[cfg(any(feature = "lua54", feature = "lua55"))]
-            let is_text = ffi::lua_type(l, -1) == ffi::LUA_TSTRING;
-            #[cfg(not(any(feature = "lua54", feature = "lua55")))]
+            // add the caller's, as it would have (not to a memory error's message).
+            #[cfg(any(feature = "lua51", feature = "lua52"))]
             let is_text = ffi::lua_isstring(l, -1) != 0;
-            if is_text {
+            #[cfg(not(any(feature = "lua51", feature = "lua52")))]
+            let is_text = ffi::lua_type(l, -1) == ffi::LUA_TSTRING;
+            if is_text && status != ffi::LUA_ERRMEM {
                 ffi::luaL_where(l, 1);
                 ffi::lua_insert(l, -2);
                 ffi::lua_concat(l, 2);

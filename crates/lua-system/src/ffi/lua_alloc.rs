@@ -402,7 +402,12 @@ unsafe fn sampled(
     // SAFETY: forwarded under the same contract.
     let result = unsafe { inner(ud, block, osize, nsize) };
     if result.is_null() {
-        return result; // nothing was made, and a block that failed to move is still in place
+        // Nothing was made, and a block that failed to move is still in place; the sample
+        // that was due is drawn again.
+        if stack.is_some() {
+            sampler.redraw();
+        }
+        return result;
     }
     let object_type =
         if block.is_null() { Some(super::heap_profiler::object_type(osize)) } else { sampler.forget(block as usize) };
