@@ -91,6 +91,13 @@ collectgarbage() collectgarbage()
 print(kept)
 "#,
     );
+    if cfg!(feature = "lua51") {
+        // Lua 5.1's string.rep copies one character at a time through a buffer: 600 MB take ten
+        // minutes in a debug build. Lua 5.1's attribution is tested at rate 1 (the library's
+        // tests/heap_profiler.rs), where it is exact.
+        eprintln!("skipped on Lua 5.1 (too slow in a debug build)");
+        return;
+    }
     // Three seeds on the default Lua (5.4); one on the others, which CI also runs.
     let seeds: &[&str] = if cfg!(feature = "lua54") { &["1", "2", "3"] } else { &["1"] };
     for &seed in seeds {
@@ -153,16 +160,31 @@ fn the_profile_is_written_on_every_way_out() {
             assert!(path.exists(), "{name}: {extension} written");
         }
         let folded = std::fs::read_to_string(dir.join(format!("{name}.folded"))).unwrap();
-        let folded_total: u64 =
-            folded.lines().map(|line| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap()).sum();
         assert!(folded.contains(";grow ("), "{folded}");
-        if let Some((_, text)) = pprof_top(&dir.join(format!("{name}.pb.gz")), "inuse_space") {
-            let total = total_bytes(&text);
-            // pprof rounds its header to 3 significant digits.
-            assert!((total - folded_total as f64).abs() <= total * 0.01, "{name}: {total} vs {folded_total}");
-        }
         let svg = std::fs::read_to_string(dir.join(format!("{name}.svg"))).unwrap();
         assert!(svg.starts_with("<?xml") && svg.contains("grow"), "{name}");
+    }
+    // One profile in two formats (written by the script, one right after the other): the
+    // folded stacks sum to pprof's total. (Two runs of a script need not end with the same
+    // garbage: Lua 5.2 seeds its hashes by address.)
+    let script = temp_script(
+        "both.lua",
+        &format!(
+            "{body}local system = require('system')\n\
+             assert(system.write_heap_profile('{dir}/both.folded'))\n\
+             assert(system.write_heap_profile('{dir}/both.pb.gz'))\n",
+            dir = dir.display()
+        ),
+    );
+    let end = dir.join("end.folded");
+    let out = run(&["--heap-profile", end.to_str().unwrap(), "--heap-profile-rate", "1", script.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let folded = std::fs::read_to_string(dir.join("both.folded")).unwrap();
+    let folded_total: u64 = folded.lines().map(|line| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap()).sum();
+    if let Some((_, text)) = pprof_top(&dir.join("both.pb.gz"), "inuse_space") {
+        let total = total_bytes(&text);
+        // pprof rounds its header to 3 significant digits.
+        assert!((total - folded_total as f64).abs() <= total * 0.01, "{total} vs {folded_total}");
     }
     let out = run(&["--heap-profile", "/tmp/profile.txt", "-e", "print('ran')"]);
     assert_eq!(out.status.code(), Some(1));
