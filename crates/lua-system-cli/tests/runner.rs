@@ -404,9 +404,10 @@ fn last_words_survive_the_memory_limit() {
         ("exit.lua", "", "os.exit(3)\n", Some(3), ""),
     ];
     for (name, before, at_limit, code, expected) in cases {
-        // LuaJIT needs memory of its own to report an uncaught error at the limit (before the
-        // message handler runs): there only the exit code is kept (SECURITY.md).
-        if cfg!(feature = "luajit") && code == Some(1) {
+        // Lua 5.1, 5.2 and LuaJIT need memory of their own to report an uncaught error at the
+        // limit (call frames, before the message handler runs): there only the exit code is
+        // kept (SECURITY.md).
+        if cfg!(any(feature = "lua51", feature = "lua52", feature = "luajit")) && code == Some(1) {
             continue;
         }
         let script = temp_script(name, &format!("{before}{FILL}{at_limit}"));
@@ -437,18 +438,20 @@ fn the_reserve_bounds_what_error_messages_add_past_the_limit() {
         "hoard.lua",
         "local system = require('system')\n\
          local limit = 4 * 1024 * 1024\n\
-         local m, kept, built, most = ('m'):rep(200), {}, 0, 0\n\
-         local function raise() error(m) end\n\
-         local function keep()\n\
-           local ok, message = pcall(raise)\n\
-           if message ~= 'not enough memory' then built = built + 1; kept[#kept+1] = message end\n\
+         local m, kept, built, most, t = ('m'):rep(200), {}, 0, 0, {}\n\
+         local function fill() while true do t[#t+1] = {} end end\n\
+         for i = 1, 300 do kept[i] = false end\n\
+         local function hoard()\n\
+           system.set_memory_limit(limit)\n\
+           pcall(fill)\n\
+           -- The same call depth as the fill: the frames exist; error(m, 2) adds this line.\n\
+           for i = 1, 300 do\n\
+             local ok, message = pcall(error, m, 2)\n\
+             if message ~= 'not enough memory' then built = built + 1; kept[i] = message end\n\
+             most = math.max(most, system.allocated() or 0)\n\
+           end\n\
          end\n\
-         -- Once before the limit: the call frames keep and raise need exist from then on.\n\
-         keep() kept, built = {}, 0\n\
-         system.set_memory_limit(limit)\n\
-         local t = {}\n\
-         pcall(function() while true do t[#t+1] = {} end end)\n\
-         for i = 1, 300 do pcall(keep); most = math.max(most, system.allocated() or 0) end\n\
+         hoard()\n\
          t = nil\n\
          print(most - limit, built)\n",
     );
