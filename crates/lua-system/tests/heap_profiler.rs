@@ -12,23 +12,22 @@ fn state() -> SystemLua {
     unsafe { SystemLua::unsafe_new().unwrap() }
 }
 
-/// In-use bytes of the samples whose stack holds a frame named `function`.
-fn inuse_under(profile: &HeapProfile, function: &str) -> i64 {
+/// The `view` total of the samples whose stack holds a frame named `function`.
+fn under(profile: &HeapProfile, function: &str, view: View) -> i64 {
     profile
         .samples
         .iter()
         .filter(|sample| sample.stack.iter().any(|frame| frame.function == function))
-        .map(|sample| profile.scaled(sample).get(View::InuseSpace))
+        .map(|sample| profile.scaled(sample).get(view))
         .sum()
 }
 
+fn inuse_under(profile: &HeapProfile, function: &str) -> i64 {
+    under(profile, function, View::InuseSpace)
+}
+
 fn alloc_under(profile: &HeapProfile, function: &str) -> i64 {
-    profile
-        .samples
-        .iter()
-        .filter(|sample| sample.stack.iter().any(|frame| frame.function == function))
-        .map(|sample| profile.scaled(sample).get(View::AllocSpace))
-        .sum()
+    under(profile, function, View::AllocSpace)
 }
 
 /// At rate 1 every allocation is recorded: the bytes a kept structure holds are exactly what

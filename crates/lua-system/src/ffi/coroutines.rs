@@ -185,7 +185,7 @@ unsafe fn record(l: *mut lua_State, index: c_int) {
 /// Calls the original function (upvalue 1) with the function argument, leaving its result on
 /// top. The argument is checked here first, so an error names the script's function, as the
 /// original's own check would.
-unsafe fn call_original(l: *mut lua_State) {
+pub(crate) unsafe fn call_original(l: *mut lua_State) {
     // SAFETY: errors raised propagate as the original's own.
     unsafe {
         ffi::luaL_checktype(l, 1, ffi::LUA_TFUNCTION);

@@ -376,11 +376,7 @@ unsafe extern "C-unwind" fn wrap<R: Record>(l: *mut lua_State) -> c_int {
     // SAFETY: a C function called by Lua; upvalue 1 is the library's `coroutine.wrap`, whose
     // result is a C closure holding its coroutine as upvalue 1.
     unsafe {
-        ffi::luaL_checktype(l, 1, ffi::LUA_TFUNCTION);
-        ffi::lua_settop(l, 1);
-        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
-        ffi::lua_insert(l, 1);
-        ffi::lua_call(l, 1, 1);
+        super::coroutines::call_original(l);
         if ffi::lua_getupvalue(l, -1, 1).is_null() {
             return 1;
         }
