@@ -51,4 +51,4 @@ macro_rules! lua_tests {
     };
 }
 
-lua_tests!(contract, memory, gc, runtime, host, bad_input, finalizer, limit, metrics, cycles, pacing);
+lua_tests!(contract, memory, gc, runtime, host, bad_input, finalizer, limit, metrics, cycles, pacing, heap_profile);
