@@ -71,7 +71,7 @@ unsafe extern "C-unwind" fn error(l: *mut lua_State) -> c_int {
     unsafe {
         let level = ffi::luaL_optinteger(l, 2, 1) as c_int;
         ffi::lua_settop(l, 1);
-        if ffi::lua_type(l, 1) == ffi::LUA_TSTRING && level > 0 {
+        if message_takes_a_position(l) && level > 0 {
             open();
             ffi::luaL_where(l, level);
             ffi::lua_pushvalue(l, 1);
@@ -82,12 +82,36 @@ unsafe extern "C-unwind" fn error(l: *mut lua_State) -> c_int {
     }
 }
 
+/// Whether `error` prefixes its message (index 1) with the position: strings only from Lua
+/// 5.3 on; Lua 5.1, 5.2 and LuaJIT also prefix numbers (`error(42)` says `f.lua:1: 42`).
+///
+/// # Safety
+/// `l` is a live state with index 1 on its stack.
+unsafe fn message_takes_a_position(l: *mut lua_State) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if cfg!(any(feature = "lua51", feature = "lua52", feature = "luajit")) {
+            ffi::lua_isstring(l, 1) != 0
+        } else {
+            ffi::lua_type(l, 1) == ffi::LUA_TSTRING
+        }
+    }
+}
+
 /// `os.exit` (upvalue 1: the function it replaces) called inside the reserve: the exit code
 /// reaches the process even when the call it makes needs memory.
+///
+/// The stock function's argument check comes first, here: an error raised by the function it
+/// calls would name neither `os.exit` nor the script's line (the caller is this C function).
 unsafe extern "C-unwind" fn exit(l: *mut lua_State) -> c_int {
     // SAFETY: a C function called by Lua; upvalue 1 is a function (`install`). A Lua error
     // raised by the call leaves the reserve open for `docall` to close.
     unsafe {
+        // `os.exit(true|false)` from Lua 5.2 on and in LuaJIT; a number (or nothing) everywhere.
+        let boolean_status = !cfg!(feature = "lua51") && ffi::lua_type(l, 1) == ffi::LUA_TBOOLEAN;
+        if !boolean_status {
+            ffi::luaL_optinteger(l, 1, 0);
+        }
         open();
         ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
         ffi::lua_insert(l, 1);
