@@ -9,6 +9,7 @@
 
 mod cpu_backstop;
 mod last_words;
+mod listen;
 mod lua_c;
 mod monitor;
 mod options;

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lua_system::mlua::{self, Function, Lua, MultiValue, Value};
-use lua_system::{Cycle, Probe, Sample, SystemLua};
+use lua_system::{Cycle, Probe, Sample, SampleEvent, SystemLua};
 
 use crate::options::Options;
 
@@ -49,6 +49,9 @@ pub struct Watch {
     /// `--heap-profile`: where the heap profile is written at the end.
     heap_profile: Option<PathBuf>,
     heap_profile_rate: u64,
+    /// `--listen`: where to serve, and the server while the program runs.
+    listen: Option<String>,
+    server: Mutex<Option<lua_system::MetricsServer>>,
     recorded: Mutex<Profile>,
     /// Set once the outputs are written: nothing more is traced or recorded after.
     finished: AtomicBool,
@@ -71,6 +74,8 @@ impl Watch {
             stats: options.stats.clone(),
             heap_profile,
             heap_profile_rate: options.heap_profile_rate.unwrap_or(lua_system::DEFAULT_HEAP_PROFILE_RATE),
+            listen: options.listen.clone(),
+            server: Mutex::new(None),
             recorded: Mutex::new(Profile { interval_ms, ..Profile::default() }),
             finished: AtomicBool::new(false),
         }))
@@ -103,16 +108,20 @@ impl Watch {
     }
 
     /// Wraps `collectgarbage` (forced cycles) when cycles are watched, starts the heap profiler
-    /// if asked, and wraps `os.exit` (the outputs are written first) when there is anything to
-    /// write.
+    /// and the server if asked, and wraps `os.exit` (the outputs are written and the server
+    /// stopped first) when there is anything to write or stop.
     pub fn install(self: &Arc<Self>, lua: &Lua) -> mlua::Result<()> {
         if self.trace || self.profile.is_some() {
             mark_forced_collections(lua)?;
         }
-        if let Some(rate) = self.heap_profile.as_ref().map(|_| self.heap_profile_rate) {
-            lua_system::set_heap_profile_rate(lua, rate)?;
+        if (self.heap_profile.is_some() || self.listen.is_some()) && self.heap_profile_rate > 0 {
+            lua_system::set_heap_profile_rate(lua, self.heap_profile_rate)?;
         }
-        if self.profile.is_some() || self.stats.is_some() || self.heap_profile.is_some() {
+        if let Some(address) = &self.listen {
+            let server = crate::listen::start(lua, address).map_err(mlua::Error::runtime)?;
+            *self.server.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(server);
+        }
+        if self.profile.is_some() || self.stats.is_some() || self.heap_profile.is_some() || self.listen.is_some() {
             let os: mlua::Table = lua.globals().get("os")?;
             let exit: Function = os.get("exit")?;
             let watch = Arc::clone(self);
@@ -140,6 +149,7 @@ impl Watch {
         if self.finished.swap(true, Ordering::Relaxed) {
             return;
         }
+        drop(self.server.lock().unwrap_or_else(|poison| poison.into_inner()).take());
         if let Some((path, _)) = &self.profile {
             if let Err(message) = write_profile(path, &self.recorded()) {
                 eprintln!("{}: {message}", crate::PROGNAME);
@@ -214,14 +224,37 @@ pub fn mark_forced_collections(lua: &Lua) -> mlua::Result<()> {
 }
 
 /// A bounded record of samples and cycles.
-#[derive(Default, serde::Serialize)]
+#[derive(Default)]
 pub struct Profile {
     pub interval_ms: f64,
     pub samples: Vec<Sample>,
     pub cycles: Vec<Cycle>,
 }
 
+/// The most cycles whose start and end join the timeline: past it, cycles evenly spread over
+/// the run (the last one included) stand for the rest.
+const MAX_TIMELINE_CYCLES: usize = 5000;
+
 impl Profile {
+    /// The samples to write: those taken on the interval, and each cycle's start and end (the
+    /// heap before and after it, so the saw-tooth is exact), in time order.
+    pub fn timeline(&self) -> Vec<Sample> {
+        let cycles = &self.cycles;
+        let every = cycles.len().div_ceil(MAX_TIMELINE_CYCLES).max(1);
+        let kept = cycles.iter().rev().step_by(every);
+        let mut timeline: Vec<Sample> = self.samples.iter().copied().chain(kept.flat_map(Cycle::samples)).collect();
+        timeline.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        // A probe that read the count an instant before a cycle's end was recorded, and the
+        // time an instant after, holds a stale count: the cycle's own samples say it better.
+        let mut counted = 0;
+        timeline.retain(|sample| {
+            let stale = sample.event == SampleEvent::Interval && sample.num_gc < counted;
+            counted = counted.max(sample.num_gc);
+            !stale
+        });
+        timeline
+    }
+
     /// Adds a sample; past [`MAX_SAMPLES`], drops every other one and returns true (the caller
     /// then doubles its interval).
     pub fn push(&mut self, sample: Sample) -> bool {
@@ -283,22 +316,37 @@ pub fn write_profile(path: &Path, profile: &Profile) -> Result<(), String> {
         "svg" => chart(path, profile).map_err(|e| failed(&e)),
         "csv" => std::fs::write(path, csv(profile)).map_err(|e| failed(&e)),
         "json" => {
-            let json = serde_json::to_string_pretty(profile).map_err(|e| failed(&e))?;
+            let written = Written { interval_ms: profile.interval_ms, samples: profile.timeline(), cycles: &profile.cycles };
+            let json = serde_json::to_string_pretty(&written).map_err(|e| failed(&e))?;
             std::fs::write(path, json + "\n").map_err(|e| failed(&e))
         }
         other => Err(format!("--mem-profile: unknown extension '{other}' (svg, csv or json)")),
     }
 }
 
-/// The samples as CSV, one row per sample (bytes; empty where unavailable). The cycles show as
-/// `num_gc` stepping up; their details are in the `.json` profile.
+/// The `.json` profile: the timeline as `samples`, then every cycle.
+#[derive(serde::Serialize)]
+struct Written<'a> {
+    interval_ms: f64,
+    samples: Vec<Sample>,
+    cycles: &'a [Cycle],
+}
+
+/// The timeline as CSV, one row per sample (bytes; empty where unavailable); `event` says what
+/// the sample was taken at (`interval`, `cycle_start`, `cycle_end`). The cycles' other details
+/// are in the `.json` profile.
 pub fn csv(profile: &Profile) -> String {
-    let mut out = String::from("seconds,heap_alloc,heap_objects,next_gc,num_gc,resident\n");
-    for s in &profile.samples {
+    let mut out = String::from("seconds,heap_alloc,heap_objects,next_gc,num_gc,resident,event\n");
+    for s in profile.timeline() {
         let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+        let event = match s.event {
+            SampleEvent::Interval => "interval",
+            SampleEvent::CycleStart => "cycle_start",
+            SampleEvent::CycleEnd => "cycle_end",
+        };
         let _ = writeln!(
             out,
-            "{:.6},{},{},{},{},{}",
+            "{:.6},{},{},{},{},{},{event}",
             s.seconds,
             s.heap_alloc,
             s.heap_objects,
@@ -314,7 +362,8 @@ pub fn csv(profile: &Profile) -> String {
 fn chart(path: &Path, profile: &Profile) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
 
-    let samples = &profile.samples;
+    let timeline = profile.timeline();
+    let samples = &timeline;
     let end = samples.last().map_or(1.0, |s| s.seconds).max(1e-3);
     let top = samples
         .iter()
@@ -329,10 +378,9 @@ fn chart(path: &Path, profile: &Profile) -> Result<(), Box<dyn std::error::Error
     root.fill(&WHITE)?;
     let forced = profile.cycles.iter().filter(|c| c.forced).count();
     let title = format!(
-        "Lua heap over time: {} GC cycles ({} forced), {} samples every {} ms",
+        "Lua heap over time: {} GC cycles ({} forced), samples every {} ms and at each cycle",
         profile.cycles.len(),
         forced,
-        samples.len(),
         profile.interval_ms
     );
     let mut chart = ChartBuilder::on(&root)

@@ -32,7 +32,11 @@ Available options are:
             profile where the heap goes; write FILE when the script ends, as .pb.gz or
             .pprof (go tool pprof), .folded (folded stacks) or .svg (a flamegraph)
   --heap-profile-rate BYTES
-            one sample per BYTES allocated on average (default 512K, as Go; 1: every one)
+            one sample per BYTES allocated on average (default 512K, as Go; 1: every one;
+            0, with --listen only: no heap profile)
+  --listen ADDRESS
+            serve /metrics (Prometheus) and /debug/pprof/heap (pprof) on ADDRESS, such as
+            127.0.0.1:9464, while the script runs (README, Watching memory)
   --stats json|prometheus
             print the final figures on stderr at exit
   --gc incremental|generational
@@ -88,6 +92,8 @@ pub struct Options {
     pub heap_profile: Option<String>,
     /// `--heap-profile-rate`: bytes between samples on average.
     pub heap_profile_rate: Option<u64>,
+    /// `--listen`: where `/metrics` and `/debug/pprof/heap` are served.
+    pub listen: Option<String>,
     pub stats: Option<String>,
     pub actions: Vec<Action>,
     pub interactive: bool,
@@ -132,7 +138,8 @@ impl Options {
                 // option the version lacks is refused.
                 "-E" if !cfg!(feature = "lua51") => options.ignore_environment = true,
                 "--gctrace" => options.gctrace = true,
-                "--mem-profile" | "--mem-profile-interval" | "--stats" | "--heap-profile" | "--heap-profile-rate" => {
+                "--mem-profile" | "--mem-profile-interval" | "--stats" | "--heap-profile" | "--heap-profile-rate"
+                | "--listen" => {
                     i += 1;
                     let Some(value) = argv.get(i) else {
                         return Err(BadOption(format!("'{arg}' needs argument")));
@@ -140,12 +147,10 @@ impl Options {
                     match arg {
                         "--mem-profile" => options.mem_profile = Some(value.clone()),
                         "--heap-profile" => options.heap_profile = Some(value.clone()),
+                        "--listen" => options.listen = Some(value.clone()),
                         "--heap-profile-rate" => {
-                            let rate = parse_bytes(value).filter(|&rate| rate > 0);
-                            options.heap_profile_rate = Some(rate.ok_or_else(|| {
-                                BadOption(format!(
-                                    "'--heap-profile-rate' needs a positive number of bytes, not '{value}'"
-                                ))
+                            options.heap_profile_rate = Some(parse_bytes(value).ok_or_else(|| {
+                                BadOption(format!("'--heap-profile-rate' needs a number of bytes, not '{value}'"))
                             })? as u64);
                         }
                         "--stats" if matches!(value.as_str(), "json" | "prometheus") => {
@@ -231,8 +236,14 @@ impl Options {
             }
             i += 1;
         }
-        if options.heap_profile_rate.is_some() && options.heap_profile.is_none() {
-            return Err(BadOption("'--heap-profile-rate' needs '--heap-profile FILE'".to_owned()));
+        match (options.heap_profile_rate, &options.heap_profile, &options.listen) {
+            (Some(_), None, None) => {
+                return Err(BadOption("'--heap-profile-rate' needs '--heap-profile FILE' or '--listen'".to_owned()));
+            }
+            (Some(0), Some(_), _) => {
+                return Err(BadOption("'--heap-profile-rate' needs a positive number of bytes with '--heap-profile'".into()));
+            }
+            _ => {}
         }
         if options.mem_profile_interval_ms.is_some() && options.mem_profile.is_none() {
             return Err(BadOption("'--mem-profile-interval' needs '--mem-profile FILE'".to_owned()));

@@ -191,7 +191,7 @@ fn the_profile_is_written_on_every_way_out() {
     assert!(stderr(&out).contains("must end in .pb.gz, .pprof, .folded or .svg") && stdout(&out).is_empty());
     let out = run(&["--heap-profile-rate", "1", "-e", "print('ran')"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("'--heap-profile-rate' needs '--heap-profile FILE'"));
+    assert!(stderr(&out).contains("'--heap-profile-rate' needs '--heap-profile FILE' or '--listen'"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -172,17 +172,30 @@ fn mem_profile_csv_round_trips_through_a_csv_parser() {
     let text = std::fs::read_to_string(&path).unwrap();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
-    assert_eq!(header, ["seconds", "heap_alloc", "heap_objects", "next_gc", "num_gc", "resident"]);
+    assert_eq!(header, ["seconds", "heap_alloc", "heap_objects", "next_gc", "num_gc", "resident", "event"]);
 
-    type Row = (f64, u64, u64, Option<u64>, u64, Option<u64>);
+    type Row = (f64, u64, u64, Option<u64>, u64, Option<u64>, String);
     let rows: Vec<Row> = reader.deserialize().collect::<Result<_, _>>().expect("every row parses");
-    assert!(rows.len() >= 5, "{} samples", rows.len());
-    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0), "time goes forward");
+    let interval: Vec<&Row> = rows.iter().filter(|r| r.6 == "interval").collect();
+    assert!(interval.len() >= 5, "{} samples", interval.len());
+    assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "time goes forward");
     assert!(rows.windows(2).all(|w| w[0].4 <= w[1].4), "num_gc never decreases");
     assert!(rows.iter().all(|r| r.1 > 0 && r.2 > 0), "heap and objects are measured");
-    assert!(rows.iter().all(|r| r.5.is_some_and(|rss| rss > r.1)), "resident memory holds the heap");
+    assert!(interval.iter().all(|r| r.5.is_some_and(|rss| rss > r.1)), "resident memory holds the heap");
+    assert!(rows.iter().all(|r| ["interval", "cycle_start", "cycle_end"].contains(&r.6.as_str())));
     assert!(rows.last().unwrap().4 <= num_gc);
     assert!(rows.iter().map(|r| r.1).max().unwrap() > 5 << 20, "the 100,000-table live set is seen");
+
+    // Every cycle that ended while the script ran has its start and end: the heap before it,
+    // then the heap after it, one cycle later.
+    let ends: Vec<&Row> = rows.iter().filter(|r| r.6 == "cycle_end").collect();
+    let starts: Vec<&Row> = rows.iter().filter(|r| r.6 == "cycle_start").collect();
+    assert_eq!(ends.len(), starts.len());
+    assert!(ends.len() >= 6, "{} cycles", ends.len());
+    for (start, end) in starts.iter().zip(&ends) {
+        assert_eq!(start.4 + 1, end.4, "one cycle from start to end");
+        assert!(start.0 <= end.0 && start.1 >= end.1, "{start:?} -> {end:?}");
+    }
 
     // Written back with the same parser, the samples give the same text.
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -197,6 +210,7 @@ fn mem_profile_csv_round_trips_through_a_csv_parser() {
                 opt(row.3),
                 row.4.to_string(),
                 opt(row.5),
+                row.6.clone(),
             ])
             .unwrap();
     }
@@ -216,6 +230,19 @@ fn mem_profile_json_holds_samples_and_cycles() {
     assert_eq!(cycles.last().unwrap()["number"], num_gc);
     assert!((3..=6).contains(&cycles.iter().filter(|c| c["forced"] == true).count()));
     assert!(cycles.iter().all(|c| c["heap_before"].as_u64() >= c["heap_after"].as_u64()));
+    // One time format throughout: seconds since the state was created, as numbers.
+    assert!(samples.iter().all(|s| s["seconds"].is_f64()));
+    assert!(cycles.iter().all(|c| c["at"].is_f64()));
+    assert!(cycles.iter().all(|c| c["duration"].is_f64() == (c["forced"] == true)));
+    // Each cycle's end is a sample, at the cycle's time, with the heap it left.
+    for cycle in cycles.iter().filter(|c| c["at"].as_f64().unwrap() > samples[0]["seconds"].as_f64().unwrap()) {
+        let end = samples
+            .iter()
+            .find(|s| s["event"] == "cycle_end" && s["num_gc"] == cycle["number"])
+            .unwrap_or_else(|| panic!("cycle {} has its end sample", cycle["number"]));
+        assert_eq!(end["seconds"], cycle["at"]);
+        assert_eq!(end["heap_alloc"], cycle["heap_after"]);
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! GC percent as last set or read, forced collections, and the host's cycle hook.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::ffi::collector::{DEFAULT_PERCENT, effective_percent, next_cycle_at};
@@ -15,7 +15,9 @@ use crate::ffi::collector::{DEFAULT_PERCENT, effective_percent, next_cycle_at};
 pub struct Cycle {
     /// 1 for the state's first cycle.
     pub number: u64,
-    /// When the cycle ended, since the state was created.
+    /// When the cycle ended, since the state was created (serialized in seconds, as samples'
+    /// times are).
+    #[serde(serialize_with = "seconds")]
     pub at: Duration,
     /// The largest heap since the previous cycle ended: the heap the cycle started from (the
     /// first cycle after the hook was installed: the largest since it was installed), in bytes.
@@ -37,8 +39,20 @@ pub struct Cycle {
     /// reported forced too.
     pub forced: bool,
     /// How long a forced collection took; automatic cycles run in steps between the script's
-    /// own work, so their length is not measured.
+    /// own work, so their length is not measured. Serialized in seconds.
+    #[serde(serialize_with = "optional_seconds")]
     pub duration: Option<Duration>,
+}
+
+fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
+}
+
+fn optional_seconds<S: serde::Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => seconds(duration, serializer),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// What [`SystemLua::on_gc_cycle`](crate::SystemLua::on_gc_cycle) calls for every completed cycle.
@@ -102,7 +116,7 @@ impl Cycles {
     }
 
     pub(crate) fn count(&self) -> u64 {
-        self.count.load(Relaxed)
+        self.count.load(Acquire)
     }
 
     pub(crate) fn last_cycle_unix_ns(&self) -> u64 {
@@ -192,12 +206,14 @@ impl Cycles {
         self.note_next_gc(next_gc.unwrap_or(UNKNOWN));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         self.last_cycle_unix_ns.store(now, Relaxed);
+        // The cycle's time is taken before the count moves (a probe reads the count, then the
+        // time): a sample that counts this cycle is never dated before it.
+        let at = self.born.elapsed();
         let number = self.count.load(Relaxed) + 1;
-        self.count.store(number, Relaxed);
+        self.count.store(number, Release);
 
         let hook = self.hook.lock().unwrap_or_else(|poison| poison.into_inner());
         let Some(hook) = hook.as_ref() else { return };
-        let at = self.born.elapsed();
         let forced_since = self.forced_since.load(Relaxed);
         hook(&Cycle {
             number,

@@ -321,6 +321,7 @@ impl HeapSampler {
                 alloc_bytes: site.alloc_bytes,
                 inuse_objects: site.inuse_objects,
                 inuse_bytes: site.inuse_bytes,
+                labels: Vec::new(),
             })
             .collect();
         let comments = vec![

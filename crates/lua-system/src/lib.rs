@@ -52,6 +52,8 @@ mod heap;
 pub mod heap_profile;
 mod heap_sampler;
 mod host;
+#[cfg(feature = "http")]
+mod http_server;
 mod limit;
 mod memory;
 mod metrics;
@@ -66,6 +68,7 @@ mod state_data;
 mod stats;
 mod system_lua;
 mod text;
+mod watched_states;
 
 pub use cpu_limit::{
     MAX_PROCS_CAP, SetMaxProcsError, Subscription, max_procs, num_cpu, on_max_procs_change, set_max_procs,
@@ -73,12 +76,14 @@ pub use cpu_limit::{
 pub use cycles::{Cycle, CycleHook};
 #[cfg(feature = "fault-injection")]
 pub use faults::{Fault, inject as inject_fault};
+#[cfg(feature = "http")]
+pub use http_server::{MetricsServer, serve};
 pub use heap_sampler::DEFAULT_RATE as DEFAULT_HEAP_PROFILE_RATE;
 pub use limit::{MemoryReserve, memory_reserve};
 pub use metrics::{InvalidLabel, Metrics};
 pub use mlua;
 pub use permissions::{Permissions, Profile, UnknownFunction};
-pub use probe::{Probe, Sample};
+pub use probe::{Probe, Sample, SampleEvent};
 pub use process_memory::{HeapMemory, ProcessMemory, read as process_memory, set_process_sample_interval};
 pub use sandbox::{
     SANDBOX_CPU_LIMIT, SANDBOX_MEMORY_LIMIT, cpu_limit, cpu_limit_exceeded, cpu_used, sandbox, set_cpu_limit,
@@ -90,6 +95,7 @@ pub use system_lua::{
     set_heap_profile_rate, set_memory_limit, set_permissions,
 };
 pub use text::Text;
+pub use watched_states::{Labels, WatchedStates};
 
 /// `luaopen_system` for `system.so` (crates/lua-system-module): the module in a state an
 /// interpreter created.

@@ -195,7 +195,7 @@ impl Metrics {
 }
 
 /// `{name="value",...}`, or empty for no labels.
-fn render_labels(labels: &[(&str, &str)]) -> Result<String, InvalidLabel> {
+pub(crate) fn render_labels(labels: &[(&str, &str)]) -> Result<String, InvalidLabel> {
     let mut rendered = String::new();
     for (i, (name, value)) in labels.iter().enumerate() {
         let mut chars = name.chars();

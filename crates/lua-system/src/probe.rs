@@ -2,17 +2,32 @@
 //! counters (atomics) and the kernel, never entering Lua, so a host's sampler may run beside
 //! the script.
 
-use crate::cycles::Cycles;
+use crate::cycles::{Cycle, Cycles};
 use crate::heap::Heap;
 use crate::process_memory;
 use crate::state_data::StateData;
 
-/// One sample of a running state, taken from any thread (see [`Probe`]).
+/// What a [`Sample`] was taken at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleEvent {
+    /// A probe's reading, on the sampler's interval ([`Probe::sample`]).
+    Interval,
+    /// A collection cycle's start: the heap it started from ([`Cycle::samples`]).
+    CycleStart,
+    /// A collection cycle's end: the heap it left ([`Cycle::samples`]).
+    CycleEnd,
+}
+
+/// One sample of a running state, taken from any thread (see [`Probe`]), or at a collection
+/// cycle's start or end ([`Cycle::samples`]).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Sample {
     /// Since the state was created, in seconds.
     pub seconds: f64,
+    /// What the sample was taken at.
+    pub event: SampleEvent,
     /// Bytes of the state's live heap blocks (`alloc`).
     pub heap_alloc: u64,
     /// The state's live heap blocks (`heap_objects`).
@@ -42,16 +57,49 @@ impl<'a> Probe<'a> {
 
     /// The state's figures now.
     pub fn sample(&self) -> Sample {
+        // The count before the time: a sample counting a cycle is dated after it (`Cycles::record`).
+        let num_gc = self.cycles.count();
+        let seconds = self.cycles.born().elapsed().as_secs_f64();
         let heap = self.heap.figures();
         let stopped = self.cycles.cached_effective_percent() < 0;
         Sample {
-            seconds: self.cycles.born().elapsed().as_secs_f64(),
+            seconds,
+            event: SampleEvent::Interval,
             heap_alloc: heap.live_bytes,
             heap_objects: heap.objects(),
             next_gc: self.cycles.next_gc_seen().filter(|_| !stopped),
-            num_gc: self.cycles.count(),
+            num_gc,
             resident: process_memory::resident_bytes(),
         }
+    }
+}
+
+impl Cycle {
+    /// The heap at the cycle's start and at its end, as samples for a memory chart, so that
+    /// the collector's saw-tooth is exact whatever the sampling interval. The start sample is
+    /// the heap the cycle started from (`heap_before`, with the blocks at its end: the count
+    /// at its start is not kept), dated when the forced collection began, or at the end for an
+    /// automatic cycle (whose start, spread over steps, is not dated); `num_gc` is one less.
+    /// Neither carries the resident memory (not read at cycle ends).
+    pub fn samples(&self) -> [Sample; 2] {
+        let end = Sample {
+            seconds: self.at.as_secs_f64(),
+            event: SampleEvent::CycleEnd,
+            heap_alloc: self.heap_after,
+            heap_objects: self.objects,
+            next_gc: self.next_gc,
+            num_gc: self.number,
+            resident: None,
+        };
+        let began = self.duration.map_or(self.at, |duration| self.at.saturating_sub(duration));
+        let start = Sample {
+            seconds: began.as_secs_f64(),
+            event: SampleEvent::CycleStart,
+            heap_alloc: self.heap_before,
+            num_gc: self.number - 1,
+            ..end
+        };
+        [start, end]
     }
 }
 

@@ -245,6 +245,40 @@ impl MemStats {
         }
     }
 
+    /// The figures as another thread sees them, without entering Lua (a metrics scrape beside
+    /// the script): the heap's and the cycles' counters are exact; the GC percent and `next_gc`
+    /// are as the state's thread last knew them (when the last cycle ended, or the module last
+    /// read or set them), so a script's own `collectgarbage("stop")` or `"setpause"` shows at
+    /// the next read through the module.
+    pub(crate) fn observe(data: &StateData) -> MemStats {
+        let heap = data.heap().figures();
+        let cycles = data.cycles();
+        let (process, process_age) = process_memory::sampled(heap.live_bytes);
+        let effective = cycles.cached_effective_percent();
+        let stopped = effective < 0;
+        let (next_gc, next_gc_source) = match cycles.next_gc_seen() {
+            _ if stopped => (i64::MAX as u64, NextGcSource::Stopped),
+            Some(next_gc) => (next_gc, NextGcSource::Threshold),
+            None => (next_cycle_at(heap.live_bytes, effective), NextGcSource::Estimate),
+        };
+        MemStats {
+            accounting: data.accounting(),
+            alloc: heap.live_bytes,
+            total_alloc: heap.total_bytes,
+            heap_objects: heap.objects(),
+            mallocs: heap.mallocs,
+            frees: heap.frees,
+            num_gc: cycles.count(),
+            last_gc: cycles.last_cycle_unix_ns(),
+            next_gc,
+            next_gc_source,
+            gc_percent: Ok(if stopped { -1 } else { cycles.requested_percent() }),
+            gc_percent_effective: Ok(effective),
+            process: process.map(|p| covers_state(p, heap.live_bytes)),
+            process_age,
+        }
+    }
+
     /// Writes the Lua table: the integer fields, the text fields `accounting` and
     /// `process_source`, and `unavailable = { field = reason, ... }` when something is missing.
     ///

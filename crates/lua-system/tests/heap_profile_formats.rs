@@ -21,6 +21,7 @@ fn sample(stack: Vec<Frame>, object_type: &'static str, alloc: (u64, u64), inuse
         alloc_bytes: alloc.1,
         inuse_objects: inuse.0,
         inuse_bytes: inuse.1,
+        labels: vec![],
     }
 }
 

@@ -18,6 +18,7 @@
 //!         alloc_bytes: 168,
 //!         inuse_objects: 2,
 //!         inuse_bytes: 112,
+//!         labels: vec![],
 //!     }],
 //!     time_nanos: 0,
 //!     duration_nanos: 0,
@@ -68,6 +69,10 @@ pub struct Sample {
     pub inuse_objects: u64,
     /// Bytes of the sampled allocations not yet freed.
     pub inuse_bytes: u64,
+    /// Labels that tell the sample's origin apart in a profile of several states (pprof's
+    /// string labels, for `go tool pprof -tagfocus state=worker-1`), e.g. `[("state",
+    /// "worker-1")]`; beside the `object` and `bytes` labels every sample has.
+    pub labels: Vec<(String, String)>,
 }
 
 /// A heap profile: the sampled allocations of a state, by call stack and object type.

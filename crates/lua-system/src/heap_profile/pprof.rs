@@ -156,6 +156,9 @@ impl<'a> Builder<'a> {
                 let num = i64::try_from(block_size).unwrap_or(i64::MAX);
                 label.push(Label { key: self.string("bytes"), str: 0, num });
             }
+            for (key, value) in &sample.labels {
+                label.push(Label { key: self.string(key), str: self.string(value), num: 0 });
+            }
             let value = View::ALL.iter().map(|view| scaled.get(*view)).collect();
             self.profile.sample.push(Sample { location_id, value, label });
         }
