@@ -7,6 +7,9 @@
 --                                             state without, then with a sampler every 10 ms and 1 ms
 --   lua-system bench/workloads.lua heap       the cost of --heap-profile: without, and at Go's
 --                                             default rate (512 KiB)
+--   lua-system bench/workloads.lua listen     the cost of --listen: without a server; serving with
+--                                             the profiler off; serving with it at 512 KiB and
+--                                             scraped every second; and every 10 ms (bench/scraped)
 --   lua-system [--state plain] bench/workloads.lua run NAME [small]   (one run, prints seconds)
 --
 -- `small` sizes are for bench/accounting-instructions, which counts instructions with callgrind.
@@ -92,8 +95,8 @@ end
 
 local runner = arg[-1]
 local script = arg[0]
-local function time(options, name)
-  local command = string.format("%q %s %q run %s", runner, options, script, name)
+local function time(options, name, wrapper)
+  local command = string.format("%s %q %s %q run %s", wrapper or "", runner, options, script, name)
   local pipe = assert(io.popen(command))
   local seconds = tonumber(pipe:read("*a"))
   pipe:close()
@@ -117,6 +120,14 @@ if arg[1] == "profile" then
     { "10 ms (s)", "--mem-profile " .. csv .. ".csv" },
     { "1 ms (s)", "--mem-profile " .. csv .. ".csv --mem-profile-interval 1" },
   }
+elseif arg[1] == "listen" then
+  local scraped = script:gsub("workloads%.lua$", "scraped")
+  CONFIGURATIONS = {
+    { "no server (s)", "" },
+    { "no profiler (s)", "--listen 127.0.0.1:0 --heap-profile-rate 0", scraped },
+    { "scraped 1s (s)", "--listen 127.0.0.1:0", scraped },
+    { "10 ms (s)", "--listen 127.0.0.1:0", "SCRAPE_INTERVAL=0.01 " .. scraped },
+  }
 elseif arg[1] == "heap" then
   local profile = os.tmpname()
   CONFIGURATIONS = {
@@ -136,7 +147,7 @@ for _, workload in ipairs(WORKLOADS) do
   for i = 1, #CONFIGURATIONS do times[i] = {} end
   for run = 1, 5 do
     for i, configuration in ipairs(CONFIGURATIONS) do
-      times[i][run] = time(configuration[2], workload[1])
+      times[i][run] = time(configuration[2], workload[1], configuration[3])
     end
   end
   local row = { string.format("%-18s", workload[1]) }

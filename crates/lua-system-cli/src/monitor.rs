@@ -15,9 +15,12 @@
 //!   cycles run in steps between the script's own work, so theirs is `-`).
 //! * `--mem-profile FILE`: samples the heap, its blocks, the next target and the process's
 //!   resident memory every `--mem-profile-interval` milliseconds (default 10) on a thread of its
-//!   own, and records every cycle; writes, by the file's extension, `.svg` (a chart), `.csv` or
-//!   `.json` (the samples and the cycles). At most 2,000 samples are kept: past that, every
-//!   other one is dropped and the interval doubles, so a long script gets a bounded profile.
+//!   own, and records every cycle, whose start and end join the samples (`Profile::timeline`);
+//!   writes, by the file's extension, `.svg` (a chart), `.csv` or `.json` (the samples and the
+//!   cycles). At most 2,000 interval samples are kept: past that, every other one is dropped and
+//!   the interval doubles, so a long script gets a bounded profile.
+//! * `--listen ADDRESS`: `/metrics` and `/debug/pprof/heap` served while the script runs
+//!   (listen.rs).
 //! * `--stats json|prometheus`: the final figures at exit, on stderr.
 //!
 //! The profile and the figures are written when the program ends, `os.exit` included (it is
@@ -316,7 +319,8 @@ pub fn write_profile(path: &Path, profile: &Profile) -> Result<(), String> {
         "svg" => chart(path, profile).map_err(|e| failed(&e)),
         "csv" => std::fs::write(path, csv(profile)).map_err(|e| failed(&e)),
         "json" => {
-            let written = Written { interval_ms: profile.interval_ms, samples: profile.timeline(), cycles: &profile.cycles };
+            let written =
+                Written { interval_ms: profile.interval_ms, samples: profile.timeline(), cycles: &profile.cycles };
             let json = serde_json::to_string_pretty(&written).map_err(|e| failed(&e))?;
             std::fs::write(path, json + "\n").map_err(|e| failed(&e))
         }

@@ -138,7 +138,11 @@ impl Options {
                 // option the version lacks is refused.
                 "-E" if !cfg!(feature = "lua51") => options.ignore_environment = true,
                 "--gctrace" => options.gctrace = true,
-                "--mem-profile" | "--mem-profile-interval" | "--stats" | "--heap-profile" | "--heap-profile-rate"
+                "--mem-profile"
+                | "--mem-profile-interval"
+                | "--stats"
+                | "--heap-profile"
+                | "--heap-profile-rate"
                 | "--listen" => {
                     i += 1;
                     let Some(value) = argv.get(i) else {
@@ -241,7 +245,9 @@ impl Options {
                 return Err(BadOption("'--heap-profile-rate' needs '--heap-profile FILE' or '--listen'".to_owned()));
             }
             (Some(0), Some(_), _) => {
-                return Err(BadOption("'--heap-profile-rate' needs a positive number of bytes with '--heap-profile'".into()));
+                return Err(BadOption(
+                    "'--heap-profile-rate' needs a positive number of bytes with '--heap-profile'".into(),
+                ));
             }
             _ => {}
         }

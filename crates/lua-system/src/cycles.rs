@@ -3,7 +3,9 @@
 //! GC percent as last set or read, forced collections, and the host's cycle hook.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::ffi::collector::{DEFAULT_PERCENT, effective_percent, next_cycle_at};

@@ -79,7 +79,12 @@ impl std::fmt::Debug for MetricsServer {
 /// # }
 /// ```
 pub fn serve(address: impl ToSocketAddrs, states: Arc<WatchedStates>) -> io::Result<MetricsServer> {
-    let server = tiny_http::Server::http(address).map_err(io::Error::other)?;
+    let listener = std::net::TcpListener::bind(address)?;
+    // Answers go out whole: with Nagle's algorithm, the last segment of an answer on a kept-alive
+    // connection waits for the scraper's delayed ACK (40 ms on Linux). Accepted sockets inherit
+    // the option from the listening one.
+    rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
+    let server = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
     let address = server.server_addr().to_ip().ok_or_else(|| io::Error::other("not an IP address"))?;
     let server = Arc::new(server);
     let serving = Arc::clone(&server);
@@ -98,18 +103,19 @@ fn answer(request: Request, states: &WatchedStates) -> io::Result<()> {
     let (path, query) = request.url().split_once('?').unwrap_or((request.url(), ""));
     match path {
         "/metrics" => {
-            let openmetrics = request.headers().iter().any(|h| {
-                h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
-            });
+            let openmetrics = request
+                .headers()
+                .iter()
+                .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text"));
             let (body, content_type) = match openmetrics {
                 true => (states.to_openmetrics(), OPENMETRICS_TEXT),
                 false => (states.to_prometheus(), PROMETHEUS_TEXT),
             };
-            request.respond(Response::from_string(body).with_header(header("Content-Type", content_type)))
+            request.respond(whole(Response::from_string(body)).with_header(header("Content-Type", content_type)))
         }
         "/debug/pprof/heap" => match heap_profile(states, query) {
             Ok(body) => request.respond(
-                Response::from_data(body)
+                whole(Response::from_data(body))
                     .with_header(header("Content-Type", "application/octet-stream"))
                     .with_header(header("Content-Disposition", "attachment; filename=\"heap\"")),
             ),
@@ -163,12 +169,20 @@ fn decode(component: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
+/// An answer sent with its `Content-Length`, never in chunks (tiny_http chunks bodies past 32 KiB
+/// by default): the body is built before the answer starts anyway.
+fn whole(response: Response<io::Cursor<Vec<u8>>>) -> Response<io::Cursor<Vec<u8>>> {
+    response.with_chunked_threshold(usize::MAX)
+}
+
 fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
 }
 
 fn text(status: u16, body: &str) -> Response<io::Cursor<Vec<u8>>> {
-    Response::from_string(body).with_status_code(status).with_header(header("Content-Type", "text/plain; charset=utf-8"))
+    Response::from_string(body)
+        .with_status_code(status)
+        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use mlua::Lua;
 
 use crate::ffi::states;
 use crate::heap_profile::HeapProfile;
-use crate::metrics::{Metrics, render_labels};
 #[cfg(feature = "prometheus")]
 use crate::metrics::{FAMILIES, Scope};
+use crate::metrics::{Metrics, render_labels};
 use crate::state_data::StateData;
 use crate::stats::MemStats;
 
@@ -27,8 +27,8 @@ use crate::stats::MemStats;
 pub type Labels = Vec<(String, String)>;
 
 /// A set of Lua states whose figures are exported (see the module docs): to Prometheus through
-/// [`WatchedStates::to_prometheus`], [`WatchedStates::to_openmetrics`] or its
-/// `prometheus_client` collector, and to pprof through [`WatchedStates::heap_profile`].
+/// `to_prometheus`, `to_openmetrics` or its `prometheus_client` collector (feature
+/// `prometheus`), and to pprof through [`WatchedStates::heap_profile`].
 ///
 /// ```
 /// # fn main() -> mlua::Result<()> {
@@ -160,7 +160,9 @@ impl WatchedStates {
             let live = self.live();
             live.iter()
                 .filter(|watched| selector.iter().all(|pair| watched.labels.iter().any(|l| same_pair(l, pair))))
-                .filter_map(|watched| Some((watched.labels.clone(), watched.record.upgrade()?.heap_sampler().profile())))
+                .filter_map(|watched| {
+                    Some((watched.labels.clone(), watched.record.upgrade()?.heap_sampler().profile()))
+                })
                 .collect()
         };
         merge(chosen)
