@@ -7,9 +7,10 @@
 --                                             state without, then with a sampler every 10 ms and 1 ms
 --   lua-system bench/workloads.lua heap       the cost of --heap-profile: without, and at Go's
 --                                             default rate (512 KiB)
---   lua-system bench/workloads.lua listen     the cost of --listen: without a server; serving with
---                                             the profiler off; serving with it at 512 KiB and
---                                             scraped every second; and every 10 ms (bench/scraped)
+--   lua-system bench/workloads.lua listen     the cost of --listen: without a server; scraped every
+--                                             second with the heap profiler off (rate 0); scraped
+--                                             every second and every 10 ms with it at its default
+--                                             512 KiB (bench/scraped scrapes /metrics)
 --   lua-system [--state plain] bench/workloads.lua run NAME [small]   (one run, prints seconds)
 --
 -- `small` sizes are for bench/accounting-instructions, which counts instructions with callgrind.
@@ -124,8 +125,8 @@ elseif arg[1] == "listen" then
   local scraped = script:gsub("workloads%.lua$", "scraped")
   CONFIGURATIONS = {
     { "no server (s)", "" },
-    { "no profiler (s)", "--listen 127.0.0.1:0 --heap-profile-rate 0", scraped },
-    { "scraped 1s (s)", "--listen 127.0.0.1:0", scraped },
+    { "1 s, rate 0 (s)", "--listen 127.0.0.1:0 --heap-profile-rate 0", scraped },
+    { "1 s (s)", "--listen 127.0.0.1:0", scraped },
     { "10 ms (s)", "--listen 127.0.0.1:0", "SCRAPE_INTERVAL=0.01 " .. scraped },
   }
 elseif arg[1] == "heap" then

@@ -64,6 +64,10 @@ fn scrape(c: &mut Criterion) {
     let mut group = c.benchmark_group("scrape");
     for count in [1, 1000] {
         let (lua, states) = watched(count);
+        let text = states.to_prometheus();
+        let process_lines =
+            text.lines().filter(|l| l.starts_with("lua_process_") || l.starts_with("lua_max_procs")).count();
+        eprintln!("{count} states: exposition of {} bytes, {process_lines} process samples", text.len());
         group.bench_function(format!("to_prometheus, {count} states"), |b| b.iter(|| states.to_prometheus()));
         let server = lua_system::serve("127.0.0.1:0", Arc::clone(&states)).unwrap();
         let mut client = Client::new(server.address());

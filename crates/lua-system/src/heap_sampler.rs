@@ -7,7 +7,7 @@
 //! The allocator calls [`HeapSampler::take`] for every new or resized block (one subtraction and
 //! one branch), and [`HeapSampler::forget`] for every block it frees or moves (one load and one
 //! branch unless the block may be a sampled one: a 64 Ki-bit filter of sampled addresses). The
-//! call stack of a sampled allocation is read by the FFI layer (`ffi/stack_walk.rs`) and handed
+//! call stack of a sampled allocation is read by the FFI layer (`ffi/heap_profiler.rs`) and handed
 //! to [`HeapSampler::record`]. Nothing here allocates in the Lua heap: the profile's memory is
 //! the process's, reported by [`HeapSampler::own_bytes`] and never charged to the state's limit.
 //!
@@ -70,8 +70,10 @@ pub(crate) struct HeapSampler {
     /// `lua_State`; 0 before the profiler starts).
     running: AtomicUsize,
     main: AtomicUsize,
-    /// A set bit: some sampled block may hash there. Bits are cleared when the filter is
-    /// rebuilt from the live blocks.
+    /// A set bit: some sampled block in use hashes there ([`Records::bit_users`] counts them;
+    /// the last one freed clears it). Without clearing, a freed sampled block's address, which
+    /// the allocator hands out again at once, would send every later free there down the slow
+    /// path.
     filter: Box<[AtomicU64]>,
     records: Mutex<Records>,
 }
@@ -82,8 +84,8 @@ struct Records {
     index: HashMap<(Vec<Frame>, &'static str), usize>,
     /// Sampled blocks still alive: address -> (site, size).
     live: HashMap<usize, (usize, usize)>,
-    /// Samples since the filter was last rebuilt.
-    since_rebuild: usize,
+    /// Sampled blocks in use per filter bit (bits with none are absent).
+    bit_users: HashMap<u32, u32>,
     rng: Option<fastrand::Rng>,
     started: Option<(SystemTime, Instant)>,
     /// The rate the samples are scaled by: the last one other than 0.
@@ -99,6 +101,11 @@ struct Site {
     alloc_bytes: u64,
     inuse_objects: u64,
     inuse_bytes: u64,
+}
+
+/// A filter bit's number, from its word and mask.
+fn bit_index(word: usize, bit: u64) -> u32 {
+    (word * 64) as u32 + bit.trailing_zeros()
 }
 
 fn filter_bit(block: usize) -> (usize, u64) {
@@ -246,28 +253,31 @@ impl HeapSampler {
         counts.alloc_bytes += size as u64;
         counts.inuse_objects += 1;
         counts.inuse_bytes += size as u64;
-        if let Some((old_site, old_size)) = records.live.insert(block, (site, size)) {
+        match records.live.insert(block, (site, size)) {
             // A block Lua freed without the allocator seeing it cannot happen; if the address
-            // came back, the old record is stale: drop it.
-            records.sites[old_site].release(old_size);
-        }
-        let (word, bit) = filter_bit(block);
-        self.filter[word].fetch_or(bit, Relaxed);
-        records.since_rebuild += 1;
-        if records.since_rebuild > 4 * (records.live.len() + 1024) {
-            self.rebuild_filter(&mut records);
+            // came back, the old record is stale: drop it (the address keeps its filter bit).
+            Some((old_site, old_size)) => records.sites[old_site].release(old_size),
+            None => self.mark(&mut records, block),
         }
     }
 
-    fn rebuild_filter(&self, records: &mut Records) {
-        for word in self.filter.iter() {
-            word.store(0, Relaxed);
+    /// Sets `block`'s filter bit, counting the blocks in use that need it.
+    fn mark(&self, records: &mut Records, block: usize) {
+        let (word, bit) = filter_bit(block);
+        *records.bit_users.entry(bit_index(word, bit)).or_insert(0) += 1;
+        self.filter[word].fetch_or(bit, Relaxed);
+    }
+
+    /// Clears `block`'s filter bit if no other sampled block in use needs it.
+    fn unmark(&self, records: &mut Records, block: usize) {
+        let (word, bit) = filter_bit(block);
+        let index = bit_index(word, bit);
+        let Some(users) = records.bit_users.get_mut(&index) else { return };
+        *users -= 1;
+        if *users == 0 {
+            records.bit_users.remove(&index);
+            self.filter[word].fetch_and(!bit, Relaxed);
         }
-        for &block in records.live.keys() {
-            let (word, bit) = filter_bit(block);
-            self.filter[word].fetch_or(bit, Relaxed);
-        }
-        records.since_rebuild = 0;
     }
 
     /// Whether the last [`take`](Self::take) asked for a sample (the countdown went below zero
@@ -297,6 +307,7 @@ impl HeapSampler {
     fn forget_sampled(&self, block: usize) -> Option<&'static str> {
         let mut records = self.records();
         let (site, size) = records.live.remove(&block)?;
+        self.unmark(&mut records, block);
         records.sites[site].release(size);
         Some(records.sites[site].object_type)
     }
@@ -350,6 +361,7 @@ impl HeapSampler {
             + records.sites.capacity() * std::mem::size_of::<Site>()
             + records.index.capacity() * (std::mem::size_of::<(Vec<Frame>, &str, usize)>() + 8)
             + records.live.capacity() * (std::mem::size_of::<(usize, (usize, usize))>() + 8)
+            + records.bit_users.capacity() * (std::mem::size_of::<(u32, u32)>() + 8)
             + 2 * frames
             + names
     }
@@ -413,6 +425,28 @@ mod tests {
         let sample = &profile.samples[0];
         assert_eq!((sample.alloc_objects, sample.alloc_bytes), (2, 150));
         assert_eq!((sample.inuse_objects, sample.inuse_bytes), (1, 50));
+    }
+
+    #[test]
+    fn a_freed_sampled_address_leaves_the_filter_once_no_sampled_block_needs_its_bit() {
+        let sampler = HeapSampler::new();
+        sampler.start(1, HashMap::new());
+        sampler.set_rate(1);
+        let block = 0x1000;
+        // Another address with the same filter bit.
+        let twin = (1..).map(|i| block + 16 * i).find(|&b| filter_bit(b) == filter_bit(block)).unwrap();
+        sampler.record(block, 32, "table", vec![frame("a")]);
+        sampler.record(twin, 32, "table", vec![frame("a")]);
+        assert_eq!(sampler.forget(block), Some("table"));
+        assert!(sampler.may_be_sampled(block), "the twin still needs the bit");
+        assert_eq!(sampler.forget(twin), Some("table"));
+        // The allocator hands freed addresses out again at once: a stale bit would send every
+        // later free of them down the slow path.
+        assert!(!sampler.may_be_sampled(block) && !sampler.may_be_sampled(twin));
+        sampler.record(block, 32, "table", vec![frame("a")]);
+        sampler.record(block, 48, "string", vec![frame("b")]); // reused without a free seen
+        assert_eq!(sampler.forget(block), Some("string"));
+        assert!(!sampler.may_be_sampled(block));
     }
 
     #[test]

@@ -325,26 +325,28 @@ unsafe fn track_coroutines<R: Record>(l: *mut lua_State) {
     }
 }
 
-/// Calls the value at index 1 with the arguments above it, with `co` recorded as the running
-/// coroutine meanwhile; returns the call's status, its results (or error) from index 1 on.
-/// A copy of `co` stays in this frame's own slot until the call returns: neither the callee
-/// nor a script that replaced the wrapper's upvalues can let it be collected while it is
-/// recorded.
-unsafe fn run_as<R: Record>(l: *mut lua_State, co: *mut lua_State, co_index: c_int) -> c_int {
+/// Calls the value at `function` (an upvalue index) with the frame's values as arguments, with
+/// `co` (the thread at `co_index`) recorded as the running coroutine meanwhile; returns the
+/// call's status, with its results (or error) from index 2 on. A copy of `co` stays in this
+/// frame's slot 1 until the call returns: neither the callee nor a script that replaced the
+/// wrapper's upvalues can let it be collected while it is recorded. One rotation puts both
+/// below the arguments, and the results are returned from above it (no removal): a resume is
+/// the profiler's hottest wrapper.
+unsafe fn run_as<R: Record>(l: *mut lua_State, co: *mut lua_State, co_index: c_int, function: c_int) -> c_int {
     // SAFETY: `lua_pcall` catches every error, so the running thread is always restored before
-    // anything raises past this frame, which owns nothing to drop. `co` is the thread value at
-    // `co_index` (absolute or an upvalue), copied into this frame's slot 1; a C function has
+    // anything raises past this frame, which owns nothing to drop. A C function has
     // LUA_MINSTACK free slots.
     unsafe {
+        let arguments = ffi::lua_gettop(l);
         ffi::lua_pushvalue(l, co_index);
-        ffi::lua_insert(l, 1); // [co, f, args...]
+        ffi::lua_pushvalue(l, function);
+        ffi::lua_rotate(l, 1, 2); // [co, f, args...]
         let sampler = super::states::record::<R>(l).map(|record| record.heap_sampler());
         let previous = sampler.map(|sampler| sampler.enter(co as usize));
-        let status = ffi::lua_pcall(l, ffi::lua_gettop(l) - 2, ffi::LUA_MULTRET, 0);
+        let status = ffi::lua_pcall(l, arguments, ffi::LUA_MULTRET, 0);
         if let (Some(sampler), Some(previous)) = (sampler, previous) {
             sampler.leave(previous);
         }
-        ffi::lua_remove(l, 1);
         status
     }
 }
@@ -362,12 +364,10 @@ unsafe extern "C-unwind" fn resume<R: Record>(l: *mut lua_State) -> c_int {
             let expected = if cfg!(feature = "lua53") { c"thread expected" } else { c"coroutine expected" };
             return ffi::luaL_argerror(l, 1, expected.as_ptr());
         }
-        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
-        ffi::lua_insert(l, 1);
-        if run_as::<R>(l, co, 2) != ffi::LUA_OK {
+        if run_as::<R>(l, co, 1, ffi::lua_upvalueindex(1)) != ffi::LUA_OK {
             ffi::lua_error(l);
         }
-        ffi::lua_gettop(l)
+        ffi::lua_gettop(l) - 1
     }
 }
 
@@ -396,12 +396,14 @@ unsafe extern "C-unwind" fn wrapped<R: Record>(l: *mut lua_State) -> c_int {
     // that is not one is not recorded).
     unsafe {
         let co = ffi::lua_tothread(l, ffi::lua_upvalueindex(2));
-        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
-        ffi::lua_insert(l, 1);
         let status = if co.is_null() {
-            ffi::lua_pcall(l, ffi::lua_gettop(l) - 1, ffi::LUA_MULTRET, 0)
+            // What the script put there, called as is (after a placeholder for slot 1).
+            ffi::lua_pushnil(l);
+            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
+            ffi::lua_rotate(l, 1, 2);
+            ffi::lua_pcall(l, ffi::lua_gettop(l) - 2, ffi::LUA_MULTRET, 0)
         } else {
-            run_as::<R>(l, co, ffi::lua_upvalueindex(2))
+            run_as::<R>(l, co, ffi::lua_upvalueindex(2), ffi::lua_upvalueindex(1))
         };
         if status != ffi::LUA_OK {
             // The library's function added the position of its caller, this C function (none):
@@ -417,6 +419,6 @@ unsafe extern "C-unwind" fn wrapped<R: Record>(l: *mut lua_State) -> c_int {
             }
             ffi::lua_error(l);
         }
-        ffi::lua_gettop(l)
+        ffi::lua_gettop(l) - 1 // the results, above slot 1
     }
 }
