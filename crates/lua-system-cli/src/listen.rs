@@ -15,6 +15,12 @@ use lua_system::{MetricsServer, WatchedStates};
 /// Starts serving `lua`'s state on `address`, and says where on stderr (port 0 asks the system
 /// for a free port: the line tells which).
 pub fn start(lua: &Lua, address: &str) -> Result<MetricsServer, String> {
+    // Go's `:9464` means every interface; here the address is always said in full.
+    if address.starts_with(':') {
+        return Err(format!(
+            "--listen: '{address}' needs a host: 127.0.0.1{address} (this machine only) or 0.0.0.0{address} (every interface)"
+        ));
+    }
     let states = Arc::new(WatchedStates::new());
     states.add(lua, &[]).map_err(|error| error.to_string())?;
     let server =

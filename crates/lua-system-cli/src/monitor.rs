@@ -125,8 +125,9 @@ impl Watch {
             *self.server.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(server);
         }
         if self.profile.is_some() || self.stats.is_some() || self.heap_profile.is_some() || self.listen.is_some() {
-            let os: mlua::Table = lua.globals().get("os")?;
-            let exit: Function = os.get("exit")?;
+            // A sandboxed script has no `os.exit` to wrap: its outputs are written at the end.
+            let Ok(os) = lua.globals().get::<mlua::Table>("os") else { return Ok(()) };
+            let Ok(exit) = os.get::<Function>("exit") else { return Ok(()) };
             let watch = Arc::clone(self);
             os.set(
                 "exit",

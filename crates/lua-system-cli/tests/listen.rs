@@ -212,6 +212,7 @@ fn listen_refuses_what_it_cannot_serve_before_the_script_runs() {
     for (args, message) in [
         (vec!["--listen", address.as_str(), ran[0], ran[1]], "cannot listen on"),
         (vec!["--listen", "not an address", ran[0], ran[1]], "cannot listen on"),
+        (vec!["--listen", ":9464", ran[0], ran[1]], "needs a host: 127.0.0.1:9464"),
         (vec![ran[0], ran[1], "--listen"], "'--listen' needs argument"),
         (vec!["--heap-profile-rate", "1K", ran[0], ran[1]], "needs '--heap-profile FILE' or '--listen'"),
         (vec!["--heap-profile", "h.pb.gz", "--heap-profile-rate", "0", ran[0], ran[1]], "positive number of bytes"),
@@ -225,6 +226,11 @@ fn listen_refuses_what_it_cannot_serve_before_the_script_runs() {
     let out = run(&["--listen", "127.0.0.1:0", "--heap-profile-rate", "0", "-e", "print('ran')"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "ran\n");
+    // A sandboxed script (no os.exit to wrap) is served too, with --stats written at its end.
+    let out = run(&["--profile", "sandbox", "--listen", "127.0.0.1:0", "--stats", "prometheus", "-e", "print('ran')"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ran\n");
+    assert!(stderr(&out).contains("lua_heap_alloc_bytes"), "{}", stderr(&out));
 }
 
 #[test]

@@ -84,6 +84,8 @@ struct Records {
     index: HashMap<(Vec<Frame>, &'static str), usize>,
     /// Sampled blocks still alive: address -> (site, size).
     live: HashMap<usize, (usize, usize)>,
+    /// Bytes the sites' stacks hold (both copies), bounded by [`MAX_STACK_BYTES`].
+    stack_bytes: usize,
     /// Sampled blocks in use per filter bit (bits with none are absent).
     bit_users: HashMap<u32, u32>,
     rng: Option<fastrand::Rng>,
@@ -101,6 +103,17 @@ struct Site {
     alloc_bytes: u64,
     inuse_objects: u64,
     inuse_bytes: u64,
+}
+
+/// The most memory the sites' call stacks may hold: past it, new stacks count under "(other
+/// stacks)", as past [`MAX_SITES`]. Without it the bound would be `MAX_SITES` stacks of
+/// `MAX_DEPTH` frames with names of 256 bytes, gigabytes that a hostile script can fill with a
+/// heap of kilobytes (a hostile review did: 3 GB).
+const MAX_STACK_BYTES: usize = 32 << 20;
+
+/// The memory `stack` holds.
+fn stack_bytes(stack: &[Frame]) -> usize {
+    stack.iter().map(|frame| std::mem::size_of::<Frame>() + frame.function.capacity() + frame.file.capacity()).sum()
 }
 
 /// A filter bit's number, from its word and mask.
@@ -231,7 +244,9 @@ impl HeapSampler {
             let key = (stack, object_type);
             match records.index.get(&key) {
                 Some(&site) => site,
-                None if records.sites.len() >= MAX_SITES => {
+                None if records.sites.len() >= MAX_SITES
+                    || records.stack_bytes + 2 * stack_bytes(&key.0) > MAX_STACK_BYTES =>
+                {
                     let other =
                         (vec![Frame { function: "(other stacks)".into(), file: String::new(), line: 0 }], "other");
                     let next = records.sites.len();
@@ -242,6 +257,8 @@ impl HeapSampler {
                 }
                 None => {
                     let site = records.sites.len();
+                    // Two copies: the site's and the index's key.
+                    records.stack_bytes += 2 * stack_bytes(&key.0);
                     records.sites.push(Site::new(key.0.clone(), object_type));
                     records.index.insert(key, site);
                     site
@@ -447,6 +464,26 @@ mod tests {
         sampler.record(block, 48, "string", vec![frame("b")]); // reused without a free seen
         assert_eq!(sampler.forget(block), Some("string"));
         assert!(!sampler.may_be_sampled(block));
+    }
+
+    #[test]
+    fn the_stacks_memory_is_bounded_whatever_their_names() {
+        let sampler = HeapSampler::new();
+        sampler.start(1, HashMap::new());
+        sampler.set_rate(1);
+        let long = "f".repeat(256);
+        for i in 0..3000 {
+            let stack = (0..MAX_DEPTH)
+                .map(|depth| Frame { function: format!("{long}{i}"), file: "t.lua".into(), line: depth as i64 })
+                .collect();
+            sampler.record(16 * (i + 1), 8, "table", stack);
+        }
+        let profile = sampler.profile();
+        let other =
+            profile.samples.iter().find(|s| s.stack[0].function == "(other stacks)").expect("an (other stacks) site");
+        assert!(other.alloc_objects > 1000, "{}", other.alloc_objects);
+        let kept: usize = profile.samples.iter().flat_map(|s| &s.stack).map(|f| f.function.len()).sum();
+        assert!(kept < MAX_STACK_BYTES, "{kept} bytes of names kept");
     }
 
     #[test]

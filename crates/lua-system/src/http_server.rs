@@ -2,18 +2,48 @@
 //! expose them with `promhttp` and `net/http/pprof`: Prometheus scrapes the first, `go tool
 //! pprof http://HOST:PORT/debug/pprof/heap` (or Pyroscope, Parca) reads the second.
 //!
-//! One thread answers, one request at a time; it reads only [`WatchedStates`] (the module's
-//! counters and the profiler's samples), never a Lua state, so the scripts run on while it
-//! answers. Nothing else is served: any other path is 404, any method but GET and HEAD 405.
+//! The server reads only [`WatchedStates`] (the module's counters and the profiler's samples),
+//! never a Lua state, so the scripts run on while it answers. Nothing else is served: any other
+//! path is 404, any method but GET and HEAD 405.
+//!
+//! Why by hand (on `httparse` for the request head): the server must stay bounded whatever its
+//! clients do, and the small synchronous servers at hand are not (tiny_http, tried first, spends
+//! a thread per connection without limit, reads headers without a size limit or timeout, and
+//! lets one client that never reads its answer block every other scrape and the program's
+//! exit). Here: [`WORKERS`] threads, each accepting and serving one connection at a time; a
+//! request head of at most [`MAX_HEAD`] bytes, read within [`HEAD_DEADLINE`]; a kept-alive
+//! connection closed after [`KEEP_ALIVE_IDLE`] without a request; every write bounded by
+//! [`IO_TIMEOUT`]; other connections wait in the kernel's backlog. So clients that stall hold
+//! at most every thread for a few seconds at a time, and never the program's exit. HTTP/1.0 and
+//! 1.1, kept-alive connections (as Prometheus keeps them), answers sent whole with their length.
 
-use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-
-use tiny_http::{Header, Method, Request, Response};
+use std::time::{Duration, Instant};
 
 use crate::watched_states::WatchedStates;
+
+/// Threads answering: as many connections served at once.
+const WORKERS: usize = 8;
+
+/// The largest request head (request line and headers) read.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// How long a client may take to send a request head.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long a kept-alive connection may stay idle before its next request: then it is closed,
+/// and its thread serves another (a scraper reconnects at its next scrape).
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(2);
+
+/// How long one read or write may block.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long dropping a [`MetricsServer`] waits for answers in flight.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// What `/metrics` answers by default: the Prometheus text format 0.0.4.
 const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -21,11 +51,13 @@ const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONT
 /// What `/metrics` answers a scraper that accepts it (Prometheus asks for it first).
 const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A running server (see [`serve`]); dropping it stops the server.
+/// A running server (see [`serve`]); dropping it stops the server: no connection is accepted
+/// after, and answers in flight get a second to finish before the threads are left to end on
+/// their own (within the I/O timeouts).
 pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
     address: SocketAddr,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl MetricsServer {
@@ -35,18 +67,39 @@ impl MetricsServer {
     }
 }
 
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer").field("address", &self.address).finish()
+    }
+}
+
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        self.stop.store(true, Ordering::SeqCst);
+        // Each worker blocked in `accept` takes one of these connections, sees the flag, ends.
+        let wake = wake_address(self.address);
+        for _ in 0..self.workers.len() {
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while self.workers.iter().any(|worker| !worker.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for worker in self.workers.drain(..) {
+            if worker.is_finished() {
+                let _ = worker.join();
+            }
         }
     }
 }
 
-impl std::fmt::Debug for MetricsServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsServer").field("address", &self.address).finish()
+/// Where to connect to reach a listener bound to `address` (an unspecified address listens on
+/// loopback too).
+fn wake_address(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), address.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), address.port()),
+        _ => address,
     }
 }
 
@@ -59,6 +112,11 @@ impl std::fmt::Debug for MetricsServer {
 ///   handler serves it. Query parameters other than Go's select states by label
 ///   (`?state=worker-1`); Go's `gc=1` is ignored (the server never enters Lua), `debug=N` other
 ///   than 0 and `seconds=N` (delta profiles) are refused with 400.
+///
+/// It stays bounded whatever its clients do: 8 threads, each serving one connection at a time
+/// (others wait in the kernel's backlog); a request head of at most 16 KiB, sent within 5 s; a
+/// kept-alive connection idle for 2 s closed; 5 s for each write, after which a client that
+/// does not read is dropped.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -79,62 +137,216 @@ impl std::fmt::Debug for MetricsServer {
 /// # }
 /// ```
 pub fn serve(address: impl ToSocketAddrs, states: Arc<WatchedStates>) -> io::Result<MetricsServer> {
-    let listener = std::net::TcpListener::bind(address)?;
-    // Answers go out whole: with Nagle's algorithm, the last segment of an answer on a kept-alive
-    // connection waits for the scraper's delayed ACK (40 ms on Linux). Accepted sockets inherit
-    // the option from the listening one.
-    rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
-    let server = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
-    let address = server.server_addr().to_ip().ok_or_else(|| io::Error::other("not an IP address"))?;
-    let server = Arc::new(server);
-    let serving = Arc::clone(&server);
-    let thread = std::thread::Builder::new().name("lua-system metrics".into()).spawn(move || {
-        for request in serving.incoming_requests() {
-            let _ = answer(request, &states);
+    let listener = Arc::new(TcpListener::bind(address)?);
+    let address = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::with_capacity(WORKERS);
+    for index in 0..WORKERS {
+        let (listener, states, stopped) = (Arc::clone(&listener), Arc::clone(&states), Arc::clone(&stop));
+        let spawned = std::thread::Builder::new()
+            .name(format!("lua-system http {index}"))
+            .spawn(move || accept_and_answer(&listener, &states, &stopped));
+        match spawned {
+            Ok(worker) => workers.push(worker),
+            Err(error) => {
+                drop(MetricsServer { address, stop, workers });
+                return Err(error);
+            }
         }
-    })?;
-    Ok(MetricsServer { server, thread: Some(thread), address })
+    }
+    Ok(MetricsServer { address, stop, workers })
 }
 
-fn answer(request: Request, states: &WatchedStates) -> io::Result<()> {
-    if !matches!(request.method(), Method::Get | Method::Head) {
-        return request.respond(text(405, "only GET and HEAD\n").with_header(header("Allow", "GET, HEAD")));
-    }
-    let (path, query) = request.url().split_once('?').unwrap_or((request.url(), ""));
-    match path {
-        "/metrics" => {
-            let openmetrics = request
-                .headers()
-                .iter()
-                .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text"));
-            let (body, content_type) = match openmetrics {
-                true => (states.to_openmetrics(), OPENMETRICS_TEXT),
-                false => (states.to_prometheus(), PROMETHEUS_TEXT),
-            };
-            request.respond(whole(Response::from_string(body)).with_header(header("Content-Type", content_type)))
+/// A worker: accepts a connection, answers it until it closes, and again, until stopped.
+fn accept_and_answer(listener: &TcpListener, states: &WatchedStates, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) if !stop.load(Ordering::SeqCst) => {
+                let _ = answer_connection(stream, states, stop);
+            }
+            Ok(_) => return,
+            // Out of descriptors, a connection reset before it was taken...: try again shortly.
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
-        "/debug/pprof/heap" => match heap_profile(states, query) {
-            Ok(body) => request.respond(
-                whole(Response::from_data(body))
-                    .with_header(header("Content-Type", "application/octet-stream"))
-                    .with_header(header("Content-Disposition", "attachment; filename=\"heap\"")),
-            ),
-            Err(why) => request.respond(text(400, &why)),
+    }
+}
+
+/// One request, as far as the server needs it.
+struct Request {
+    head_only: bool,
+    path: String,
+    query: String,
+    openmetrics: bool,
+    keep_alive: bool,
+}
+
+/// Answers the requests of one connection, until the client closes it, asks to, or breaks a
+/// bound.
+fn answer_connection(mut stream: TcpStream, states: &WatchedStates, stop: &AtomicBool) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut buffer = Vec::with_capacity(1024);
+    for served in 0usize.. {
+        let wait = if served == 0 || !buffer.is_empty() { HEAD_DEADLINE } else { KEEP_ALIVE_IDLE };
+        let head = match read_head(&mut stream, &mut buffer, wait)? {
+            Some(head) => head,
+            None => return Ok(()),
+        };
+        let request = match parse(&buffer[..head]) {
+            Ok(request) => request,
+            Err((status, reason)) => {
+                return respond(&mut stream, status, "text/plain; charset=utf-8", reason.as_bytes(), false, false);
+            }
+        };
+        buffer.drain(..head);
+        let keep_alive = request.keep_alive && !stop.load(Ordering::SeqCst);
+        let (status, content_type, body) = route(&request, states);
+        respond(&mut stream, status, content_type, &body, request.head_only, keep_alive)?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Reads until `buffer` holds a whole request head; its length, or `None` when the client
+/// closed the connection between requests. A head past [`MAX_HEAD`] or not complete within
+/// `wait` is an error (the connection is dropped).
+fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>, wait: Duration) -> io::Result<Option<usize>> {
+    let deadline = Instant::now() + wait;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Some(end + 4));
+        }
+        if buffer.len() >= MAX_HEAD {
+            let _ = respond(stream, 431, "text/plain; charset=utf-8", b"request head too large\n", false, false);
+            return Err(io::Error::other("request head too large"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left.min(IO_TIMEOUT)))?;
+        let room = (MAX_HEAD - buffer.len()).min(chunk.len());
+        match stream.read(&mut chunk[..room])? {
+            0 if buffer.is_empty() => return Ok(None),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            read => buffer.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+/// The request in `head`, or the status and reason to refuse it with.
+fn parse(head: &[u8]) -> Result<Request, (u16, &'static str)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Err((431, "too many headers\n")),
+        _ => return Err((400, "bad request\n")),
+    }
+    let headers: Vec<(&str, String)> =
+        parsed.headers.iter().map(|h| (h.name, String::from_utf8_lossy(h.value).into_owned())).collect();
+    let header = |name: &'static str| {
+        headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    };
+    let connection = header("Connection").collect::<Vec<_>>().join(",").to_ascii_lowercase();
+    let version = parsed.version.unwrap_or(0);
+    let keep_alive = match version {
+        1 => !connection.contains("close"),
+        _ => connection.contains("keep-alive"),
+    };
+    let method = parsed.method.unwrap_or("");
+    if method != "GET" && method != "HEAD" {
+        return Err((405, "only GET and HEAD\n"));
+    }
+    // A body on a GET is not read: answer, then close.
+    let has_body = header("Content-Length").any(|v| v.trim() != "0") || header("Transfer-Encoding").next().is_some();
+    // An absolute-form target (`GET http://host/metrics`), as proxies send it: its path.
+    let target = parsed.path.unwrap_or("/");
+    let target = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |slash| &rest[slash..]),
+        None => target,
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok(Request {
+        head_only: method == "HEAD",
+        path: path.to_owned(),
+        query: query.to_owned(),
+        openmetrics: header("Accept").any(|v| v.contains("application/openmetrics-text")),
+        keep_alive: keep_alive && !has_body,
+    })
+}
+
+/// The status, content type and body answering `request`.
+fn route(request: &Request, states: &WatchedStates) -> (u16, &'static str, Vec<u8>) {
+    match request.path.as_str() {
+        "/metrics" if request.openmetrics => (200, OPENMETRICS_TEXT, states.to_openmetrics().into_bytes()),
+        "/metrics" => (200, PROMETHEUS_TEXT, states.to_prometheus().into_bytes()),
+        "/debug/pprof/heap" => match heap_profile(states, &request.query) {
+            Ok(body) => (200, "application/octet-stream", body),
+            Err(why) => (400, "text/plain; charset=utf-8", why.into_bytes()),
         },
-        _ => request.respond(text(404, "404 page not found\n")),
+        _ => (404, "text/plain; charset=utf-8", b"404 page not found\n".to_vec()),
     }
 }
 
-/// The gzipped pprof profile `/debug/pprof/heap?query` asks for, or why it is refused.
+/// Writes a whole answer in one write.
+fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Request Header Fields Too Large",
+    };
+    let mut answer = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {}\r\n",
+        body.len(),
+        if keep_alive { "keep-alive" } else { "close" }
+    );
+    if status == 405 {
+        answer.push_str("Allow: GET, HEAD\r\n");
+    }
+    if content_type == "application/octet-stream" {
+        answer.push_str("Content-Disposition: attachment; filename=\"heap\"\r\n");
+    }
+    answer.push_str("\r\n");
+    let mut bytes = answer.into_bytes();
+    if !head_only {
+        bytes.extend_from_slice(body);
+    }
+    stream.write_all(&bytes)?;
+    stream.flush()
+}
+
+/// The gzipped pprof profile `/debug/pprof/heap?query` asks for, or why it is refused. Go's
+/// parameters read as Go reads them: `debug` and `seconds` as integers, empty or absent meaning
+/// 0.
 fn heap_profile(states: &WatchedStates, query: &str) -> Result<Vec<u8>, String> {
     let mut selector = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let (key, value) = (decode(key), decode(value));
+        let number = || value.trim().parse::<i64>().ok().or(value.trim().is_empty().then_some(0));
         match key.as_str() {
-            "debug" if value != "0" => return Err("only debug=0 (pprof's format) is served\n".into()),
-            "seconds" => return Err("delta profiles (seconds=N) are not served\n".into()),
-            "debug" | "gc" => {}
+            "debug" => match number() {
+                Some(0) => {}
+                _ => return Err("only debug=0 (pprof's format) is served\n".into()),
+            },
+            "seconds" => match number() {
+                Some(0) => {}
+                _ => return Err("delta profiles (seconds=N) are not served\n".into()),
+            },
+            "gc" => {}
             _ => selector.push((key, value)),
         }
     }
@@ -169,22 +381,6 @@ fn decode(component: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
-/// An answer sent with its `Content-Length`, never in chunks (tiny_http chunks bodies past 32 KiB
-/// by default): the body is built before the answer starts anyway.
-fn whole(response: Response<io::Cursor<Vec<u8>>>) -> Response<io::Cursor<Vec<u8>>> {
-    response.with_chunked_threshold(usize::MAX)
-}
-
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
-}
-
-fn text(status: u16, body: &str) -> Response<io::Cursor<Vec<u8>>> {
-    Response::from_string(body)
-        .with_status_code(status)
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +389,19 @@ mod tests {
     fn query_components_are_decoded() {
         assert_eq!(decode("worker%2D1+a%zz"), "worker-1 a%zz");
         assert_eq!(decode("%"), "%");
+    }
+
+    #[test]
+    fn requests_are_read_as_http_says() {
+        let request = parse(b"GET http://host:1/metrics?x=1 HTTP/1.1\r\nHost: h\r\n\r\n").ok().unwrap();
+        assert_eq!((request.path.as_str(), request.query.as_str(), request.keep_alive), ("/metrics", "x=1", true));
+        let request = parse(b"HEAD /metrics HTTP/1.0\r\n\r\n").ok().unwrap();
+        assert!(request.head_only && !request.keep_alive);
+        let request = parse(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").ok().unwrap();
+        assert!(!request.keep_alive);
+        let request = parse(b"GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\n").ok().unwrap();
+        assert!(!request.keep_alive, "a body is not read: the connection closes");
+        assert_eq!(parse(b"POST /metrics HTTP/1.1\r\n\r\n").err(), Some((405, "only GET and HEAD\n")));
+        assert_eq!(parse(b"GARBAGE\r\n\r\n").err().map(|e| e.0), Some(400));
     }
 }

@@ -72,13 +72,20 @@ impl WatchedStates {
     }
 
     /// Adds `lua`'s state (a [`SystemLua`](crate::SystemLua), or a state the module was
-    /// [`install`](crate::install)ed in), told apart from the others by `labels`. Refused: a
-    /// state without the module, a label name Prometheus does not allow, or labels another
-    /// state of the set already has (their samples could not be told apart).
+    /// [`install`](crate::install)ed in), told apart from the others by `labels`, which are
+    /// compared as Prometheus compares series: in any order, a label with an empty value being
+    /// none. Refused: a state without the module, a label name Prometheus does not allow or
+    /// given twice, or labels another state of the set already has (their samples could not be
+    /// told apart). The same state may be added under several label sets (a sum over them then
+    /// counts it as often).
     pub fn add(&self, lua: &Lua, labels: &[(&str, &str)]) -> mlua::Result<()> {
         render_labels(labels).map_err(mlua::Error::external)?;
+        let labels = normalized(labels);
+        if let Some(pair) = labels.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            let name = &pair[0].0;
+            return Err(mlua::Error::runtime(format!("lua-system: the label '{name}' is given twice")));
+        }
         let record = states::published::<StateData>(lua)?;
-        let labels: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut live = self.live();
         if live.iter().any(|watched| watched.labels == labels) {
             return Err(mlua::Error::runtime(format!("lua-system: a watched state already has the labels {labels:?}")));
@@ -87,11 +94,12 @@ impl WatchedStates {
         Ok(())
     }
 
-    /// Takes the state with exactly these labels out of the set; whether there was one.
+    /// Takes the state with these labels (in any order) out of the set; whether there was one.
     pub fn remove(&self, labels: &[(&str, &str)]) -> bool {
+        let labels = normalized(labels);
         let mut live = self.live();
         let before = live.len();
-        live.retain(|watched| !same_labels(&watched.labels, labels));
+        live.retain(|watched| watched.labels != labels);
         live.len() != before
     }
 
@@ -153,8 +161,8 @@ impl WatchedStates {
     /// The heap profile of the states whose labels include every pair of `selector` (all of
     /// them for an empty selector), each sample labelled with its state's labels
     /// ([`heap_profile::Sample::labels`](crate::heap_profile::Sample::labels)). Profiles of
-    /// states sampled at another rate than the first profiled state's cannot be scaled as one:
-    /// they are left out, and a comment names them.
+    /// states sampled at another rate than the first state with samples cannot be scaled as
+    /// one: they are left out, and a comment names them.
     pub fn heap_profile(&self, selector: &[(&str, &str)]) -> HeapProfile {
         let chosen: Vec<(Labels, HeapProfile)> = {
             let live = self.live();
@@ -173,13 +181,19 @@ fn same_pair((name, value): &(String, String), (other_name, other_value): &(&str
     name == other_name && value == other_value
 }
 
-fn same_labels(labels: &Labels, other: &[(&str, &str)]) -> bool {
-    labels.len() == other.len() && labels.iter().zip(other).all(|(a, b)| same_pair(a, b))
+/// Labels as Prometheus tells series apart: by name, whatever the order, and a label with an
+/// empty value is no label at all.
+fn normalized(labels: &[(&str, &str)]) -> Labels {
+    let mut labels: Labels =
+        labels.iter().filter(|(_, value)| !value.is_empty()).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    labels.sort();
+    labels
 }
 
 /// One profile from several states' (see [`WatchedStates::heap_profile`]).
 fn merge(profiles: Vec<(Labels, HeapProfile)>) -> HeapProfile {
-    let rate = profiles.iter().map(|(_, p)| p.rate).find(|&rate| rate > 1).unwrap_or(1);
+    // The first state with samples sets the rate (a state never profiled has none).
+    let rate = profiles.iter().find(|(_, p)| !p.samples.is_empty()).map_or(1, |(_, p)| p.rate);
     let mut merged = HeapProfile { rate, samples: Vec::new(), time_nanos: 0, duration_nanos: 0, comments: Vec::new() };
     for (labels, profile) in profiles {
         let sampled = !profile.samples.is_empty();

@@ -160,10 +160,19 @@ fn states_are_refused_with_clear_errors() {
     states.add(&a, &[("state", "a")]).unwrap();
     let twice = states.add(&a, &[("state", "a")]).unwrap_err().to_string();
     assert!(twice.contains("already has the labels"), "{twice}");
+    // Labels compare as Prometheus compares series: in any order; an empty value is no label.
+    let b = SystemLua::new().unwrap();
+    states.add(&b, &[("state", "b"), ("pool", "x")]).unwrap();
+    assert!(states.add(&b, &[("pool", "x"), ("state", "b")]).unwrap_err().to_string().contains("already has"));
+    assert!(states.add(&b, &[("pool", "x"), ("state", "b"), ("zone", "")]).is_err(), "an empty value is no label");
+    let repeated = states.add(&b, &[("state", "x"), ("state", "y")]).unwrap_err().to_string();
+    assert!(repeated.contains("the label 'state' is given twice"), "{repeated}");
+    assert!(states.remove(&[("pool", "x"), ("state", "b")]), "removed in any order");
     let plain = lua_system::mlua::Lua::new();
     let missing = states.add(&plain, &[("state", "plain")]).unwrap_err().to_string();
     assert!(!missing.is_empty());
     assert_eq!(states.len(), 1, "nothing added by a refusal");
+    drop(b);
     assert!(states.remove(&[("state", "a")]));
     assert!(!states.remove(&[("state", "a")]));
     assert!(states.is_empty());
@@ -292,4 +301,104 @@ fn a_scrape_reads_a_state_while_its_script_runs() {
     let scrapes = scraper.join().unwrap();
     assert!(scrapes.windows(2).all(|w| w[0] <= w[1]));
     assert!(scrapes.last() > scrapes.first(), "the scrapes saw the script allocate: {scrapes:?}");
+}
+
+#[test]
+fn a_merged_profile_takes_the_rate_of_the_first_state_with_samples() {
+    let states = WatchedStates::new();
+    let unprofiled = SystemLua::new().unwrap();
+    let every = SystemLua::new().unwrap();
+    let sparse = SystemLua::new().unwrap();
+    lua_system::set_heap_profile_rate(&every, 1).unwrap();
+    lua_system::set_heap_profile_rate(&sparse, 4096).unwrap();
+    for lua in [&every, &sparse] {
+        lua.load("kept = {} for i = 1, 5000 do kept[i] = { i } end").exec().unwrap();
+    }
+    states.add(&unprofiled, &[("state", "unprofiled")]).unwrap();
+    states.add(&every, &[("state", "every")]).unwrap();
+    states.add(&sparse, &[("state", "sparse")]).unwrap();
+    let profile = states.heap_profile(&[]);
+    assert_eq!(profile.rate, 1);
+    assert!(profile.samples.iter().all(|s| s.labels == [("state".to_string(), "every".to_string())]));
+    assert!(profile.comments.iter().any(|c| c.contains("sparse") && c.contains("4096")), "{:?}", profile.comments);
+    let sparse_only = states.heap_profile(&[("state", "sparse")]);
+    assert_eq!(sparse_only.rate, 4096);
+    assert!(!sparse_only.samples.is_empty());
+}
+
+/// Sends a request head and reads one whole answer (by its Content-Length) on `connection`.
+fn request_on(connection: &mut TcpStream, request: &str) -> u16 {
+    use std::io::BufRead;
+    connection.write_all(request.as_bytes()).unwrap();
+    let mut reader = std::io::BufReader::new(connection.try_clone().unwrap());
+    let (mut line, mut length) = (String::new(), 0usize);
+    reader.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).unwrap();
+        if header == "\r\n" {
+            break;
+        }
+        if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    status
+}
+
+#[test]
+fn clients_that_stall_block_neither_scrapes_nor_the_servers_stop() {
+    let (a, _b, states) = two_states();
+    let server = lua_system::serve("127.0.0.1:0", Arc::clone(&states)).unwrap();
+    let address = server.address();
+    let quick = |what: &str| {
+        let started = std::time::Instant::now();
+        let (status, _, body) = get(address, "GET /metrics HTTP/1.0\r\n\r\n");
+        assert_eq!(status, 200, "{what}");
+        assert!(!body.is_empty());
+        started.elapsed()
+    };
+
+    // A client that asks for thousands of answers and reads none: its thread's writes time
+    // out; the others answer.
+    let mut hog = TcpStream::connect(address).unwrap();
+    hog.write_all("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3000).as_bytes()).unwrap();
+    // Idle clients with half a request head each.
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = TcpStream::connect(address).unwrap();
+            stream.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for i in 0..5 {
+        let took = quick(&format!("scrape {i} beside stalled clients"));
+        assert!(took < std::time::Duration::from_secs(2), "scrape {i} took {took:?}");
+    }
+
+    // A head past the bound is refused, whatever it carries.
+    let mut big = TcpStream::connect(address).unwrap();
+    let mut head = String::from("GET /metrics HTTP/1.1\r\nX-Big: ");
+    head.push_str(&"a".repeat(64 * 1024));
+    let _ = big.write_all(head.as_bytes()); // the server may close before reading it all
+    let mut answer = Vec::new();
+    let _ = big.read_to_end(&mut answer);
+    assert!(answer.starts_with(b"HTTP/1.1 431") || answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+
+    // Kept-alive connections, as Prometheus keeps them; pipelined requests answered in order.
+    let mut kept = TcpStream::connect(address).unwrap();
+    for path in ["/metrics", "/debug/pprof/heap", "/nothing"] {
+        let status = request_on(&mut kept, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert_eq!(status, if path == "/nothing" { 404 } else { 200 });
+    }
+
+    // Stopping does not wait for the clients.
+    let started = std::time::Instant::now();
+    drop(server);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "stopped in {:?}", started.elapsed());
+    drop((hog, idle, a));
 }
