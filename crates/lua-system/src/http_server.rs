@@ -39,8 +39,11 @@ const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 /// and its thread serves another (a scraper reconnects at its next scrape).
 const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(2);
 
-/// How long one read or write may block.
+/// How long one write may block.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a connection waiting for a request checks whether the server stops.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// How long dropping a [`MetricsServer`] waits for answers in flight.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -188,7 +191,7 @@ fn answer_connection(mut stream: TcpStream, states: &WatchedStates, stop: &Atomi
     let mut buffer = Vec::with_capacity(1024);
     for served in 0usize.. {
         let wait = if served == 0 || !buffer.is_empty() { HEAD_DEADLINE } else { KEEP_ALIVE_IDLE };
-        let head = match read_head(&mut stream, &mut buffer, wait)? {
+        let head = match read_head(&mut stream, &mut buffer, wait, stop)? {
             Some(head) => head,
             None => return Ok(()),
         };
@@ -212,7 +215,12 @@ fn answer_connection(mut stream: TcpStream, states: &WatchedStates, stop: &Atomi
 /// Reads until `buffer` holds a whole request head; its length, or `None` when the client
 /// closed the connection between requests. A head past [`MAX_HEAD`] or not complete within
 /// `wait` is an error (the connection is dropped).
-fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>, wait: Duration) -> io::Result<Option<usize>> {
+fn read_head(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    wait: Duration,
+    stop: &AtomicBool,
+) -> io::Result<Option<usize>> {
     let deadline = Instant::now() + wait;
     let mut chunk = [0u8; 4096];
     loop {
@@ -227,12 +235,21 @@ fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>, wait: Duration) -> io
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        stream.set_read_timeout(Some(left.min(IO_TIMEOUT)))?;
+        // Short waits, so that a stopping server leaves a connection waiting for its next
+        // request at once.
+        stream.set_read_timeout(Some(left.min(STOP_POLL)))?;
         let room = (MAX_HEAD - buffer.len()).min(chunk.len());
-        match stream.read(&mut chunk[..room])? {
-            0 if buffer.is_empty() => return Ok(None),
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            read => buffer.extend_from_slice(&chunk[..read]),
+        match stream.read(&mut chunk[..room]) {
+            Ok(0) if buffer.is_empty() => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
     }
 }

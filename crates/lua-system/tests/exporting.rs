@@ -402,3 +402,18 @@ fn clients_that_stall_block_neither_scrapes_nor_the_servers_stop() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "stopped in {:?}", started.elapsed());
     drop((hog, idle, a));
 }
+
+#[test]
+fn stopping_leaves_kept_alive_connections_at_once() {
+    let (_a, _b, states) = two_states();
+    let server = lua_system::serve("127.0.0.1:0", Arc::clone(&states)).unwrap();
+    let mut kept = TcpStream::connect(server.address()).unwrap();
+    assert_eq!(request_on(&mut kept, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+    // The connection waits for its next request, as a scraper's does between scrapes.
+    let started = std::time::Instant::now();
+    drop(server);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_millis(800), "the program's exit waited {took:?}");
+    let mut rest = Vec::new();
+    assert_eq!(kept.read_to_end(&mut rest).unwrap(), 0, "the server closed the kept connection");
+}
