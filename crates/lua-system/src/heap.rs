@@ -19,10 +19,10 @@
 //! store: plain moves on every mainstream CPU, no read-modify-write. Atomics keep reads from
 //! other threads (a host's sampler) well defined.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+use crate::address_hash::AddressSet;
 use crate::faults::{self, Fault};
 
 /// A counter with a single writer (see the module docs).
@@ -277,7 +277,7 @@ pub(crate) struct ThreadBlocks {
     offset: AtomicUsize,
     /// Blocks of the embedding library's own threads (mlua keeps one to hold references).
     hidden: Mutex<Vec<usize>>,
-    addresses: Mutex<HashSet<usize>>,
+    addresses: Mutex<AddressSet>,
 }
 
 impl Default for ThreadBlocks {

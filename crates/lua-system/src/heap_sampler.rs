@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Instant, SystemTime};
 
+use crate::address_hash::{AddressHasher, AddressMap};
 use crate::heap_profile::{Frame, HeapProfile, Sample};
 
 /// Go's default `MemProfileRate`: one sample per 512 KiB allocated on average.
@@ -83,11 +84,11 @@ struct Records {
     sites: Vec<Site>,
     index: HashMap<(Vec<Frame>, &'static str), usize>,
     /// Sampled blocks still alive: address -> (site, size).
-    live: HashMap<usize, (usize, usize)>,
+    live: AddressMap<(usize, usize)>,
     /// Bytes the sites' stacks hold (both copies), bounded by [`MAX_STACK_BYTES`].
     stack_bytes: usize,
     /// Sampled blocks in use per filter bit (bits with none are absent).
-    bit_users: HashMap<u32, u32>,
+    bit_users: HashMap<u32, u32, std::hash::BuildHasherDefault<AddressHasher>>,
     rng: Option<fastrand::Rng>,
     started: Option<(SystemTime, Instant)>,
     /// The rate the samples are scaled by: the last one other than 0.

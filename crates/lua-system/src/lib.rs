@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod address_hash;
 mod answer;
 mod args;
 mod cpu_budget;
