@@ -38,7 +38,7 @@ pub type Labels = Vec<(String, String)>;
 /// let (a, b) = (SystemLua::new()?, SystemLua::new()?);
 /// states.add(&a, &[("state", "worker-1")])?;
 /// states.add(&b, &[("state", "worker-2")])?;
-/// a.load("big = string.rep('x', 1 << 20)").exec()?;
+/// a.load("big = string.rep('x', 1048576)").exec()?; // (no `<<` in Lua 5.1)
 /// let figures = states.metrics(); // from any thread, without entering Lua
 /// let heap = |i: usize| figures[i].1.get("lua_heap_alloc_bytes").unwrap();
 /// assert_eq!(figures[0].0, [("state".to_string(), "worker-1".to_string())]);
