@@ -220,13 +220,43 @@ impl MemStats {
     pub(crate) const LUA_FIELDS: i32 = 27;
 
     pub(crate) fn read(data: &StateData, collector: &Collector) -> MemStats {
-        let heap = data.heap().figures();
-        let (process, process_age) = process_memory::sampled(heap.live_bytes);
         let gc_percent = current_percent(data, collector).map_err(|Busy| Unavailable::CollectorBusy);
         let gc_percent_effective = gc_percent.map(|p| if p < 0 { -1 } else { effective_percent(p) });
         // While Lua is busy, the collector's setting as last seen serves.
         let effective = gc_percent_effective.unwrap_or_else(|_| data.cycles().cached_effective_percent());
         let (next_gc, next_gc_source) = next_gc(data, collector, effective);
+        MemStats::with_setting(data, next_gc, next_gc_source, gc_percent, gc_percent_effective)
+    }
+
+    /// The figures as another thread sees them, without entering Lua (a metrics scrape beside
+    /// the script): the heap's and the cycles' counters are exact; the GC percent and `next_gc`
+    /// are as the state's thread last knew them (when the last cycle ended, or the module last
+    /// read or set them), so a script's own `collectgarbage("stop")` or `"setpause"` shows at
+    /// the next read through the module.
+    pub(crate) fn observe(data: &StateData) -> MemStats {
+        let cycles = data.cycles();
+        let effective = cycles.cached_effective_percent();
+        let stopped = effective < 0;
+        let (next_gc, next_gc_source) = match cycles.next_gc_seen() {
+            _ if stopped => (i64::MAX as u64, NextGcSource::Stopped),
+            Some(next_gc) => (next_gc, NextGcSource::Threshold),
+            None => (next_cycle_at(data.heap().live_bytes(), effective), NextGcSource::Estimate),
+        };
+        let gc_percent = Ok(if stopped { -1 } else { cycles.requested_percent() });
+        MemStats::with_setting(data, next_gc, next_gc_source, gc_percent, Ok(effective))
+    }
+
+    /// The state's counters and the process's figures now, with the collector's setting as
+    /// [`read`](Self::read) or [`observe`](Self::observe) found it.
+    fn with_setting(
+        data: &StateData,
+        next_gc: u64,
+        next_gc_source: NextGcSource,
+        gc_percent: Figure<i64>,
+        gc_percent_effective: Figure<i64>,
+    ) -> MemStats {
+        let heap = data.heap().figures();
+        let (process, process_age) = process_memory::sampled(heap.live_bytes);
         MemStats {
             accounting: data.accounting(),
             alloc: heap.live_bytes,
@@ -240,40 +270,6 @@ impl MemStats {
             next_gc_source,
             gc_percent,
             gc_percent_effective,
-            process: process.map(|p| covers_state(p, heap.live_bytes)),
-            process_age,
-        }
-    }
-
-    /// The figures as another thread sees them, without entering Lua (a metrics scrape beside
-    /// the script): the heap's and the cycles' counters are exact; the GC percent and `next_gc`
-    /// are as the state's thread last knew them (when the last cycle ended, or the module last
-    /// read or set them), so a script's own `collectgarbage("stop")` or `"setpause"` shows at
-    /// the next read through the module.
-    pub(crate) fn observe(data: &StateData) -> MemStats {
-        let heap = data.heap().figures();
-        let cycles = data.cycles();
-        let (process, process_age) = process_memory::sampled(heap.live_bytes);
-        let effective = cycles.cached_effective_percent();
-        let stopped = effective < 0;
-        let (next_gc, next_gc_source) = match cycles.next_gc_seen() {
-            _ if stopped => (i64::MAX as u64, NextGcSource::Stopped),
-            Some(next_gc) => (next_gc, NextGcSource::Threshold),
-            None => (next_cycle_at(heap.live_bytes, effective), NextGcSource::Estimate),
-        };
-        MemStats {
-            accounting: data.accounting(),
-            alloc: heap.live_bytes,
-            total_alloc: heap.total_bytes,
-            heap_objects: heap.objects(),
-            mallocs: heap.mallocs,
-            frees: heap.frees,
-            num_gc: cycles.count(),
-            last_gc: cycles.last_cycle_unix_ns(),
-            next_gc,
-            next_gc_source,
-            gc_percent: Ok(if stopped { -1 } else { cycles.requested_percent() }),
-            gc_percent_effective: Ok(effective),
             process: process.map(|p| covers_state(p, heap.live_bytes)),
             process_age,
         }
