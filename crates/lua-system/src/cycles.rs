@@ -89,8 +89,6 @@ pub(crate) struct Cycles {
     /// Forced collections running: a finalizer may force one inside another.
     forced_depth: AtomicU32,
     hook: Mutex<Option<CycleHook>>,
-    /// Whether a cycle sentinel must be made (none exists yet, or it could not be made).
-    sentinel_missing: AtomicBool,
     /// Whether the module has been loaded into the state at least once.
     loaded: AtomicBool,
 }
@@ -112,7 +110,6 @@ impl Cycles {
             forced_since: AtomicU64::new(0),
             forced_depth: AtomicU32::new(0),
             hook: Mutex::new(None),
-            sentinel_missing: AtomicBool::new(true),
             loaded: AtomicBool::new(false),
         }
     }
@@ -181,14 +178,6 @@ impl Cycles {
 
     pub(crate) fn born(&self) -> Instant {
         self.born
-    }
-
-    pub(crate) fn sentinel_missing(&self) -> bool {
-        self.sentinel_missing.load(Relaxed)
-    }
-
-    pub(crate) fn set_sentinel_missing(&self, missing: bool) {
-        self.sentinel_missing.store(missing, Relaxed);
     }
 
     /// Records that the module was loaded; true the first time.

@@ -19,10 +19,10 @@
 //! store: plain moves on every mainstream CPU, no read-modify-write. Atomics keep reads from
 //! other threads (a host's sampler) well defined.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crate::address_hash::AddressSet;
+use crate::address_hash::AddressTable;
 use crate::faults::{self, Fault};
 
 /// A counter with a single writer (see the module docs).
@@ -267,6 +267,10 @@ impl Heap {
 /// Every coroutine block has the same size (Lua's `sizeof(LX)`), learned from the first one, so
 /// a free is looked up only when its size matches and some coroutine is alive. The set is
 /// touched only when coroutines are created or may be freed, never on the common paths.
+///
+/// One lock guards the set: a state is used by one thread at a time, so it is never contended,
+/// and parking_lot's costs an atomic exchange each way, without std's poisoning checks (a
+/// panic cannot happen while it is held: the set only allocates through `try_reserve`).
 pub(crate) struct ThreadBlocks {
     block_size: AtomicUsize,
     live: AtomicUsize,
@@ -275,9 +279,14 @@ pub(crate) struct ThreadBlocks {
     /// Where a thread (`lua_State`) lies in its block: after Lua's extra space. Learned once per
     /// state (`ffi/coroutines.rs`); `usize::MAX` until then.
     offset: AtomicUsize,
+    blocks: Mutex<Blocks>,
+}
+
+#[derive(Default)]
+struct Blocks {
+    addresses: AddressTable,
     /// Blocks of the embedding library's own threads (mlua keeps one to hold references).
-    hidden: Mutex<Vec<usize>>,
-    addresses: Mutex<AddressSet>,
+    hidden: Vec<usize>,
 }
 
 impl Default for ThreadBlocks {
@@ -287,8 +296,7 @@ impl Default for ThreadBlocks {
             live: AtomicUsize::new(0),
             last: AtomicUsize::new(0),
             offset: AtomicUsize::new(usize::MAX),
-            hidden: Mutex::default(),
-            addresses: Mutex::default(),
+            blocks: Mutex::default(),
         }
     }
 }
@@ -300,14 +308,19 @@ impl ThreadBlocks {
     #[cold]
     #[inline(never)]
     pub(crate) fn remember(&self, address: usize, size: usize) -> bool {
-        let mut addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
-        if addresses.try_reserve(1).is_err() {
+        self.remember_inline(address, size)
+    }
+
+    /// [`ThreadBlocks::remember`], for callers that are out of line themselves.
+    #[inline(always)]
+    pub(crate) fn remember_inline(&self, address: usize, size: usize) -> bool {
+        let mut blocks = self.blocks.lock();
+        if !blocks.addresses.insert(address) {
             return false;
         }
-        addresses.insert(address);
         self.last.store(address, Relaxed);
         self.block_size.store(size, Relaxed);
-        self.live.store(addresses.len(), Relaxed);
+        self.live.store(blocks.addresses.len(), Relaxed);
         true
     }
 
@@ -315,18 +328,34 @@ impl ThreadBlocks {
     /// coroutine is alive), looks it up, out of line.
     #[inline(always)]
     pub(crate) fn forget(&self, address: usize, size: usize) {
-        if size == self.block_size.load(Relaxed) && self.live.load(Relaxed) != 0 {
+        if self.may_hold(size) {
             self.forget_block(address);
         }
     }
 
+    /// Whether a block of `size` bytes may be a coroutine's: its size is a thread block's and
+    /// some coroutine is alive.
+    #[inline(always)]
+    pub(crate) fn may_hold(&self, size: usize) -> bool {
+        size == self.block_size.load(Relaxed) && self.live.load(Relaxed) != 0
+    }
+
+    /// A block that [`ThreadBlocks::may_hold`] is freed: forgotten if it is a coroutine's.
     #[cold]
     #[inline(never)]
     fn forget_block(&self, address: usize) {
-        let mut addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
-        if addresses.remove(&address) {
-            self.live.store(addresses.len(), Relaxed);
-            self.hidden.lock().unwrap_or_else(|poison| poison.into_inner()).retain(|&a| a != address);
+        self.forget_inline(address);
+    }
+
+    /// [`ThreadBlocks::forget_block`], for callers that are out of line themselves.
+    #[inline(always)]
+    pub(crate) fn forget_inline(&self, address: usize) {
+        let mut blocks = self.blocks.lock();
+        if blocks.addresses.remove(address) {
+            self.live.store(blocks.addresses.len(), Relaxed);
+            if let Some(i) = blocks.hidden.iter().position(|&a| a == address) {
+                blocks.hidden.swap_remove(i);
+            }
         }
     }
 
@@ -346,8 +375,8 @@ impl ThreadBlocks {
     /// Marks the thread blocks alive now as the embedding library's own: they are not the
     /// script's and are never reported.
     pub(crate) fn hide_current(&self) {
-        let addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
-        *self.hidden.lock().unwrap_or_else(|poison| poison.into_inner()) = addresses.iter().copied().collect();
+        let mut blocks = self.blocks.lock();
+        blocks.hidden = blocks.addresses.iter().collect();
     }
 
     /// The live thread blocks that are not hidden, to be inspected by `f` (which must not
@@ -356,10 +385,10 @@ impl ThreadBlocks {
         if self.live.load(Relaxed) == 0 {
             return;
         }
-        let addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
-        let hidden = self.hidden.lock().unwrap_or_else(|poison| poison.into_inner());
-        for &address in addresses.iter() {
-            if !hidden.contains(&address) {
+        let mut blocks = self.blocks.lock();
+        blocks.addresses.shrink();
+        for address in blocks.addresses.iter() {
+            if !blocks.hidden.contains(&address) {
                 f(address);
             }
         }

@@ -8,6 +8,7 @@ use crate::cycles::Cycles;
 use crate::ffi::Collector;
 use crate::ffi::internals::InternalsCache;
 use crate::ffi::lua_alloc::Chain;
+use crate::ffi::sentinel::SentinelState;
 use crate::heap::Heap;
 use crate::heap_sampler::HeapSampler;
 use crate::permissions::Permissions;
@@ -57,6 +58,8 @@ pub(crate) struct StateData {
     cycles: Cycles,
     mode: Mode,
     internals: InternalsCache,
+    /// The cycle sentinel (`ffi/sentinel.rs`).
+    sentinel: SentinelState,
     /// What scripts may do (`permissions.rs`), as bits: reading, changing.
     permissions: [AtomicU64; 2],
     /// How much CPU time its Lua code may use (`set_cpu_limit`).
@@ -93,6 +96,7 @@ impl StateData {
             cycles: Cycles::new(),
             mode,
             internals: InternalsCache::default(),
+            sentinel: SentinelState::default(),
             permissions: Self::permission_bits(Permissions::default()),
             cpu_budget: CpuBudget::default(),
             heap_sampler: HeapSampler::new(),
@@ -179,12 +183,8 @@ impl crate::ffi::Record for StateData {
         self.cycles.record(live, peak, self.heap.figures().objects(), next);
     }
 
-    fn sentinel_missing(&self) -> bool {
-        self.cycles.sentinel_missing()
-    }
-
-    fn set_sentinel_missing(&self, missing: bool) {
-        self.cycles.set_sentinel_missing(missing);
+    fn sentinel(&self) -> &SentinelState {
+        &self.sentinel
     }
 
     fn loaded(&self, collector: &Collector) {

@@ -184,7 +184,7 @@ unsafe extern "C-unwind" fn trampoline<M: Module>(l: *mut lua_State) -> c_int {
     let outcome = match record {
         None => Err(M::failed(index, "the module's record of this state is gone (the state is closing)")),
         Some(record) => {
-            if record.sentinel_missing() {
+            if record.sentinel().missing() {
                 // SAFETY: `l` is running; arming leaves the stack as it found it.
                 unsafe { super::sentinel::arm::<M::Record>(l, record) };
             }

@@ -24,7 +24,7 @@ pub(crate) unsafe extern "C-unwind" fn loader<M: Module>(l: *mut lua_State) -> c
         ffi::lua_settop(l, 0);
         prepare_slots(l);
         push_module::<M>(l);
-        if record.sentinel_missing() {
+        if record.sentinel().missing() {
             sentinel::arm(l, record);
         }
         record.loaded(&super::Collector::with_internals(l, record.internals()));

@@ -74,11 +74,8 @@ pub(crate) trait Record: Sync + Sized + 'static {
     /// A collection cycle has completed (called from the cycle sentinel's finalizer).
     fn cycle_ended(&self, collector: &Collector);
 
-    /// Whether the sentinel must be made again (it could not be, for lack of memory).
-    fn sentinel_missing(&self) -> bool;
-
-    /// Records whether a sentinel exists.
-    fn set_sentinel_missing(&self, missing: bool);
+    /// The state's cycle sentinel.
+    fn sentinel(&self) -> &sentinel::SentinelState;
 
     /// The module was loaded into the state (`require`); called on every load.
     fn loaded(&self, collector: &Collector);
