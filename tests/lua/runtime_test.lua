@@ -45,6 +45,28 @@ T.test("1000 suspended coroutines add 1000; once collected they no longer count"
   T.eq(system.num_goroutines(), base)
 end)
 
+T.test("coroutines are counted exactly through waves of births and deaths", function()
+  -- The set of coroutine blocks grows, empties and grows again; every seventh coroutine stays.
+  system.gc()
+  local base = system.num_goroutines()
+  local kept = {}
+  for wave = 1, 3 do
+    local cos = {}
+    for i = 1, 5000 * wave do
+      cos[i] = coroutine.create(function() coroutine.yield() end)
+      coroutine.resume(cos[i])
+    end
+    T.eq(system.num_goroutines(), base + #kept + #cos, "wave " .. wave)
+    for i = 7, #cos, 7 do kept[#kept + 1] = cos[i] end
+    cos = nil
+    system.gc()
+    T.eq(system.num_goroutines(), base + #kept, "after wave " .. wave)
+  end
+  kept = nil
+  system.gc()
+  T.eq(system.num_goroutines(), base)
+end)
+
 T.test("a finished coroutine no longer counts, even while referenced; a suspended one does", function()
   system.gc()
   local base = system.num_goroutines()
