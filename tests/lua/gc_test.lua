@@ -62,6 +62,34 @@ T.test("with no automatic cycle running, each gc() is exactly one cycle", functi
   system.set_gc_percent(DEFAULT)
 end)
 
+T.test("a script that reaches the cycle sentinel's metatable cannot miscount cycles", function()
+  -- With `debug`, a script finds the metatable in the registry (an integer key, a table whose
+  -- __gc is a C function), calls that __gc with anything, and overwrites the slot.
+  local registry = debug and debug.getregistry and debug.getregistry()
+  if not registry then return end
+  local key
+  for k, v in pairs(registry) do
+    if type(k) == "number" and type(v) == "table" and type(rawget(v, "__gc")) == "function"
+        and debug.getinfo(rawget(v, "__gc"), "S").what == "C" then
+      key = k
+    end
+  end
+  T.check(key ~= nil, "the sentinels' metatable is in the registry")
+  system.set_gc_percent(-1)
+  system.gc()
+  local before = system.mem_stats().num_gc
+  local finalizer = registry[key].__gc
+  for _, arg in ipairs({ 1, "x", {}, io.stdout, coroutine.create(function() end) }) do
+    T.check(pcall(finalizer, arg), "the finalizer ignores " .. type(arg))
+  end
+  T.check(pcall(finalizer), "and no argument")
+  T.eq(system.mem_stats().num_gc, before, "nothing counted by those calls")
+  registry[key] = 42
+  for _ = 1, 3 do system.gc() end
+  T.eq(system.mem_stats().num_gc - before, 3, "cycles still counted with the slot overwritten")
+  system.set_gc_percent(DEFAULT)
+end)
+
 T.test("set_gc_percent(x) then get_gc_percent() answers x, for every x in 0..900", function()
   local original = system.get_gc_percent()
   for x = 0, 900 do
