@@ -71,18 +71,27 @@ impl AddressTable {
         if (self.len + 1) * 2 > self.slots.len() && !self.resize((self.slots.len() * 2).max(MIN_SLOTS)) {
             return false;
         }
+        let (slot, held) = self.find(address);
+        if !held {
+            self.slots[slot] = address;
+            self.len += 1;
+        }
+        true
+    }
+
+    /// Where `address` is (true), or the empty slot where its probe ends (false). The table
+    /// has slots.
+    #[inline(always)]
+    fn find(&self, address: usize) -> (usize, bool) {
         let mask = self.slots.len() - 1;
         let mut slot = self.home(address);
         loop {
             match self.slots[slot] {
-                0 => break,
-                held if held == address => return true,
+                0 => return (slot, false),
+                held if held == address => return (slot, true),
                 _ => slot = (slot + 1) & mask,
             }
         }
-        self.slots[slot] = address;
-        self.len += 1;
-        true
     }
 
     /// Removes `address`; whether it was there.
@@ -90,15 +99,11 @@ impl AddressTable {
         if self.len == 0 {
             return false;
         }
-        let mask = self.slots.len() - 1;
-        let mut hole = self.home(address);
-        loop {
-            match self.slots[hole] {
-                0 => return false,
-                held if held == address => break,
-                _ => hole = (hole + 1) & mask,
-            }
+        let (mut hole, held) = self.find(address);
+        if !held {
+            return false;
         }
+        let mask = self.slots.len() - 1;
         // Backward shift: each later address of the run moves into the hole if the hole lies
         // on its probe path (between its home slot and where it is), so every address stays
         // reachable from its home without a gap.
@@ -157,18 +162,7 @@ impl AddressTable {
 
     #[cfg(test)]
     pub(crate) fn contains(&self, address: usize) -> bool {
-        if self.len == 0 {
-            return false;
-        }
-        let mask = self.slots.len() - 1;
-        let mut slot = self.home(address);
-        loop {
-            match self.slots[slot] {
-                0 => return false,
-                held if held == address => return true,
-                _ => slot = (slot + 1) & mask,
-            }
-        }
+        self.len != 0 && self.find(address).1
     }
 
     /// The addresses held, in no particular order.

@@ -60,6 +60,7 @@ impl SentinelState {
 /// `l` is a running thread of the state `record` belongs to, with room for two values.
 pub(crate) unsafe fn arm<R: Record>(l: *mut lua_State, record: &R) {
     let sentinel = record.sentinel();
+    // Missing until `make` has finished (it sets the address last).
     sentinel.current.store(0, Relaxed);
     let made = record.heap().over_limit(|| {
         // SAFETY: per the contract; `make::<R>` checks the armed data.
@@ -68,7 +69,6 @@ pub(crate) unsafe fn arm<R: Record>(l: *mut lua_State, record: &R) {
     if made.is_err() {
         // SAFETY: the error object is on top.
         unsafe { ffi::lua_settop(l, -2) };
-        sentinel.current.store(0, Relaxed);
     }
 }
 
