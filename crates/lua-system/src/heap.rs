@@ -19,11 +19,10 @@
 //! store: plain moves on every mainstream CPU, no read-modify-write. Atomics keep reads from
 //! other threads (a host's sampler) well defined.
 
-use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crate::address_hash::AddressTable;
 use crate::faults::{self, Fault};
+use crate::ffi::coroutines::ThreadBlocks;
 
 /// A counter with a single writer (see the module docs).
 #[derive(Default)]
@@ -261,140 +260,6 @@ impl Heap {
     }
 }
 
-/// The addresses of live coroutine blocks (Lua 5.2 and later tell the allocator which new
-/// blocks are threads).
-///
-/// Every coroutine block has the same size (Lua's `sizeof(LX)`), learned from the first one, so
-/// a free is looked up only when its size matches and some coroutine is alive. The set is
-/// touched only when coroutines are created or may be freed, never on the common paths.
-///
-/// One lock guards the set: a state is used by one thread at a time, so it is never contended,
-/// and parking_lot's costs an atomic exchange each way, without std's poisoning checks (a
-/// panic cannot happen while it is held: the set only allocates through `try_reserve`).
-pub(crate) struct ThreadBlocks {
-    block_size: AtomicUsize,
-    live: AtomicUsize,
-    /// The last block remembered (to learn where the thread lies in its block).
-    last: AtomicUsize,
-    /// Where a thread (`lua_State`) lies in its block: after Lua's extra space. Learned once per
-    /// state (`ffi/coroutines.rs`); `usize::MAX` until then.
-    offset: AtomicUsize,
-    blocks: Mutex<Blocks>,
-}
-
-#[derive(Default)]
-struct Blocks {
-    addresses: AddressTable,
-    /// Blocks of the embedding library's own threads (mlua keeps one to hold references).
-    hidden: Vec<usize>,
-}
-
-impl Default for ThreadBlocks {
-    fn default() -> ThreadBlocks {
-        ThreadBlocks {
-            block_size: AtomicUsize::new(0),
-            live: AtomicUsize::new(0),
-            last: AtomicUsize::new(0),
-            offset: AtomicUsize::new(usize::MAX),
-            blocks: Mutex::default(),
-        }
-    }
-}
-
-impl ThreadBlocks {
-    /// Records a new thread block. Returns false if it could not be recorded (out of memory);
-    /// the caller then fails the allocation so the record never drifts. Out of line: rare, and
-    /// kept off the allocator's common paths so they need fewer registers.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn remember(&self, address: usize, size: usize) -> bool {
-        self.remember_inline(address, size)
-    }
-
-    /// [`ThreadBlocks::remember`], for callers that are out of line themselves.
-    #[inline(always)]
-    pub(crate) fn remember_inline(&self, address: usize, size: usize) -> bool {
-        let mut blocks = self.blocks.lock();
-        if !blocks.addresses.insert(address) {
-            return false;
-        }
-        self.last.store(address, Relaxed);
-        self.block_size.store(size, Relaxed);
-        self.live.store(blocks.addresses.len(), Relaxed);
-        true
-    }
-
-    /// A block is freed: if it may be a coroutine's (its size is a thread block's and some
-    /// coroutine is alive), looks it up, out of line.
-    #[inline(always)]
-    pub(crate) fn forget(&self, address: usize, size: usize) {
-        if self.may_hold(size) {
-            self.forget_block(address);
-        }
-    }
-
-    /// Whether a block of `size` bytes may be a coroutine's: its size is a thread block's and
-    /// some coroutine is alive.
-    #[inline(always)]
-    pub(crate) fn may_hold(&self, size: usize) -> bool {
-        size == self.block_size.load(Relaxed) && self.live.load(Relaxed) != 0
-    }
-
-    /// A block that [`ThreadBlocks::may_hold`] is freed: forgotten if it is a coroutine's.
-    #[cold]
-    #[inline(never)]
-    fn forget_block(&self, address: usize) {
-        self.forget_inline(address);
-    }
-
-    /// [`ThreadBlocks::forget_block`], for callers that are out of line themselves.
-    #[inline(always)]
-    pub(crate) fn forget_inline(&self, address: usize) {
-        let mut blocks = self.blocks.lock();
-        if blocks.addresses.remove(address) {
-            self.live.store(blocks.addresses.len(), Relaxed);
-            if let Some(i) = blocks.hidden.iter().position(|&a| a == address) {
-                blocks.hidden.swap_remove(i);
-            }
-        }
-    }
-
-    pub(crate) fn last(&self) -> usize {
-        self.last.load(Relaxed)
-    }
-
-    /// Where a thread lies in its block, once learned.
-    pub(crate) fn offset(&self) -> Option<usize> {
-        Some(self.offset.load(Relaxed)).filter(|&o| o != usize::MAX)
-    }
-
-    pub(crate) fn set_offset(&self, offset: usize) {
-        self.offset.store(offset, Relaxed);
-    }
-
-    /// Marks the thread blocks alive now as the embedding library's own: they are not the
-    /// script's and are never reported.
-    pub(crate) fn hide_current(&self) {
-        let mut blocks = self.blocks.lock();
-        blocks.hidden = blocks.addresses.iter().collect();
-    }
-
-    /// The live thread blocks that are not hidden, to be inspected by `f` (which must not
-    /// allocate in the state: the set is locked).
-    pub(crate) fn each(&self, mut f: impl FnMut(usize)) {
-        if self.live.load(Relaxed) == 0 {
-            return;
-        }
-        let mut blocks = self.blocks.lock();
-        blocks.addresses.shrink();
-        for address in blocks.addresses.iter() {
-            if !blocks.hidden.contains(&address) {
-                f(address);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,23 +300,5 @@ mod tests {
         heap.close_reserve();
         assert_eq!(heap.set_memory_limit(None), Some(0));
         assert!(heap.admits(usize::MAX));
-    }
-
-    #[test]
-    fn thread_blocks_are_forgotten_only_by_their_own_address() {
-        let heap = Heap::new();
-        let threads = heap.coroutines();
-        assert!(threads.remember(0x10, 208));
-        assert!(threads.remember(0x20, 208));
-        threads.forget(0x30, 208); // another block of the same size
-        let mut seen = vec![];
-        threads.each(|a| seen.push(a));
-        assert_eq!(seen.len(), 2);
-        threads.forget(0x10, 208);
-        threads.hide_current();
-        assert!(threads.remember(0x40, 208));
-        let mut seen = vec![];
-        threads.each(|a| seen.push(a));
-        assert_eq!(seen, vec![0x40]);
     }
 }

@@ -74,7 +74,8 @@ impl SystemLua {
             _ => StateData::interposed(chain, bytes),
         })?;
         // mlua keeps one coroutine of its own (its reference thread); it is not the script's.
-        record.heap().coroutines().hide_current();
+        // SAFETY: this thread made the state and runs it.
+        unsafe { record.heap().coroutines().hide_current() };
         let system = SystemLua { lua: std::mem::ManuallyDrop::new(lua), owner: Owner::Mlua(record) };
         system.lua.load_std_libs(libs)?;
         loader::install::<Module>(&system.lua)?;
@@ -106,7 +107,8 @@ impl SystemLua {
         // SAFETY: the handle lives in `SystemLua`, which drops it before closing the state; the
         // caller promises the same for clones.
         let lua = unsafe { state.lua() };
-        state.record().heap().coroutines().hide_current();
+        // SAFETY: as above (mlua's reference thread), on the thread that made the state.
+        unsafe { state.record().heap().coroutines().hide_current() };
         states::publish(&lua, Arc::clone(state.record()));
         let system = SystemLua { lua: std::mem::ManuallyDrop::new(lua), owner: Owner::Module(state) };
         // Every library, C modules included: the caller accepted that.

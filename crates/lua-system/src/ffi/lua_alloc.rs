@@ -174,7 +174,8 @@ unsafe fn new_thread_block<const PEAKS: bool>(heap: &Heap, layout: Layout) -> *m
 #[cold]
 #[inline(never)]
 unsafe fn free_thread_block(heap: &Heap, block: *mut c_void, osize: usize) -> *mut c_void {
-    heap.coroutines().forget_inline(block as usize);
+    // SAFETY: per the contract (this is the state's allocator).
+    unsafe { heap.coroutines().forget_inline(block as usize) };
     // SAFETY: per the contract.
     unsafe { dealloc(block.cast(), Layout::from_size_align_unchecked(osize, ALIGN)) };
     ptr::null_mut()
@@ -262,7 +263,8 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
     if nsize == 0 {
         if !block.is_null() {
             heap.record_free(osize);
-            heap.coroutines().forget(block as usize, osize);
+            // SAFETY: this is the state's allocator.
+            unsafe { heap.coroutines().forget(block as usize, osize) };
             chain.next(block, osize, 0);
         }
         return ptr::null_mut();
@@ -276,7 +278,8 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
         if new.is_null() {
             return new;
         }
-        if is_thread_tag(osize) && !heap.coroutines().remember(new as usize, nsize) {
+        // SAFETY: this is the state's allocator.
+        if is_thread_tag(osize) && !unsafe { heap.coroutines().remember(new as usize, nsize) } {
             chain.next(new, nsize, 0);
             return ptr::null_mut();
         }
@@ -337,7 +340,8 @@ unsafe fn interposed_with<R: Record>(ud: *mut c_void, block: *mut c_void, osize:
             } else {
                 heap.record_untracked_free(osize);
             }
-            heap.coroutines().forget(block as usize, osize);
+            // SAFETY: this is the state's allocator.
+            unsafe { heap.coroutines().forget(block as usize, osize) };
             chain.next(block, osize, 0);
             if heap.live_bytes() == 0 && chain.freed_with_state && !cfg!(feature = "luajit") {
                 // That was the main state, freed last by `lua_close`. (LuaJIT gives its own
@@ -364,7 +368,8 @@ unsafe fn interposed_with<R: Record>(ud: *mut c_void, block: *mut c_void, osize:
             chain.next(new, nsize, 0);
             return ptr::null_mut();
         }
-        if is_thread_tag(osize) && !heap.coroutines().remember(new as usize, nsize) {
+        // SAFETY: this is the state's allocator.
+        if is_thread_tag(osize) && !unsafe { heap.coroutines().remember(new as usize, nsize) } {
             tracked.remove(new as usize);
             chain.next(new, nsize, 0);
             return ptr::null_mut();
