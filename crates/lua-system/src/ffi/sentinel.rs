@@ -158,14 +158,18 @@ unsafe fn arm_directly<R: Record>(l: *mut lua_State, record: &R) -> bool {
     }
     // SAFETY: per the contract. If the allocation raises, the error leaves through this frame
     // (no destructors in it) into the finalizer's protected call, with the sentinel missing:
-    // the next module call makes it.
+    // the next module call makes it. The userdata is popped without overwriting its slot first:
+    // Lua 5.4 and 5.5 mark a thread's stack only up to its top.
     unsafe {
+        sentinel.current.store(0, Relaxed);
+        new_userdata(l);
         if !push_metatable(l, sentinel) {
-            ffi::lua_settop(l, -2);
+            ffi::lua_settop(l, -3); // a userdata with no finalizer: plain garbage
             return false;
         }
-        sentinel.current.store(0, Relaxed);
-        make_with_metatable(l, sentinel);
+        ffi::lua_setmetatable(l, -2);
+        sentinel.current.store(ffi::lua_touserdata(l, -1) as usize, Relaxed);
+        ffi::lua_settop(l, -2);
     }
     true
 }
