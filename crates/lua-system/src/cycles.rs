@@ -201,13 +201,15 @@ impl Cycles {
         self.note_next_gc(next_gc.unwrap_or(UNKNOWN));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         self.last_cycle_unix_ns.store(now, Relaxed);
-        // The cycle's time is taken before the count moves (a probe reads the count, then the
-        // time): a sample that counts this cycle is never dated before it.
-        let at = self.born.elapsed();
+        // The cycle's time (for the hook only: a second clock read otherwise spent on every
+        // cycle) is taken before the count moves (a probe reads the count, then the time): a
+        // sample that counts this cycle is never dated before it.
+        let hooked = self.hooked.load(Acquire);
+        let at = if hooked { self.born.elapsed() } else { Duration::ZERO };
         let number = self.count.load(Relaxed) + 1;
         self.count.store(number, Release);
 
-        if !self.hooked.load(Acquire) {
+        if !hooked {
             return;
         }
         let hook = self.hook.lock().unwrap_or_else(|poison| poison.into_inner());
