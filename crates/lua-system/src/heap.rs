@@ -9,7 +9,8 @@
 //! * the memory limit the allocator enforces, and the heap's peak between cycles (tracked only
 //!   while someone watches, by a second allocator function).
 //! * the addresses of live coroutine blocks: Lua 5.2 and later tag new thread blocks for the
-//!   allocator.
+//!   allocator (`ffi/coroutines.rs`, `ThreadBlocks`: only the thread running the state touches
+//!   the set, so it lives with the `unsafe` code).
 //!
 //! Which blocks the counts cover depends on the state's accounting (`state_data.rs`): every
 //! block since the state was created, or those seen since the module was loaded into it.

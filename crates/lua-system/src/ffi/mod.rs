@@ -14,7 +14,8 @@
 //! * [`sentinel`]: the object every collection cycle finalizes once (cycle counting).
 //! * [`collector`]: `lua_gc`, and how each Lua version encodes the collector's parameters.
 //! * [`internals`]: the collector's own figures in Lua's global state, checked before use.
-//! * [`coroutines`]: counting coroutines, and whether each is still alive.
+//! * [`coroutines`]: counting coroutines (the set of their blocks the allocator keeps), and
+//!   whether each is still alive.
 //! * [`protected`]: running a C function under `lua_pcall` without allocating first.
 //! * [`allocator_stats`]: statistics of the process allocator (jemalloc or glibc).
 //! * [`fork`]: a handler run in children after `fork` (the pid cache).
