@@ -244,11 +244,12 @@ unsafe fn is_alive(co: *mut lua_State) -> bool {
 /// Coroutines alive among the thread blocks the allocator knows.
 ///
 /// # Safety
-/// `l` is running; `threads` are the blocks of its state's live threads.
+/// The caller runs the state on this thread (a module function); `threads` are the blocks of
+/// its live threads.
 pub(crate) unsafe fn count_alive_blocks(threads: &ThreadBlocks) -> u64 {
     let Some(offset) = threads.offset() else {
         let mut all = 0;
-        // SAFETY: `l` runs the state, on this thread.
+        // SAFETY: the caller runs the state, on this thread.
         unsafe { threads.each(|_| all += 1) };
         return all; // not learned (no memory then): every coroutine that exists counts
     };

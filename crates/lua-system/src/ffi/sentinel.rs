@@ -12,17 +12,26 @@
 //! (a few dozen bytes), so counting does not stop when a script runs into its limit. If Lua
 //! cannot allocate it at all, the next call of any module function makes it.
 //!
-//! In Lua 5.4 and 5.5 the finalizer usually makes it without a protected call of its own: Lua
-//! runs every finalizer under one already (an error there becomes a warning, where 5.2 and 5.3
-//! raise it again in the code that triggered the collection), and when the state's limit admits
-//! the block and the metatable is at hand, only the system allocator running out of memory can
-//! raise. The protected call cost 240 of the 1,200 instructions a cycle cost (callgrind, a
+//! In Lua 5.4 and 5.5 the finalizer of a state whose allocator is the module's own usually
+//! makes it without a protected call of its own: Lua runs every finalizer under one already (an
+//! error there becomes a warning, where 5.2 and 5.3 raise it again in the code that triggered
+//! the collection), and when the state's limit admits the block and the metatable is at hand,
+//! only the process running out of memory can raise (that cycle is then not counted, and the
+//! next call of any module function makes the sentinel). States made elsewhere take the
+//! protected way: the allocator the module passes their requests on to may refuse by its own
+//! rules. The protected call cost 240 of the 1,200 instructions a cycle cost (callgrind, a
 //! coroutine-heavy workload in generational mode, which collects every 110,000 instructions).
 //!
-//! LuaJIT runs finalizers on the stack of the code that triggered the collection and does not
-//! clear a slot when a C function pops it: inside a Lua function's frame, the popped sentinel
-//! would stay reachable through a dead register until the function returns (for a script's main
-//! loop, never). The slot is therefore overwritten with `nil` before it is popped.
+//! Every version overwrites the new sentinel's slot with `nil` before popping it. The finalizer
+//! runs where the collection found the stack top, which may be inside a Lua function's
+//! registers: a value left there is marked whenever a collection runs while that function's
+//! top is raised to its frame's end (a metamethod call, a hook), and a sentinel marked once is
+//! not finalized by that cycle, and in generational mode grows old and waits for a major
+//! collection (a review found counting stalled for thousands of cycles that way).
+//!
+//! LuaJIT, likewise, does not clear a slot when a C function pops it: inside a Lua function's
+//! frame, the popped sentinel would stay reachable through a dead register until the function
+//! returns (for a script's main loop, never).
 //!
 //! Limits, stated in the README: a cycle whose finalizers Lua defers (an emergency collection
 //! after an allocation failure runs none) is counted when they run, and two cycles ending before
@@ -132,7 +141,7 @@ unsafe fn make_with_metatable(l: *mut lua_State, sentinel: &SentinelState) {
         ffi::lua_pushvalue(l, -2);
         ffi::lua_setmetatable(l, -2);
         sentinel.current.store(address, Relaxed);
-        // Overwrite the sentinel's slot before popping it (see the module docs, LuaJIT).
+        // Overwrite the sentinel's slot before popping it (see the module docs).
         ffi::lua_pushnil(l);
         ffi::lua_replace(l, -2);
         ffi::lua_settop(l, -3);
@@ -153,13 +162,12 @@ const SENTINEL_BYTES: usize = 64;
 #[cfg(any(feature = "lua54", feature = "lua55"))]
 unsafe fn arm_directly<R: Record>(l: *mut lua_State, record: &R) -> bool {
     let sentinel = record.sentinel();
-    if !record.heap().admits(SENTINEL_BYTES) {
-        return false; // at the limit: lifted, under protection
+    if record.chain().is_some() || !record.heap().admits(SENTINEL_BYTES) {
+        return false; // another allocator decides, or at the limit: lifted, under protection
     }
     // SAFETY: per the contract. If the allocation raises, the error leaves through this frame
     // (no destructors in it) into the finalizer's protected call, with the sentinel missing:
-    // the next module call makes it. The userdata is popped without overwriting its slot first:
-    // Lua 5.4 and 5.5 mark a thread's stack only up to its top.
+    // the next module call makes it.
     unsafe {
         sentinel.current.store(0, Relaxed);
         new_userdata(l);
@@ -169,6 +177,9 @@ unsafe fn arm_directly<R: Record>(l: *mut lua_State, record: &R) -> bool {
         }
         ffi::lua_setmetatable(l, -2);
         sentinel.current.store(ffi::lua_touserdata(l, -1) as usize, Relaxed);
+        // Overwrite the sentinel's slot before popping it (see the module docs).
+        ffi::lua_pushnil(l);
+        ffi::lua_replace(l, -2);
         ffi::lua_settop(l, -2);
     }
     true
