@@ -134,7 +134,8 @@ pub(crate) struct Internals {
 /// The stored setting the GC percent maps to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Setting {
-    /// A pause, in percent (`100 + p`).
+    /// A pause, in percent (`100 + p`). (Lua 5.5 stores its parameters as codes instead.)
+    #[cfg_attr(feature = "lua55", allow(dead_code))]
     Pause(i64),
     /// A multiplier, in percent (`p`): Lua 5.4's generational major multiplier.
     #[cfg_attr(not(feature = "lua54"), allow(dead_code))]
