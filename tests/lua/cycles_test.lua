@@ -23,7 +23,9 @@ if finalizer_witness then arm_finalizer_witness() end
 
 -- Runs `n` short-lived allocations in mode `mode` (nil: leave the mode as it is) and returns
 -- the cycles counted by the module and by each witness.
-local function count_cycles(n, before)
+-- The weak-table witness: `seen()` answers the cycles that cleared its entry since the last
+-- call (at most one between two calls).
+local function weak_witness()
   local weak = setmetatable({}, { __mode = "v" })
   -- The new table's register is cleared after use: LuaJIT scans a running function's whole
   -- frame, dead registers included, and would keep the table reachable.
@@ -33,16 +35,22 @@ local function count_cycles(n, before)
     fresh = nil
   end
   renew()
+  return function()
+    if weak[1] ~= nil then return 0 end
+    renew()
+    return 1
+  end
+end
+
+local function count_cycles(n, before)
+  local seen = weak_witness()
   local cleared = 0
   if before then before() end
   local n0, f0 = system.mem_stats().num_gc, finalized
   local ring = {}
   for i = 1, n do
     ring[i % 100] = { i }
-    if weak[1] == nil then
-      cleared = cleared + 1
-      renew()
-    end
+    cleared = cleared + seen()
   end
   return system.mem_stats().num_gc - n0, cleared, finalized - f0
 end
@@ -118,22 +126,13 @@ for _, mode in ipairs(modes) do
         return setmetatable({ x = a.x + b.x }, mt)
       end
       local function V(x) return setmetatable({ x = x }, mt) end
-      local weak = setmetatable({}, { __mode = "v" })
-      local function renew()
-        local fresh = {}
-        weak[1] = fresh
-        fresh = nil
-      end
-      renew()
+      local seen = weak_witness()
       local cleared, acc = 0, V(0)
       local n0 = system.mem_stats().num_gc
       for _ = 1, 3000 do
         local s = {}
         for _ = 1, 10 do acc = acc + V(1) end
-        if weak[1] == nil then
-          cleared = cleared + 1
-          renew()
-        end
+        cleared = cleared + seen()
         local p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12 = s
       end
       local counted = system.mem_stats().num_gc - n0
