@@ -3,19 +3,12 @@ local T = require("testing")
 local system = require("system")
 
 local MB = 1024 * 1024
--- Where nothing enforces a limit (LuaJIT's system.so: its own allocator), the functions say so.
-local ENFORCED = not (T.luajit and T.accounting == "observed")
 
 T.test("no limit by default: -1", function()
-  if not ENFORCED then return end
   T.eq(system.get_memory_limit(), -1)
 end)
 
 T.test("past the limit, allocations fail with a catchable error; freeing makes room", function()
-  if not ENFORCED then
-    T.fails("set_memory_limit", system.set_memory_limit, { n = 1, 10 * MB }, "set_memory_limit: unavailable")
-    return
-  end
   collectgarbage()
   local limit = system.allocated() + 4 * MB
   T.eq(system.set_memory_limit(limit), -1, "previous: none")
@@ -35,7 +28,6 @@ end)
 -- not even the Lua stack of the call that would lift the limit, so the host lifts it.
 
 T.test("the module's own answers survive an exhausted state", function()
-  if not ENFORCED then return end
   collectgarbage()
   system.set_memory_limit(system.allocated())
   -- Values that need memory answer nil and Lua's memory error instead of raising.
@@ -47,7 +39,6 @@ T.test("the module's own answers survive an exhausted state", function()
 end)
 
 T.test("bad limits are refused and change nothing", function()
-  if not ENFORCED then return end
   local before = system.get_memory_limit()
   T.fails("set_memory_limit", system.set_memory_limit, { n = 0 }, "bad argument #1 to 'set_memory_limit' (number expected, got no value)")
   T.fails("set_memory_limit", system.set_memory_limit, { n = 1, "1G" }, "number expected, got string")

@@ -5,7 +5,7 @@ local T = {}
 local passed, failed = 0, 0
 
 -- What runs these tests: the Lua version ("5.1" .. "5.5"), LuaJIT, and how the module accounts
--- the state's memory ("exact", "interposed" or "observed"; see the README).
+-- the state's memory ("exact" or "interposed"; see docs/figures.md).
 T.version = _VERSION:match("%d+%.%d+")
 T.luajit = type(jit) == "table"
 T.accounting = require("system").mem_stats().accounting

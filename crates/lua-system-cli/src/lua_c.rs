@@ -1,4 +1,5 @@
-//! How lua.c runs code, with the Lua C API: the runner's only unsafe code.
+//! How lua.c runs code, with the Lua C API (with `last_words.rs` and `cpu_backstop.rs`, the
+//! runner's unsafe code).
 //!
 //! A chunk (`-e`, `LUA_INIT`, the script, stdin, a REPL line) is loaded and called under a
 //! message handler, as lua.c's `docall` does, so errors read exactly as lua.c prints them: the
@@ -11,7 +12,10 @@
 use std::ffi::{CString, c_int};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-use lua_system::mlua::{self, Lua};
+use lua_system::SystemLua;
+use lua_system::mlua::{self, Lua, StdLib};
+
+use crate::warnings::Warnings;
 use mlua::ffi::{self, lua_State};
 
 /// What to run.
@@ -467,10 +471,36 @@ pub fn version_line() -> Option<&'static std::ffi::CStr> {
     None
 }
 
+/// The runner's state with the module's allocator from its first byte, as `lua_newstate` makes
+/// it (libraries are opened later, as lua.c opens them).
+pub fn accounted_state() -> mlua::Result<SystemLua> {
+    // SAFETY: the runner never clones the `Lua` out of the state, and opens every library, C
+    // modules included, as lua.c does.
+    unsafe { SystemLua::unsafe_new_with(StdLib::NONE) }
+}
+
+/// The runner's state without the module's accounting (`--state plain`), as `lua_newstate`
+/// makes it.
+pub fn plain_state() -> Lua {
+    // SAFETY: as lua.c, the runner opens every library, C modules included.
+    unsafe { Lua::unsafe_new_with(StdLib::NONE, mlua::LuaOptions::default()) }
+}
+
+/// Installs lauxlib's warning functions (`warnings.rs`); the returned handle turns warnings on
+/// (`-W`). Lua versions before 5.4 have no warnings: the handle then does nothing.
+pub fn install_warnings(lua: &Lua) -> std::rc::Rc<Warnings> {
+    let warnings = std::rc::Rc::new(Warnings::default());
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
+    set_warning_function(lua, std::rc::Rc::clone(&warnings));
+    #[cfg(not(any(feature = "lua54", feature = "lua55")))]
+    let _ = lua;
+    warnings
+}
+
 /// Makes `warnings` the state's warning function, called by Lua with each piece as a C string:
 /// a piece is measured only when it is shown or may be a control message.
 #[cfg(any(feature = "lua54", feature = "lua55"))]
-pub fn set_warning_function(lua: &Lua, warnings: std::rc::Rc<crate::warnings::Warnings>) {
+fn set_warning_function(lua: &Lua, warnings: std::rc::Rc<Warnings>) {
     use std::ffi::{CStr, c_char, c_void};
 
     unsafe extern "C-unwind" fn warnf(ud: *mut c_void, msg: *const c_char, tocont: c_int) {
@@ -478,7 +508,7 @@ pub fn set_warning_function(lua: &Lua, warnings: std::rc::Rc<crate::warnings::Wa
         // string (Lua's contract), so its first byte is readable. No panic leaves: writing to
         // stderr ignores errors, and a panic is caught.
         let _ = std::panic::catch_unwind(|| unsafe {
-            let warnings = &*(ud as *const crate::warnings::Warnings);
+            let warnings = &*(ud as *const Warnings);
             if !warnings.ignores(*msg.cast::<u8>(), tocont != 0) {
                 warnings.warn(CStr::from_ptr(msg).to_bytes(), tocont != 0);
             }
@@ -488,7 +518,7 @@ pub fn set_warning_function(lua: &Lua, warnings: std::rc::Rc<crate::warnings::Wa
     // Lua calls the function until the state is closed, which may be after the runner's own
     // handle is dropped: the thread (the runner's main thread) keeps one until it exits.
     thread_local! {
-        static KEPT: std::cell::RefCell<Vec<std::rc::Rc<crate::warnings::Warnings>>> =
+        static KEPT: std::cell::RefCell<Vec<std::rc::Rc<Warnings>>> =
             const { std::cell::RefCell::new(Vec::new()) };
     }
     let ud = std::rc::Rc::as_ptr(&warnings) as *mut c_void;

@@ -5,11 +5,18 @@
 //! state is a [`lua_system::SystemLua`], so every figure of `system.mem_stats()` is exact, and
 //! the process allocator is jemalloc, whose statistics give the process heap figures.
 
+#![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+// The runner's unsafe code, each site with its SAFETY note: the Lua C API as lua.c uses it, the
+// C functions guarding a script's last words at its memory limit, and the kernel's CPU limit
+// with its signal handler.
+#[allow(unsafe_code)]
 mod cpu_backstop;
+#[allow(unsafe_code)]
 mod last_words;
 mod listen;
+#[allow(unsafe_code)]
 mod lua_c;
 mod monitor;
 mod options;
@@ -20,7 +27,7 @@ mod warnings;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use lua_system::mlua::{self, Lua, StdLib, Table};
+use lua_system::mlua::{self, Lua, Table};
 use lua_system::{Permissions, Profile, SystemLua};
 
 use crate::lua_c::{Args, Chunk, Outcome};
@@ -114,10 +121,8 @@ impl std::ops::Deref for State {
 
 fn new_state(kind: StateKind) -> mlua::Result<State> {
     Ok(match kind {
-        // SAFETY: the runner never clones the `Lua` out of the state.
-        StateKind::Accounted => State::Accounted(unsafe { SystemLua::unsafe_new_with(StdLib::NONE)? }),
-        // SAFETY: as lua.c, the runner opens every library, C modules included.
-        StateKind::Plain => State::Plain(unsafe { Lua::unsafe_new_with(StdLib::NONE, mlua::LuaOptions::default()) }),
+        StateKind::Accounted => State::Accounted(lua_c::accounted_state()?),
+        StateKind::Plain => State::Plain(lua_c::plain_state()),
     })
 }
 
@@ -137,7 +142,7 @@ fn run(argv: &[String], options: &Options) -> Result<(), Failure> {
     paths::set(&lua, options.ignore_environment)?;
     lua_system::install(&lua)?;
     apply_restrictions(&lua, options)?;
-    let warnings = warnings::install(&lua);
+    let warnings = lua_c::install_warnings(&lua);
 
     if options.version {
         print_version(&lua);
@@ -272,7 +277,7 @@ fn start_collector(lua: &Lua, mode: Option<GcMode>) -> mlua::Result<()> {
         return Err(mlua::Error::runtime("--gc generational: this Lua has no generational collector (5.4 and 5.5 do)"));
     }
     // What the module remembers of the collector's setting follows the mode.
-    let _ = lua_system::gc_percent(lua);
+    lua_system::refresh_gc_setting(lua)?;
     Ok(())
 }
 

@@ -220,7 +220,7 @@ pub fn mark_forced_collections(lua: &Lua) -> mlua::Result<()> {
         }
         if !reads_only {
             // The setting may have changed: read it, so that samples show the new target.
-            let _ = lua_system::gc_percent(lua);
+            lua_system::refresh_gc_setting(lua)?;
         }
         result
     })?;

@@ -1,4 +1,4 @@
-//! Lua 5.4 warnings as lua.c shows them: the warning function of Lua's lauxlib (`warnfoff`,
+//! Lua 5.4 warnings as lua.c shows them (`lua_c.rs` installs them): the warning function of Lua's lauxlib (`warnfoff`,
 //! `warnfon`, `warnfcont`), which `luaL_newstate` installs and the runner's state (made by the
 //! module, with its own allocator) lacks. Off until `-W` or `warn("@on")`; a message is
 //! written to stderr as its pieces arrive, after "Lua warning: ", ended by a newline.
@@ -8,9 +8,6 @@
 
 use std::cell::Cell;
 use std::io::Write;
-use std::rc::Rc;
-
-use lua_system::mlua::Lua;
 
 /// Which of lauxlib's three warning functions is current.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -81,15 +78,4 @@ impl Warnings {
             self.state.set(State::On);
         }
     }
-}
-
-/// Installs the warning function; the returned handle turns warnings on (`-W`). Lua versions
-/// before 5.4 have no warnings: the handle then does nothing.
-pub fn install(lua: &Lua) -> Rc<Warnings> {
-    let warnings = Rc::new(Warnings::default());
-    #[cfg(any(feature = "lua54", feature = "lua55"))]
-    crate::lua_c::set_warning_function(lua, Rc::clone(&warnings));
-    #[cfg(not(any(feature = "lua54", feature = "lua55")))]
-    let _ = lua;
-    warnings
 }

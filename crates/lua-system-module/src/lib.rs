@@ -5,6 +5,8 @@
 //! scripts/build-module) and `lua_system` (as the LuaRocks rock installs it, next to the
 //! `system.lua` of `lua/`, which coexists with luasystem's `system`).
 
+#![deny(unsafe_code)]
+
 use std::ffi::c_int;
 
 use lua_system::mlua::ffi::lua_State;
@@ -13,6 +15,7 @@ use lua_system::mlua::ffi::lua_State;
 ///
 /// # Safety
 /// Called by the interpreter's `require` with a running state.
+#[allow(unsafe_code)] // an entry point the interpreter calls: unsafe by nature
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn luaopen_system(l: *mut lua_State) -> c_int {
     // SAFETY: per the contract.
@@ -23,6 +26,7 @@ pub unsafe extern "C-unwind" fn luaopen_system(l: *mut lua_State) -> c_int {
 ///
 /// # Safety
 /// Called by the interpreter's `require` with a running state.
+#[allow(unsafe_code)] // an entry point the interpreter calls: unsafe by nature
 #[unsafe(no_mangle)]
 pub unsafe extern "C-unwind" fn luaopen_lua_system(l: *mut lua_State) -> c_int {
     // SAFETY: per the contract.

@@ -1,5 +1,5 @@
 //! Hashing block addresses: the sets and maps keyed by a heap block's address (the thread
-//! blocks of `heap.rs`, the heap profiler's sampled blocks) are touched on allocation paths,
+//! blocks of `ffi/coroutines.rs`, the heap profiler's sampled blocks) are touched on allocation paths,
 //! where std's SipHash (DoS-resistant, for keys an attacker chooses) cost 170 instructions a
 //! lookup. Addresses come from the allocator, not from scripts: one multiplication folded onto
 //! itself spreads them (16-byte aligned, so their low bits carry nothing) over every bucket.

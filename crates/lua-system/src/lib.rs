@@ -29,74 +29,67 @@
 //! process-wide CPU limit behind `go_max_procs` is available to Rust hosts through
 //! [`max_procs`], [`set_max_procs`] and [`on_max_procs_change`].
 //!
-//! The crate is layered: the Lua-visible functions (`module.rs` lists them; `memory.rs`,
-//! `gc.rs`, `runtime.rs`, `host.rs`, `limit.rs`, `metrics.rs`), then the per-state record
-//! (`state_data.rs`: `heap.rs`, `cycles.rs`) and the process (`process_memory.rs`,
-//! `cpu_limit.rs`), then `ffi/` at the bottom, the only unsafe code, which imports nothing above
-//! it but leaf types.
+//! The crate is in layers, one folder each, every import pointing down (`tests/layers.rs`
+//! checks it):
+//!
+//! | folder | what it holds |
+//! |---|---|
+//! | `export/` | many states' figures and profiles for Prometheus and pprof, the HTTP server |
+//! | `host/` | for Rust hosts: [`SystemLua`], [`install()`], [`sandbox()`], [`Probe`] |
+//! | `functions/` | what scripts call: the registry, one file per concern, answers, arguments, permissions |
+//! | `figures/` | the figure types: [`MemStats`], [`Metrics`] |
+//! | `state/` | the module's record of a state: how it is accounted, its collection cycles, permissions |
+//! | `process/` | the process: its memory, the CPU limit behind `go_max_procs` |
+//! | `ffi/` | the only unsafe code (the compiler holds it there): the Lua C API, the allocators, the trampoline |
+//! | `accounts/` | what the allocator and hooks write: heap accounts, heap samples, CPU budget |
+//! | leaves | `text.rs`, `faults.rs`, `address_hash.rs`, [`heap_profile`](mod@heap_profile) (the profile and its formats) |
 //!
 //! [mlua]: https://docs.rs/mlua
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod accounts;
 mod address_hash;
-mod answer;
-mod args;
-mod cpu_budget;
-mod cpu_limit;
-mod cycles;
+mod export;
 mod faults;
+#[allow(unsafe_code)] // the one place for it
 mod ffi;
-mod gc;
-mod heap;
+mod figures;
+mod functions;
 pub mod heap_profile;
-mod heap_sampler;
 mod host;
-#[cfg(feature = "http")]
-mod http_server;
-mod limit;
-mod memory;
-mod metrics;
-mod module;
-mod permissions;
-mod probe;
-mod process_memory;
-mod profiler;
-mod runtime;
-mod sandbox;
-mod state_data;
-mod stats;
-mod system_lua;
+mod process;
+mod state;
 mod text;
-mod watched_states;
 
-pub use cpu_limit::{
-    MAX_PROCS_CAP, SetMaxProcsError, Subscription, max_procs, num_cpu, on_max_procs_change, set_max_procs,
-};
-pub use cycles::{Cycle, CycleHook};
+pub use accounts::heap_sampler::DEFAULT_RATE as DEFAULT_HEAP_PROFILE_RATE;
+#[cfg(feature = "http")]
+pub use export::http_server::{MetricsServer, serve};
+pub use export::watched_states::{Labels, WatchedStates};
 #[cfg(feature = "fault-injection")]
 pub use faults::{Fault, inject as inject_fault};
-pub use heap_sampler::DEFAULT_RATE as DEFAULT_HEAP_PROFILE_RATE;
-#[cfg(feature = "http")]
-pub use http_server::{MetricsServer, serve};
-pub use limit::{MemoryReserve, memory_reserve};
-pub use metrics::{InvalidLabel, Metrics};
-pub use mlua;
-pub use permissions::{Permissions, Profile, UnknownFunction};
-pub use probe::{Probe, Sample, SampleEvent};
-pub use process_memory::{HeapMemory, ProcessMemory, read as process_memory, set_process_sample_interval};
-pub use sandbox::{
+pub use figures::mem_stats::{Figure, MemStats, Unavailable};
+pub use figures::metrics::{InvalidLabel, Metrics};
+pub use functions::permissions::{Permissions, Profile, UnknownFunction};
+pub use host::install::{
+    MemoryReserve, gc_percent, heap_profile, install, mark_forced_collection, mem_stats, memory_limit, memory_reserve,
+    permissions, refresh_gc_setting, set_heap_profile_rate, set_memory_limit, set_permissions,
+};
+pub use host::probe::{Probe, Sample, SampleEvent};
+pub use host::sandbox::{
     SANDBOX_CPU_LIMIT, SANDBOX_MEMORY_LIMIT, cpu_limit, cpu_limit_exceeded, cpu_used, sandbox, set_cpu_limit,
 };
-pub use state_data::Accounting;
-pub use stats::{Figure, MemStats, NextGcSource, Unavailable};
-pub use system_lua::{
-    SystemLua, gc_percent, heap_profile, install, mark_forced_collection, mem_stats, memory_limit, permissions,
-    set_heap_profile_rate, set_memory_limit, set_permissions,
+pub use host::system_lua::SystemLua;
+pub use mlua;
+pub use process::max_procs::{
+    MAX_PROCS_CAP, SetMaxProcsError, Subscription, max_procs, num_cpu, on_max_procs_change, set_max_procs,
 };
+pub use process::memory::{HeapMemory, ProcessMemory, read as process_memory, set_process_sample_interval};
+pub use state::Accounting;
+pub use state::cycles::{Cycle, CycleHook, NextGcSource};
 pub use text::Text;
-pub use watched_states::{Labels, WatchedStates};
 
 /// `luaopen_system` for `system.so` (crates/lua-system-module): the module in a state an
 /// interpreter created.
@@ -105,9 +98,10 @@ pub use watched_states::{Labels, WatchedStates};
 /// Called by Lua's `require` with a running state.
 #[cfg(feature = "module")]
 #[doc(hidden)]
+#[allow(unsafe_code)] // the entry point C calls, unsafe by nature; its body is ffi's
 pub unsafe extern "C-unwind" fn luaopen_system(l: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
     // SAFETY: per the contract.
-    unsafe { ffi::foreign::open::<module::Module>(l, state_data::StateData::interposed) }
+    unsafe { ffi::foreign::open::<functions::Module>(l, state::StateRecord::interposed) }
 }
 
 /// jemalloc, for a host that wants `mem_stats()`'s process heap figures from it (feature

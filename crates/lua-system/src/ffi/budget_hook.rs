@@ -1,4 +1,4 @@
-//! The count hook that enforces a state's CPU budget (`cpu_budget.rs`).
+//! The count hook that enforces a state's CPU budget (`accounts/cpu_budget.rs`).
 //!
 //! Armed on a thread, the hook runs every [`CHECK_EVERY`] instructions, there and in every
 //! coroutine the thread creates afterwards (Lua copies a thread's hook into the threads it
@@ -7,13 +7,11 @@
 //! catches the error with `pcall` fails again at its next instruction, so the error reaches the
 //! host. LuaJIT does not run hooks in compiled code: arming turns its JIT compiler off.
 
-#[cfg(feature = "luajit")]
-use std::ffi::c_int;
-
 use mlua::ffi::{self, lua_Debug, lua_State};
 
+use super::thread::{jit_off, main_thread};
 use super::{Record, states};
-use crate::cpu_budget::CHECK_EVERY;
+use crate::accounts::cpu_budget::CHECK_EVERY;
 
 /// Arms the hook on `l` (and so on the coroutines it creates from now on).
 ///
@@ -23,7 +21,6 @@ pub(crate) unsafe fn arm<R: Record>(l: *mut lua_State) {
     // SAFETY: per the contract; setting a hook neither allocates nor raises.
     unsafe {
         ffi::lua_sethook(l, Some(hook::<R>), ffi::LUA_MASKCOUNT, CHECK_EVERY);
-        #[cfg(feature = "luajit")]
         jit_off(l);
     }
 }
@@ -62,50 +59,6 @@ unsafe extern "C-unwind" fn hook<R: Record>(l: *mut lua_State, _ar: *mut lua_Deb
         // script at its memory limit gets it too.
         ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, message_key());
         ffi::lua_error(l);
-    }
-}
-
-#[cfg(feature = "luajit")]
-unsafe extern "C" {
-    fn luaJIT_setmode(l: *mut lua_State, idx: c_int, mode: c_int) -> c_int;
-}
-
-/// Flushes LuaJIT's compiled code and turns its compiler off: hooks run only in the interpreter.
-#[cfg(feature = "luajit")]
-pub(crate) unsafe fn jit_off(l: *mut lua_State) {
-    const LUAJIT_MODE_ENGINE: c_int = 0;
-    const LUAJIT_MODE_OFF: c_int = 0x0000;
-    const LUAJIT_MODE_FLUSH: c_int = 0x0200;
-    // SAFETY: `luaJIT_setmode` on a live state; it neither allocates Lua objects nor raises.
-    unsafe {
-        luaJIT_setmode(l, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_FLUSH);
-        luaJIT_setmode(l, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    }
-}
-
-/// The state's main thread, which lives as long as the state (null where it cannot be found
-/// without allocating: Lua 5.1 and LuaJIT called from a coroutine; LuaJIT's hook is the
-/// state's anyway).
-///
-/// # Safety
-/// `l` is a running thread with a free stack slot.
-pub(crate) unsafe fn main_thread(l: *mut lua_State) -> *mut lua_State {
-    // SAFETY: reading the registry by integer key and pushing the running thread allocate
-    // nothing; the stack is restored.
-    unsafe {
-        #[cfg(not(any(feature = "lua51", feature = "luajit")))]
-        {
-            ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, ffi::LUA_RIDX_MAINTHREAD);
-            let main = ffi::lua_tothread(l, -1);
-            ffi::lua_settop(l, -2);
-            main
-        }
-        #[cfg(any(feature = "lua51", feature = "luajit"))]
-        {
-            let is_main = ffi::lua_pushthread(l) == 1;
-            ffi::lua_settop(l, -2);
-            if is_main { l } else { std::ptr::null_mut() }
-        }
     }
 }
 

@@ -21,7 +21,7 @@ use mlua::ffi::{self, lua_State};
 use super::{Collector, Record, protected, states};
 use crate::text::Text;
 
-/// The module's registry of functions, as the trampoline sees it (implemented in `module.rs`).
+/// The module's registry of functions, as the trampoline sees it (implemented in `functions/mod.rs`).
 pub(crate) trait Module: 'static {
     type Record: Record;
     /// What a successful call answers.
@@ -102,7 +102,7 @@ impl<'a, R: Record> Call<'a, R> {
         // SAFETY: `l` runs this call; the record's thread blocks are its state's.
         unsafe {
             if super::coroutines::ALLOCATOR_SEES_THREADS {
-                super::coroutines::count_alive_blocks(self.record.heap().coroutines())
+                super::coroutines::count_alive_blocks(self.record.thread_blocks())
             } else {
                 super::coroutines::count_alive_recorded(self.l)
             }
@@ -124,7 +124,7 @@ impl<'a, R: Record> Call<'a, R> {
     }
 
     /// Sets the heap profiler's rate in the calling state and returns the previous one
-    /// (`heap_profiler.rs`).
+    /// (`ffi/heap_profiler.rs`).
     pub(crate) fn set_heap_profile_rate(&self, rate: u64) -> Result<u64, super::heap_profiler::NotStarted> {
         // SAFETY: `l` runs this call, outside any allocation; the record is its state's.
         unsafe { super::heap_profiler::set_rate(self.l, self.record, rate) }

@@ -1,16 +1,16 @@
-//! `lua_gc`, and everything that depends on how a Lua version encodes its collector settings.
-//! This is the one place that knows the differences between Lua versions' collectors.
+//! `lua_gc`, and the requests each Lua version takes to set and read the collector's settings
+//! (how each stores them: `params.rs`).
 //!
 //! Go's GOGC percent `p` means: start a cycle when the heap has grown `p`% over the live size
 //! after the previous one. Lua's incremental collector expresses the same with its *pause* (a
 //! cycle starts when the heap reaches `pause`% of the live size after the last one), so
-//! `pause = 100 + p` in every version. How the pause is stored differs:
+//! `pause = 100 + p` in every version. The requests differ:
 //!
-//! | version | request | storage | `p` range | default pause |
-//! |---|---|---|---|---|
-//! | 5.1, 5.2, 5.3, LuaJIT | `LUA_GCSETPAUSE` (answers the previous value) | an integer: exact | 0..=1_000_000 (module's cap, against overflow in Lua's threshold arithmetic) | 200 (GOGC 100) |
-//! | 5.4 | `LUA_GCSETPAUSE` / `LUA_GCINC`; generational mode: major multiplier = `p` (`LUA_GCGEN`) | divided by 4 in a byte: steps of 4 | 0..=920 | 200 (GOGC 100) |
-//! | 5.5 | `LUA_GCPARAM, LUA_GCPPAUSE` (read with -1) | an 8-bit float: 4-bit exponent, 5-bit mantissa | 0..=396_700 | 250 (GOGC 150) |
+//! | version | request |
+//! |---|---|
+//! | 5.1, 5.2, 5.3, LuaJIT | `LUA_GCSETPAUSE` (answers the previous value) |
+//! | 5.4 | `LUA_GCSETPAUSE` / `LUA_GCINC`; generational mode: major multiplier = `p` (`LUA_GCGEN`) |
+//! | 5.5 | `LUA_GCPARAM, LUA_GCPPAUSE` (read with -1) |
 //!
 //! In generational mode (Lua 5.4, 5.5) a cycle is a minor collection, and `p` is what decides
 //! when a minor collection becomes a major one: 5.4's major multiplier, 5.5's minor-major
@@ -52,9 +52,8 @@ pub(crate) enum CollectError {
     Raised(Text),
 }
 
-pub(crate) use version::{DEFAULT_PERCENT, PERCENT_MAX, effective_percent};
-#[cfg(feature = "lua55")]
-pub(crate) use version::{decode as decode_param, encode as encode_param};
+use super::params::stored_pause;
+pub(crate) use super::params::{DEFAULT_PERCENT, PERCENT_MAX, effective_percent};
 
 /// The heap size at which the next cycle starts, computed as Lua does when a cycle ends:
 /// `(live / 100) * pause`, where `live` is the heap after the last cycle.
@@ -124,7 +123,7 @@ impl Collector {
             return Ok(if setting == internals.setting_for(requested) { requested } else { setting.percent() });
         }
         let pause = version::read_pause(self)?;
-        Ok(if pause == version::stored_pause(requested) { requested } else { (pause - 100).max(0) })
+        Ok(if pause == stored_pause(requested) { requested } else { (pause - 100).max(0) })
     }
 
     /// The heap size at which the next cycle starts, from Lua's own figures: its threshold
@@ -243,8 +242,6 @@ unsafe extern "C-unwind" fn collect_raw(l: *mut lua_State) -> c_int {
 mod version {
     use super::*;
 
-    pub(crate) const PERCENT_MAX: i64 = 1_000_000;
-    pub(crate) const DEFAULT_PERCENT: i64 = 100;
     pub(super) const REFUSES_WHEN_BUSY: bool = false;
 
     /// 5.1 has no way to ask; LuaJIT 2.1 adds 5.2's request (number 9).
@@ -254,14 +251,6 @@ mod version {
     pub(super) const IS_RUNNING: Option<c_int> = Some(9);
     #[cfg(any(feature = "lua52", feature = "lua53"))]
     pub(super) const IS_RUNNING: Option<c_int> = Some(ffi::LUA_GCISRUNNING);
-
-    pub(crate) fn effective_percent(percent: i64) -> i64 {
-        percent.clamp(0, PERCENT_MAX)
-    }
-
-    pub(super) fn stored_pause(percent: i64) -> i64 {
-        100 + percent.clamp(0, PERCENT_MAX)
-    }
 
     /// `LUA_GCSETPAUSE` answers the previous pause; it is written back unchanged.
     pub(super) fn read_pause(collector: &Collector) -> Result<i64, Busy> {
@@ -303,19 +292,8 @@ mod version {
 mod version {
     use super::*;
 
-    pub(crate) const PERCENT_MAX: i64 = 920;
-    pub(crate) const DEFAULT_PERCENT: i64 = 100;
     pub(super) const REFUSES_WHEN_BUSY: bool = true;
     pub(super) const IS_RUNNING: Option<c_int> = Some(ffi::LUA_GCISRUNNING);
-
-    /// The pause Lua stores for `percent`: `100 + percent` rounded down to a multiple of 4.
-    pub(super) fn stored_pause(percent: i64) -> i64 {
-        (100 + percent.clamp(0, PERCENT_MAX)) / 4 * 4
-    }
-
-    pub(crate) fn effective_percent(percent: i64) -> i64 {
-        stored_pause(percent) - 100
-    }
 
     /// Lua 5.4 has no read-only request for the pause: `LUA_GCSETPAUSE` answers the previous
     /// value, which is written back unchanged (a multiple of 4, so exact).
@@ -348,7 +326,7 @@ mod version {
         _internals: &Internals,
         percent: i64,
     ) -> Result<(), CollectError> {
-        // A multiplier of 0 cannot be passed (0 means "unchanged"); 1 is stored as 1 / 4 = 0.
+        // A multiplier of 0 cannot be passed (0 means "unchanged"); 1 is stored as 0 quarters.
         // SAFETY: `l` is running; the mode stays generational, so nothing is collected.
         let previous = unsafe { ffi::lua_gc(collector.l, ffi::LUA_GCGEN, 0, (percent as c_int).max(1)) };
         if previous == -1 { Err(CollectError::Busy) } else { Ok(()) }
@@ -366,7 +344,7 @@ mod version {
                 -1 => false,
                 ffi::LUA_GCGEN => {
                     // A major multiplier of 0 cannot be passed (0 means "unchanged"); 1 is
-                    // stored as 1 / 4 = 0, the same value.
+                    // stored as 0 quarters, the same value.
                     ffi::lua_gc(l, ffi::LUA_GCGEN, 0, (percent as c_int).max(1)) != -1
                 }
                 _ => true,
@@ -381,45 +359,8 @@ mod version {
 mod version {
     use super::*;
 
-    pub(crate) const PERCENT_MAX: i64 = 396_700;
-    pub(crate) const DEFAULT_PERCENT: i64 = 150;
     pub(super) const REFUSES_WHEN_BUSY: bool = true;
     pub(super) const IS_RUNNING: Option<c_int> = Some(ffi::LUA_GCISRUNNING);
-
-    /// `luaO_codeparam`: a percentage as a byte, 4 bits of exponent, 4 (+1 implicit) of mantissa,
-    /// rounding up.
-    pub(crate) fn encode(percent: u32) -> u8 {
-        if u64::from(percent) >= (0x1F_u64 << (0xF - 7 - 1)) * 100 {
-            return 0xFF;
-        }
-        let p = (percent * 128).div_ceil(100);
-        if p < 0x10 {
-            p as u8
-        } else {
-            let log = (u32::BITS - p.leading_zeros()) - 5; // ceil(log2(p + 1)) - 5
-            (((p >> log) - 0x10) | ((log + 1) << 4)) as u8
-        }
-    }
-
-    /// `luaO_applyparam(p, 100)`: the percentage a byte stands for.
-    pub(crate) fn decode(code: u8) -> i64 {
-        let mut mantissa = i64::from(code & 0xF);
-        let mut exponent = i32::from(code >> 4);
-        if exponent > 0 {
-            exponent -= 1;
-            mantissa += 0x10;
-        }
-        exponent -= 7;
-        if exponent >= 0 { (100 * mantissa) << exponent } else { (100 * mantissa) >> -exponent }
-    }
-
-    pub(super) fn stored_pause(percent: i64) -> i64 {
-        decode(encode((100 + percent.clamp(0, PERCENT_MAX)) as u32))
-    }
-
-    pub(crate) fn effective_percent(percent: i64) -> i64 {
-        stored_pause(percent) - 100
-    }
 
     pub(super) fn read_pause(collector: &Collector) -> Result<i64, Busy> {
         // SAFETY: `LUA_GCPARAM` with -1 only reads; `l` is running.
@@ -450,29 +391,5 @@ mod version {
         let answer =
             unsafe { ffi::lua_gc(collector.l, ffi::LUA_GCPARAM, param, value.min(c_int::MAX as i64) as c_int) };
         if answer == -1 { Err(CollectError::Busy) } else { Ok(()) }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn the_default_pause_250_survives_encoding() {
-            assert_eq!(decode(encode(250)), 250);
-            assert_eq!(decode(encode(100)), 100);
-        }
-
-        #[test]
-        fn encoding_is_monotonic_and_within_a_sixteenth() {
-            let mut last = 0;
-            for percent in 0..=396_800u32 {
-                let value = decode(encode(percent));
-                assert!(value >= last, "monotonic at {percent}");
-                let error = (value - i64::from(percent)).abs();
-                assert!(error * 16 <= i64::from(percent).max(16), "{percent} stored as {value}");
-                last = value;
-            }
-            assert_eq!(decode(encode(1_000_000)), 396_800, "beyond the range: the maximum");
-        }
     }
 }

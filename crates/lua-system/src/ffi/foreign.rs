@@ -162,8 +162,9 @@ pub(crate) fn attach_to<R: Record + Send>(lua: &Lua, make: impl FnOnce(Chain, u6
     Ok(())
 }
 
-/// Puts the module's allocator in front of the state's own with a record made by `make` from
-/// the state's allocator and its bytes in use, publishes it, and returns it. The allocator holds
+/// Puts the module's allocator in front of the state's own (a state mlua made, with nothing but
+/// mlua's own objects in it) with a record made by `make` from the state's allocator and its
+/// bytes in use, publishes it, and returns it. The allocator holds
 /// no reference of its own: the caller must [`give_back_to`] the allocator before dropping the
 /// last reference.
 pub(crate) fn take_over<R: Record + Send>(lua: &Lua, make: impl FnOnce(Chain, u64) -> R) -> mlua::Result<Arc<R>> {
@@ -173,6 +174,9 @@ pub(crate) fn take_over<R: Record + Send>(lua: &Lua, make: impl FnOnce(Chain, u6
             let live = Collector::new(l).heap_bytes().ok()?;
             let record = Arc::new(make(own_allocator(l), live));
             ffi::lua_setallocf(l, function_for(&*record, false), Arc::as_ptr(&record) as *mut c_void);
+            // mlua keeps one coroutine of its own (its reference thread), the state's only one
+            // now; it is not the script's. On the state's thread, under its lock.
+            record.thread_blocks().hide_current();
             Some(record)
         })?
     }

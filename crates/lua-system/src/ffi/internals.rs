@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 use mlua::ffi::{self, lua_State};
 
+#[cfg(any(feature = "lua54", feature = "lua55"))]
+use super::params;
+
 /// Where a state's global state is, once checked (kept in the module's record of the state).
 #[derive(Default)]
 pub(crate) struct InternalsCache {
@@ -153,7 +156,7 @@ impl Setting {
             Setting::Pause(pause) => (pause - 100).max(0),
             Setting::Multiplier(percent) => percent,
             #[cfg(feature = "lua55")]
-            Setting::Code(code, offset) => (super::collector::decode_param(code) - offset).max(0),
+            Setting::Code(code, offset) => (params::decode(code) - offset).max(0),
             #[cfg(not(feature = "lua55"))]
             Setting::Code(..) => 0,
         }
@@ -386,7 +389,7 @@ impl Internals {
     /// The pause Lua stores, in percent (5.4 stores a quarter of it).
     pub(crate) fn pause(&self) -> i64 {
         #[cfg(feature = "lua54")]
-        return i64::from(self.read::<u8>(layout::PAUSE)) * 4;
+        return params::from_quarters(self.read::<u8>(layout::PAUSE));
         #[cfg(not(feature = "lua54"))]
         return i64::from(self.read::<i32>(layout::PAUSE));
     }
@@ -405,7 +408,7 @@ impl Internals {
     pub(crate) fn setting(&self) -> Setting {
         if self.generational() {
             #[cfg(feature = "lua54")]
-            return Setting::Multiplier(i64::from(self.read::<u8>(layout::GENMAJORMUL)) * 4);
+            return Setting::Multiplier(params::from_quarters(self.read::<u8>(layout::GENMAJORMUL)));
             #[cfg(feature = "lua52")]
             return Setting::Pause(i64::from(self.read::<i32>(layout::MAJORINC)));
         }
@@ -417,12 +420,12 @@ impl Internals {
         let percent = percent.max(0);
         if self.generational() {
             #[cfg(feature = "lua54")]
-            return Setting::Multiplier(percent.min(1020) / 4 * 4);
+            return Setting::Multiplier(params::stored(percent));
             #[cfg(feature = "lua52")]
             return Setting::Pause(100 + percent);
         }
         #[cfg(feature = "lua54")]
-        return Setting::Pause((100 + percent) / 4 * 4);
+        return Setting::Pause(params::stored(100 + percent));
         #[cfg(not(feature = "lua54"))]
         return Setting::Pause(100 + percent);
     }
@@ -510,7 +513,7 @@ impl Internals {
     /// The threshold Lua computes for a pause whose stored byte is `code` when a cycle ends:
     /// `setpause`, `luaO_applyparam(pause, GCmarked)`.
     pub(crate) fn threshold_for_code(&self, code: u8) -> u64 {
-        apply_param(code, self.read::<isize>(layout::MARKED).max(0) as i64) as u64
+        params::apply(code, self.read::<isize>(layout::MARKED).max(0) as i64) as u64
     }
 
     /// `luaE_setdebt(g, bytes - heap)`.
@@ -544,9 +547,9 @@ impl Internals {
     pub(crate) fn setting_for(&self, percent: i64) -> Setting {
         let percent = percent.clamp(0, 1_000_000) as u32;
         if self.generational() {
-            Setting::Code(super::collector::encode_param(percent), 0)
+            Setting::Code(params::encode(percent), 0)
         } else {
-            Setting::Code(super::collector::encode_param(100 + percent), 100)
+            Setting::Code(params::encode(100 + percent), 100)
         }
     }
 
@@ -562,34 +565,9 @@ impl Internals {
     pub(crate) fn threshold_after_cycle(&self) -> u64 {
         if self.generational() {
             let counter = self.read::<isize>(layout::MAJORMINOR).max(0) as i64;
-            return self.total_bytes() + apply_param(self.param(layout::PARAM_MINORMUL), counter) as u64;
+            return self.total_bytes() + params::apply(self.param(layout::PARAM_MINORMUL), counter) as u64;
         }
         self.threshold_for_setting()
-    }
-}
-
-/// `luaO_applyparam`: `x` times the percentage the byte `p` stands for, over 100.
-#[cfg(feature = "lua55")]
-fn apply_param(p: u8, x: i64) -> i64 {
-    const MAX: i64 = i64::MAX;
-    let mut m = i64::from(p & 0xF);
-    let mut e = i32::from(p >> 4);
-    if e > 0 {
-        e -= 1;
-        m += 0x10;
-    }
-    e -= 7;
-    if e >= 0 {
-        if x < (MAX / 0x1F) >> e { (x * m) << e } else { MAX }
-    } else {
-        let e = -e;
-        if x < MAX / 0x1F {
-            (x * m) >> e
-        } else if (x >> e) < MAX / 0x1F {
-            (x >> e) * m
-        } else {
-            MAX
-        }
     }
 }
 

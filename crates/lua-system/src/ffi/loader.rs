@@ -29,7 +29,7 @@ pub(crate) unsafe extern "C-unwind" fn loader<M: Module>(l: *mut lua_State) -> c
         }
         record.loaded(&super::Collector::with_internals(l, record.internals()));
         coroutines::track(l);
-        coroutines::learn_thread_offset(l, record.heap().coroutines());
+        coroutines::learn_thread_offset(l, record.thread_blocks());
     }
     1
 }

@@ -9,7 +9,7 @@
 //! * [`chained`]: states made by mlua for [`SystemLua`](crate::SystemLua): mlua's allocator keeps
 //!   serving every block (and gets its allocator back when the `SystemLua` is dropped); the
 //!   module records every event on the way. Its counts start from the bare state's, known
-//!   exactly (`system_lua.rs`), so they cover every block.
+//!   exactly (`host/system_lua.rs`), so they cover every block.
 //! * [`interposed`]: states made elsewhere, when the module is loaded into them. As `chained`,
 //!   and the module tracks which blocks it has seen allocated (the [`Chain`]'s set), so that
 //!   block counts cover exactly those.
@@ -33,7 +33,9 @@ use mlua::ffi;
 
 use super::Record;
 use super::block_set::BlockSet;
-use crate::heap::Heap;
+use super::coroutines::ThreadBlocks;
+use crate::accounts::heap::Heap;
+use crate::accounts::heap_sampler::HeapSampler;
 
 const ALIGN: usize = ffi::SYS_MIN_ALIGN;
 
@@ -70,14 +72,15 @@ unsafe fn exact_with<R: Record, const PEAKS: bool>(
     nsize: usize,
 ) -> *mut c_void {
     // SAFETY: `ud` is the record passed to `lua_newstate`, freed only after `lua_close`.
-    let heap = unsafe { (*(ud as *const R)).heap() };
+    let record = unsafe { &*(ud as *const R) };
+    let (heap, threads) = (record.heap(), record.thread_blocks());
 
     if nsize == 0 {
         if !block.is_null() {
             heap.record_free(osize);
-            if heap.coroutines().may_hold(osize) {
+            if threads.may_hold(osize) {
                 // SAFETY: as below.
-                return unsafe { free_thread_block(heap, block, osize) };
+                return unsafe { free_thread_block(threads, block, osize) };
             }
             // SAFETY: Lua passes the size the block was allocated or last resized with, and
             // that size formed a valid layout then.
@@ -93,7 +96,7 @@ unsafe fn exact_with<R: Record, const PEAKS: bool>(
     if block.is_null() {
         if is_thread_tag(osize) {
             // SAFETY: `layout` has a non-zero size.
-            return unsafe { new_thread_block::<PEAKS>(heap, layout) };
+            return unsafe { new_thread_block::<PEAKS>(heap, threads, layout) };
         }
         // SAFETY: as above.
         return unsafe { new_block::<PEAKS>(heap, layout, |_| true) };
@@ -156,13 +159,11 @@ unsafe fn new_block<const PEAKS: bool>(heap: &Heap, layout: Layout, keep: impl F
 /// As [`new_block`].
 #[cold]
 #[inline(never)]
-unsafe fn new_thread_block<const PEAKS: bool>(heap: &Heap, layout: Layout) -> *mut c_void {
+unsafe fn new_thread_block<const PEAKS: bool>(heap: &Heap, threads: &ThreadBlocks, layout: Layout) -> *mut c_void {
     let coroutine = heap.figures().mallocs > 0;
     // SAFETY: per the contract.
     unsafe {
-        new_block::<PEAKS>(heap, layout, |new| {
-            !coroutine || heap.coroutines().remember_inline(new as usize, layout.size())
-        })
+        new_block::<PEAKS>(heap, layout, |new| !coroutine || threads.remember_inline(new as usize, layout.size()))
     }
 }
 
@@ -173,9 +174,9 @@ unsafe fn new_thread_block<const PEAKS: bool>(heap: &Heap, layout: Layout) -> *m
 /// As for the free in `exact`.
 #[cold]
 #[inline(never)]
-unsafe fn free_thread_block(heap: &Heap, block: *mut c_void, osize: usize) -> *mut c_void {
+unsafe fn free_thread_block(threads: &ThreadBlocks, block: *mut c_void, osize: usize) -> *mut c_void {
     // SAFETY: per the contract (this is the state's allocator).
-    unsafe { heap.coroutines().forget_inline(block as usize) };
+    unsafe { threads.forget_inline(block as usize) };
     // SAFETY: per the contract.
     unsafe { dealloc(block.cast(), Layout::from_size_align_unchecked(osize, ALIGN)) };
     ptr::null_mut()
@@ -255,7 +256,7 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
 ) -> *mut c_void {
     // SAFETY: `ud` is the record installed with this function, alive while it is installed.
     let record = unsafe { &*(ud as *const R) };
-    let heap = record.heap();
+    let (heap, threads) = (record.heap(), record.thread_blocks());
     let Some(chain) = record.chain() else {
         return ptr::null_mut(); // unreachable: chained records always have a chain
     };
@@ -264,7 +265,7 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
         if !block.is_null() {
             heap.record_free(osize);
             // SAFETY: this is the state's allocator.
-            unsafe { heap.coroutines().forget(block as usize, osize) };
+            unsafe { threads.forget(block as usize, osize) };
             chain.next(block, osize, 0);
         }
         return ptr::null_mut();
@@ -279,7 +280,7 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
             return new;
         }
         // SAFETY: this is the state's allocator.
-        if is_thread_tag(osize) && !unsafe { heap.coroutines().remember(new as usize, nsize) } {
+        if is_thread_tag(osize) && !unsafe { threads.remember(new as usize, nsize) } {
             chain.next(new, nsize, 0);
             return ptr::null_mut();
         }
@@ -326,7 +327,7 @@ pub(crate) unsafe extern "C" fn interposed<R: Record, const PROFILE: bool>(
 unsafe fn interposed_with<R: Record>(ud: *mut c_void, block: *mut c_void, osize: usize, nsize: usize) -> *mut c_void {
     // SAFETY: `ud` is the record installed with this function, alive until freed below.
     let record = unsafe { &*(ud as *const R) };
-    let heap = record.heap();
+    let (heap, threads) = (record.heap(), record.thread_blocks());
     let Some(chain) = record.chain() else {
         return ptr::null_mut(); // unreachable: interposed records always have a chain
     };
@@ -341,7 +342,7 @@ unsafe fn interposed_with<R: Record>(ud: *mut c_void, block: *mut c_void, osize:
                 heap.record_untracked_free(osize);
             }
             // SAFETY: this is the state's allocator.
-            unsafe { heap.coroutines().forget(block as usize, osize) };
+            unsafe { threads.forget(block as usize, osize) };
             chain.next(block, osize, 0);
             if heap.live_bytes() == 0 && chain.freed_with_state && !cfg!(feature = "luajit") {
                 // That was the main state, freed last by `lua_close`. (LuaJIT gives its own
@@ -369,7 +370,7 @@ unsafe fn interposed_with<R: Record>(ud: *mut c_void, block: *mut c_void, osize:
             return ptr::null_mut();
         }
         // SAFETY: this is the state's allocator.
-        if is_thread_tag(osize) && !unsafe { heap.coroutines().remember(new as usize, nsize) } {
+        if is_thread_tag(osize) && !unsafe { threads.remember(new as usize, nsize) } {
             tracked.remove(new as usize);
             chain.next(new, nsize, 0);
             return ptr::null_mut();
@@ -438,7 +439,7 @@ unsafe fn profiled<R: Record>(
 #[cold]
 #[inline(never)]
 unsafe fn sampled(
-    sampler: &crate::heap_sampler::HeapSampler,
+    sampler: &HeapSampler,
     ud: *mut c_void,
     block: *mut c_void,
     osize: usize,
@@ -454,7 +455,7 @@ unsafe fn sampled(
     // been sampled: `take` counted its bytes already, and `is_due` tells.
     let stack = sampler.is_due().then(|| {
         // SAFETY: the state's allocator, before the block is made or moved.
-        unsafe { super::heap_profiler::capture(sampler) }
+        unsafe { super::stack_walk::capture(sampler) }
     });
     // SAFETY: forwarded under the same contract.
     let result = unsafe { inner(ud, block, osize, nsize) };
@@ -467,7 +468,7 @@ unsafe fn sampled(
         return result;
     }
     let object_type =
-        if block.is_null() { Some(super::heap_profiler::object_type(osize)) } else { sampler.forget(block as usize) };
+        if block.is_null() { Some(super::stack_walk::object_type(osize)) } else { sampler.forget(block as usize) };
     if let Some(stack) = stack {
         sampler.record(result as usize, nsize, object_type.unwrap_or("other"), stack);
     }

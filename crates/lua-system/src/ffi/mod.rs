@@ -1,19 +1,23 @@
 //! The only place with `unsafe` code: the Lua C API, the allocators (and the block bitmap of
-//! interposed states), the allocator statistics, `pthread_atfork`. Everything outside this directory is safe Rust.
+//! interposed states), the allocator statistics, `pthread_atfork`. The crate root denies
+//! `unsafe_code` everywhere else, but for the entry points that are unsafe by contract
+//! (docs/design.md names them).
 //!
 //! * [`call`]: the trampoline every module function runs through: reads the arguments, catches
 //!   panics, pushes the `value, err` pair.
 //! * [`lua_alloc`]: the `lua_Alloc` functions that account a state's allocations.
 //! * [`states`]: creating and closing the states the module makes; finding a state's record.
 //! * [`foreign`]: loading the module into states made elsewhere (interpreters, mlua, C hosts).
-//! * [`heap_profiler`]: the heap profiler's Lua side: the stack of a sampled allocation, the
-//!   running coroutine.
+//! * [`heap_profiler`]: starting the heap profiler in a state, the running coroutine.
+//! * [`stack_walk`]: the Lua stack of a sampled allocation, read inside the allocator.
+//! * [`thread`]: a state's main thread; LuaJIT's compiler turned off.
 //! * [`loader`]: `require("system")`: building the module table and putting it in place.
 //! * [`block_set`]: the blocks an interposed state's allocator has seen (an address bitmap).
 //! * [`budget_hook`]: the count hook that enforces a state's CPU budget.
 //! * [`sentinel`]: the object every collection cycle finalizes once (cycle counting).
-//! * [`collector`]: `lua_gc`, and how each Lua version encodes the collector's parameters.
+//! * [`collector`]: `lua_gc`, and the requests each Lua version takes for its settings.
 //! * [`internals`]: the collector's own figures in Lua's global state, checked before use.
+//! * [`params`]: how each Lua version stores the collector's parameters.
 //! * [`coroutines`]: counting coroutines (the set of their blocks the allocator keeps), and
 //!   whether each is still alive.
 //! * [`protected`]: running a C function under `lua_pcall` without allocating first.
@@ -21,10 +25,11 @@
 //! * [`fork`]: a handler run in children after `fork` (the pid cache).
 //! * [`panic`]: what happens on an error outside any protected call.
 //!
-//! The layer imports nothing above it but leaf types ([`Heap`], [`Text`](crate::text::Text),
-//! faults): what it needs from the module's record of a state is the [`Record`] trait, which
-//! `state_data.rs` implements, and what it needs from the registry of functions is
-//! [`call::Module`], which `module.rs` implements.
+//! The layer imports only what lies below it (`accounts/`: [`Heap`], the heap sampler, the CPU
+//! budget; the leaves: [`Text`](crate::text::Text), faults, address tables, the heap profile's
+//! frames; `tests/layers.rs` checks it): what it needs from the module's record of a state is
+//! the [`Record`] trait, which `state/mod.rs` implements, and what it needs from the registry
+//! of functions is [`call::Module`], which `functions/mod.rs` implements.
 //!
 //! Lua raises errors with `longjmp`. Rust allows a `longjmp` only over frames that own nothing
 //! to drop, so every Lua call that can raise runs either under a protected call or at a point
@@ -47,16 +52,19 @@ pub(crate) mod internals;
 pub(crate) mod loader;
 pub(crate) mod lua_alloc;
 pub(crate) mod panic;
+pub(crate) mod params;
 pub(crate) mod protected;
 pub(crate) mod sentinel;
+pub(crate) mod stack_walk;
 pub(crate) mod states;
+pub(crate) mod thread;
 
 pub(crate) use call::{Arg, Call};
 pub(crate) use collector::Collector;
 
-use crate::heap::Heap;
+use crate::accounts::heap::Heap;
 
-/// What the FFI layer needs from the module's record of a state (`state_data::StateData`).
+/// What the FFI layer needs from the module's record of a state (`state::StateRecord`).
 ///
 /// The record lives at a fixed address from before the module counts the state's first block
 /// until after its last: the state's allocator points to it, and every module function finds it
@@ -78,6 +86,9 @@ pub(crate) trait Record: Sync + Sized + 'static {
     /// The state's cycle sentinel.
     fn sentinel(&self) -> &sentinel::SentinelState;
 
+    /// The addresses of the state's live coroutine blocks.
+    fn thread_blocks(&self) -> &coroutines::ThreadBlocks;
+
     /// The module was loaded into the state (`require`); called on every load.
     fn loaded(&self, collector: &Collector);
 
@@ -85,8 +96,8 @@ pub(crate) trait Record: Sync + Sized + 'static {
     fn internals(&self) -> &internals::InternalsCache;
 
     /// The state's CPU budget (charged by [`budget_hook`]).
-    fn cpu_budget(&self) -> &crate::cpu_budget::CpuBudget;
+    fn cpu_budget(&self) -> &crate::accounts::cpu_budget::CpuBudget;
 
     /// The state's heap profiler records (written by the sampling allocator).
-    fn heap_sampler(&self) -> &crate::heap_sampler::HeapSampler;
+    fn heap_sampler(&self) -> &crate::accounts::heap_sampler::HeapSampler;
 }

@@ -1,11 +1,12 @@
 //! The states the module creates, and finding the module's record of any state.
 
 use std::ffi::c_void;
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use mlua::Lua;
 use mlua::ffi::{self, lua_State};
+use mlua::{Lua, StdLib};
 
 use super::lua_alloc::{exact, function_for, is_ours};
 use super::{Collector, Record};
@@ -38,33 +39,51 @@ pub(crate) unsafe fn shared<R: Record>(record: &R) -> Arc<R> {
     }
 }
 
-/// A state created by the module, with the module's allocator from its first byte, and the
-/// record that allocator writes. Dropping it closes the state, then frees the record.
+/// A state created by the module, with the module's allocator from its first byte, the record
+/// that allocator writes, and mlua's handle on it. Dropping it drops the handle, closes the
+/// state, then frees the record.
 pub(crate) struct AccountedState<R: Record> {
+    lua: ManuallyDrop<Lua>,
     l: NonNull<lua_State>,
     record: Arc<R>,
 }
 
 impl<R: Record> AccountedState<R> {
-    /// Creates the state with the base library open. `None` if Lua could not allocate it.
-    pub(crate) fn new(record: R) -> Option<AccountedState<R>> {
+    /// Creates the state with the base library open, and mlua's handle on it (mlua registers
+    /// it as for a Lua module, and makes its reference thread, which is not the script's: it is
+    /// hidden from the coroutine count). `None` if Lua could not allocate it.
+    ///
+    /// # Safety
+    /// Neither the handle ([`AccountedState::lua`]) nor any clone of it may be used after `self`
+    /// is dropped: mlua cannot know that the module closes the state.
+    pub(crate) unsafe fn new(record: R) -> Option<AccountedState<R>> {
         let record = Arc::new(record);
         // SAFETY: `exact` follows the lua_Alloc contract; `record` is dropped only in `drop`,
         // after `lua_close`.
         let l = NonNull::new(unsafe { new_state(exact::<R, false, false>, Arc::as_ptr(&record) as *mut c_void) })?;
         // SAFETY: `l` is a fresh state. The base library is opened exactly as mlua opens it in
-        // the states it creates (`system_lua.rs` compares the two): unprotected, so a memory
-        // error here (the process is out of memory) goes to the panic function.
-        unsafe {
+        // the states it creates (`host/system_lua.rs` compares the two): unprotected, so a memory
+        // error here (the process is out of memory) goes to the panic function. The handle
+        // stays in `self` until `drop`; the caller promises the same for its clones. The
+        // reference thread is the state's only coroutine now, on the thread that made it.
+        let lua = unsafe {
             ffi::lua_atpanic(l.as_ptr(), super::panic::report);
             ffi::luaL_requiref(l.as_ptr(), c"_G".as_ptr(), ffi::luaopen_base, 1);
             ffi::lua_settop(l.as_ptr(), -2);
-        }
-        Some(AccountedState { l, record })
+            let lua = Lua::get_or_init_from_ptr(l.as_ptr()).clone();
+            record.thread_blocks().hide_current();
+            lua
+        };
+        Some(AccountedState { lua: ManuallyDrop::new(lua), l, record })
     }
 
     pub(crate) fn record(&self) -> &Arc<R> {
         &self.record
+    }
+
+    /// mlua's handle on the state.
+    pub(crate) fn lua(&self) -> &Lua {
+        &self.lua
     }
 
     /// Tracks the heap's peak between cycles (`on`) or stops, by switching the state's allocator
@@ -82,23 +101,33 @@ impl<R: Record> AccountedState<R> {
             )
         };
     }
-
-    /// mlua's handle on the state (mlua registers it on first use, as for a Lua module).
-    ///
-    /// # Safety
-    /// Neither the returned `Lua` nor any clone of it may be used after `self` is dropped.
-    pub(crate) unsafe fn lua(&self) -> Lua {
-        // SAFETY: `l` is the main thread of a live state; per the contract for the lifetime.
-        unsafe { Lua::get_or_init_from_ptr(self.l.as_ptr()).clone() }
-    }
 }
 
 impl<R: Record> Drop for AccountedState<R> {
     fn drop(&mut self) {
-        // SAFETY: the state is not running (we hold it by value) and is never used again; the
-        // record outlives `lua_close` (it is dropped with `self`, after this).
-        unsafe { ffi::lua_close(self.l.as_ptr()) };
+        // SAFETY: the handle is dropped once, here, before the state is closed. The state is
+        // not running (we hold it by value) and is never used again; the record outlives
+        // `lua_close` (it is dropped with `self`, after this).
+        unsafe {
+            ManuallyDrop::drop(&mut self.lua);
+            ffi::lua_close(self.l.as_ptr());
+        }
     }
+}
+
+/// The bytes and live blocks of a bare state as mlua makes it (`Lua::new_with(StdLib::NONE)`,
+/// then two full collections), measured in a state the module makes the same way with its own
+/// allocator and `record` (mlua's setup code is the same for both). `None` if it failed.
+pub(crate) fn bare_state_figures<R: Record>(record: R) -> Option<(u64, u64)> {
+    // SAFETY: the handle is used only here, and never cloned.
+    let state = unsafe { AccountedState::new(record)? };
+    let lua = state.lua();
+    // What `Lua::new_with(StdLib::NONE)` runs after setting the state up.
+    lua.load_std_libs(StdLib::NONE).ok()?;
+    lua.gc_collect().ok()?;
+    lua.gc_collect().ok()?;
+    let heap = state.record().heap().figures();
+    Some((heap.live_bytes, heap.objects()))
 }
 
 /// The module's record of a state, in mlua's app data: the Rust API finds it there without

@@ -1,22 +1,22 @@
 //! The heap profiler, the analog of Go's `runtime.MemProfileRate` and
 //! `pprof.WriteHeapProfile`: `set_heap_profile_rate(bytes)` and `write_heap_profile(path)` for
-//! scripts; `lua_system::set_heap_profile_rate` and `heap_profile` for hosts (`system_lua.rs`). How samples are drawn
-//! and counted: `heap_sampler.rs`; how the Lua stack is read: `ffi/heap_profiler.rs`; the
+//! scripts; `lua_system::set_heap_profile_rate` and `heap_profile` for hosts (`host/install.rs`). How samples are drawn
+//! and counted: `accounts/heap_sampler.rs`; how the Lua stack is read: `ffi/stack_walk.rs`; the
 //! formats written: `heap_profile/`.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::answer::{Failure, Reply};
-use crate::args;
 use crate::ffi::Call;
 use crate::ffi::heap_profiler::NotStarted;
-use crate::state_data::StateData;
+use crate::functions::answer::{Failure, Reply};
+use crate::functions::args;
+use crate::state::StateRecord;
 use crate::text::text;
 
 /// `system.set_heap_profile_rate(bytes)`: sample on average one allocation per `bytes`
 /// allocated (1: every allocation; 0: stop); returns the previous rate (0 before the first).
-pub(crate) fn set_heap_profile_rate(call: &Call<'_, StateData>) -> Result<Reply, Failure> {
+pub(crate) fn set_heap_profile_rate(call: &Call<'_, StateRecord>) -> Result<Reply, Failure> {
     let bytes = args::integer(call, 1)?;
     if bytes.value < 0 {
         return Err(args::bad_argument(
@@ -35,7 +35,7 @@ pub(crate) fn set_heap_profile_rate(call: &Call<'_, StateData>) -> Result<Reply,
 
 /// `system.write_heap_profile(path)`: writes the profile so far, in the format the file's
 /// extension names (`.pb.gz`/`.pprof`, `.folded`, `.svg`); returns `true`.
-pub(crate) fn write_heap_profile(call: &Call<'_, StateData>) -> Result<Reply, Failure> {
+pub(crate) fn write_heap_profile(call: &Call<'_, StateRecord>) -> Result<Reply, Failure> {
     let Some(path) = call.string(1) else {
         return Err(args::bad_argument(1, format_args!("string expected, got {}", call.arg(1).type_name())));
     };

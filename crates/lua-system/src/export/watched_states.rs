@@ -16,12 +16,12 @@ use std::sync::{Mutex, MutexGuard, Weak};
 use mlua::Lua;
 
 use crate::ffi::states;
-use crate::heap_profile::HeapProfile;
+use crate::figures::mem_stats::MemStats;
 #[cfg(feature = "prometheus")]
-use crate::metrics::{FAMILIES, Scope};
-use crate::metrics::{Metrics, render_labels};
-use crate::state_data::StateData;
-use crate::stats::MemStats;
+use crate::figures::metrics::{FAMILIES, Scope};
+use crate::figures::metrics::{Metrics, render_labels};
+use crate::heap_profile::HeapProfile;
+use crate::state::StateRecord;
 
 /// Labels telling one state apart: `[("state", "worker-1")]`.
 pub type Labels = Vec<(String, String)>;
@@ -55,7 +55,7 @@ pub struct WatchedStates {
 
 struct Watched {
     labels: Labels,
-    record: Weak<StateData>,
+    record: Weak<StateRecord>,
 }
 
 impl std::fmt::Debug for WatchedStates {
@@ -85,7 +85,7 @@ impl WatchedStates {
             let name = &pair[0].0;
             return Err(mlua::Error::runtime(format!("lua-system: the label '{name}' is given twice")));
         }
-        let record = states::published::<StateData>(lua)?;
+        let record = states::published::<StateRecord>(lua)?;
         let mut live = self.live();
         if live.iter().any(|watched| watched.labels == labels) {
             return Err(mlua::Error::runtime(format!("lua-system: a watched state already has the labels {labels:?}")));

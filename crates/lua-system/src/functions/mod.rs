@@ -1,15 +1,26 @@
-//! The Lua-visible table `system`: one line per function, like a `luaL_Reg` array, with what
-//! the function does (for permissions, `permissions.rs`). Each function lives in the file named
-//! after its concern. The module table, the permission profiles and the fuzz target all follow
-//! this list.
+//! What scripts call: the Lua-visible table `system`. [`FUNCTIONS`] is its registry, one line
+//! per function like a `luaL_Reg` array, with what the function does (for permissions,
+//! `permissions.rs`). Each function lives in the file named after its concern; every answer
+//! and failure is formatted in `answer.rs`, every argument checked in `args.rs`. The module
+//! table, the permission profiles and the fuzz target all follow this list.
+
+pub(crate) mod answer;
+pub(crate) mod args;
+mod gc;
+mod identity;
+mod limit;
+mod memory;
+mod metrics;
+pub(crate) mod permissions;
+mod profiler;
+mod runtime;
 
 use std::ffi::CStr;
 
-use crate::answer::{Failure, Reply};
-use crate::ffi::Call;
-use crate::state_data::StateData;
+use crate::ffi::{Arg, Call};
+use crate::state::StateRecord;
 use crate::text::Text;
-use crate::{gc, host, limit, memory, metrics, profiler, runtime};
+use answer::{Failure, Reply};
 
 /// What a function does, for permissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +37,7 @@ pub(crate) enum Kind {
 
 /// A module function: reads its arguments from the [`Call`], answers a [`Reply`] or a
 /// [`Failure`].
-pub(crate) type Function = fn(&Call<'_, StateData>) -> Result<Reply, Failure>;
+pub(crate) type Function = fn(&Call<'_, StateRecord>) -> Result<Reply, Failure>;
 
 /// One line of the registry.
 pub(crate) struct Entry {
@@ -53,9 +64,9 @@ pub(crate) static FUNCTIONS: &[Entry] = &[
     entry(c"num_goroutines",   runtime::num_goroutines, Kind::Reads),
     entry(c"go_max_procs",     runtime::go_max_procs,   Kind::ReadsOrChanges),
     entry(c"num_cpu",          runtime::num_cpu,        Kind::Reads),
-    // Host (host.rs)
-    entry(c"hostname",         host::hostname,          Kind::Identifies),
-    entry(c"pid",              host::pid,               Kind::Identifies),
+    // The host's identity (identity.rs)
+    entry(c"hostname",         identity::hostname,      Kind::Identifies),
+    entry(c"pid",              identity::pid,           Kind::Identifies),
     // Not in the spec: the memory limit (limit.rs), Go's debug.SetMemoryLimit
     entry(c"set_memory_limit", limit::set_memory_limit, Kind::Changes),
     entry(c"get_memory_limit", limit::get_memory_limit, Kind::Reads),
@@ -68,10 +79,10 @@ pub(crate) static FUNCTIONS: &[Entry] = &[
 
 /// Whether the call changes something: always for [`Kind::Changes`], with an argument for
 /// [`Kind::ReadsOrChanges`].
-fn changes(kind: Kind, call: &Call<'_, StateData>) -> bool {
+fn changes(kind: Kind, call: &Call<'_, StateRecord>) -> bool {
     match kind {
         Kind::Changes => true,
-        Kind::ReadsOrChanges => !matches!(call.arg(1), crate::ffi::Arg::Absent | crate::ffi::Arg::Nil),
+        Kind::ReadsOrChanges => !matches!(call.arg(1), Arg::Absent | Arg::Nil),
         Kind::Reads | Kind::Identifies => false,
     }
 }
@@ -80,14 +91,14 @@ fn changes(kind: Kind, call: &Call<'_, StateData>) -> bool {
 pub(crate) struct Module;
 
 impl crate::ffi::call::Module for Module {
-    type Record = StateData;
+    type Record = StateRecord;
     type Value = Reply;
 
     fn names() -> impl Iterator<Item = &'static CStr> {
         FUNCTIONS.iter().map(|entry| entry.name)
     }
 
-    fn run(call: &Call<'_, StateData>, index: usize) -> Result<Reply, Text> {
+    fn run(call: &Call<'_, StateRecord>, index: usize) -> Result<Reply, Text> {
         let Some(entry) = FUNCTIONS.get(index) else {
             return Err(Self::failed(index, "not a function of the module"));
         };
@@ -95,7 +106,7 @@ impl crate::ffi::call::Module for Module {
         if crate::faults::active(crate::faults::Fault::Panic) {
             panic!("injected fault in {name}");
         }
-        let allowed = call.record().permissions().allows_index(index, changes(entry.kind, call));
+        let allowed = call.record().permits(index, changes(entry.kind, call));
         let outcome = if allowed { (entry.function)(call) } else { Err(Failure::Denied) };
         outcome.map_err(|failure| failure.message(name))
     }

@@ -2,10 +2,10 @@
 //! counters (atomics) and the kernel, never entering Lua, so a host's sampler may run beside
 //! the script.
 
-use crate::cycles::{Cycle, Cycles};
-use crate::heap::Heap;
-use crate::process_memory;
-use crate::state_data::StateData;
+use crate::accounts::heap::Heap;
+use crate::process::memory;
+use crate::state::StateRecord;
+use crate::state::cycles::{Cycle, Cycles};
 
 /// What a [`Sample`] was taken at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -51,8 +51,8 @@ pub struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
-    pub(crate) fn new(data: &'a StateData) -> Probe<'a> {
-        Probe { heap: data.heap(), cycles: data.cycles() }
+    pub(crate) fn new(record: &'a StateRecord) -> Probe<'a> {
+        Probe { heap: record.heap(), cycles: record.cycles() }
     }
 
     /// The state's figures now.
@@ -69,7 +69,7 @@ impl<'a> Probe<'a> {
             heap_objects: heap.objects(),
             next_gc: self.cycles.next_gc_seen().filter(|_| !stopped),
             num_gc,
-            resident: process_memory::resident_bytes(),
+            resident: memory::resident_bytes(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! The allocator calls [`HeapSampler::take`] for every new or resized block (one subtraction and
 //! one branch), and [`HeapSampler::forget`] for every block it frees or moves (one load and one
 //! branch unless the block may be a sampled one: a 64 Ki-bit filter of sampled addresses). The
-//! call stack of a sampled allocation is read by the FFI layer (`ffi/heap_profiler.rs`) and handed
+//! call stack of a sampled allocation is read by the FFI layer (`ffi/stack_walk.rs`) and handed
 //! to [`HeapSampler::record`]. Nothing here allocates in the Lua heap: the profile's memory is
 //! the process's, reported by [`HeapSampler::own_bytes`] and never charged to the state's limit.
 //!

@@ -8,11 +8,8 @@
 //!   is the live block count, Go's `HeapObjects`.
 //! * the memory limit the allocator enforces, and the heap's peak between cycles (tracked only
 //!   while someone watches, by a second allocator function).
-//! * the addresses of live coroutine blocks: Lua 5.2 and later tag new thread blocks for the
-//!   allocator (`ffi/coroutines.rs`, `ThreadBlocks`: only the thread running the state touches
-//!   the set, so it lives with the `unsafe` code).
 //!
-//! Which blocks the counts cover depends on the state's accounting (`state_data.rs`): every
+//! Which blocks the counts cover depends on the state's accounting (`state/mod.rs`): every
 //! block since the state was created, or those seen since the module was loaded into it.
 //!
 //! Lua calls the allocator of a state from one thread at a time (a state is never run by two
@@ -23,7 +20,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::faults::{self, Fault};
-use crate::ffi::coroutines::ThreadBlocks;
 
 /// A counter with a single writer (see the module docs).
 #[derive(Default)]
@@ -72,7 +68,6 @@ pub(crate) struct Heap {
     /// tracked only while `watching_peaks`.
     peak_bytes: Counter,
     watching_peaks: AtomicBool,
-    coroutines: ThreadBlocks,
 }
 
 /// What [`Heap::figures`] reads in one go.
@@ -104,7 +99,6 @@ impl Heap {
             reserve_base: AtomicUsize::new(NO_LIMIT),
             peak_bytes: Counter::default(),
             watching_peaks: AtomicBool::new(false),
-            coroutines: ThreadBlocks::default(),
         }
     }
 
@@ -254,10 +248,6 @@ impl Heap {
         let peak = self.peak_bytes.get().max(live);
         self.peak_bytes.set(live);
         Some(peak)
-    }
-
-    pub(crate) fn coroutines(&self) -> &ThreadBlocks {
-        &self.coroutines
     }
 }
 

@@ -6,8 +6,8 @@
 use std::ffi::c_int;
 
 use crate::ffi::call::{Out, Value};
-use crate::metrics::Metrics;
-use crate::stats::MemStats;
+use crate::figures::mem_stats::MemStats;
+use crate::figures::metrics::Metrics;
 use crate::text::{Text, text};
 
 /// A successful answer. `Copy`: it is pushed after the function returned, so a memory error

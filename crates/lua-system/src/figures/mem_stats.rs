@@ -1,7 +1,7 @@
 //! The figures of `mem_stats()`: the [`MemStats`] struct, each figure documented on its field
 //! as Go's `runtime/mstats.go` documents `MemStats`, and [`FIELDS`], the one table of the Lua
 //! table's fields (name, meaning, scope), from which the Lua table is written and the README's
-//! field table is checked (`tests/docs.rs`).
+//! field table is checked (this file's test).
 //!
 //! "The state" is the Lua state that calls (its coroutines share it); "the process" is the whole
 //! process. Byte counts are in bytes.
@@ -12,9 +12,9 @@ use std::time::Duration;
 use crate::ffi::Collector;
 use crate::ffi::call::TableWriter;
 use crate::ffi::collector::{Busy, effective_percent, next_cycle_at};
-use crate::gc::current_percent;
-use crate::process_memory::{self, HeapMemory, ProcessMemory};
-use crate::state_data::{Accounting, StateData};
+use crate::process::memory::{self, HeapMemory, ProcessMemory};
+use crate::state::cycles::NextGcSource;
+use crate::state::{Accounting, StateRecord};
 use crate::text::{Text, text};
 
 /// Why a figure is missing.
@@ -58,30 +58,6 @@ impl From<Unavailable> for mlua::Error {
 
 /// A figure, or why it is missing.
 pub type Figure<T> = Result<T, Unavailable>;
-
-/// Where [`MemStats::next_gc`] comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NextGcSource {
-    /// Lua's own threshold, read in its internals: exact.
-    Threshold,
-    /// Computed from the live heap measured when the last cycle's finalizers ran (the
-    /// internals of this Lua build are not usable): see docs/figures.md for the bound.
-    Estimate,
-    /// The collector is stopped: no cycle is scheduled.
-    Stopped,
-}
-
-impl NextGcSource {
-    /// The name scripts see in `mem_stats().next_gc_source`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NextGcSource::Threshold => "threshold",
-            NextGcSource::Estimate => "estimate",
-            NextGcSource::Stopped => "stopped",
-        }
-    }
-}
 
 /// A snapshot of `mem_stats()`: the state's heap and collector, and the process's memory.
 #[derive(Clone, Copy, Debug)]
@@ -199,33 +175,19 @@ pub(crate) fn saturate(value: u64) -> i64 {
     value.min(i64::MAX as u64) as i64
 }
 
-/// The heap size at which the next cycle starts, and where that figure comes from, given the
-/// effective percent (-1: stopped); remembered for the probe.
-pub(crate) fn next_gc(data: &StateData, collector: &Collector, effective: i64) -> (u64, NextGcSource) {
-    let (next_gc, source) = match (effective, collector.next_threshold()) {
-        (effective, _) if effective < 0 => (i64::MAX as u64, NextGcSource::Stopped),
-        (_, Some(threshold)) => (threshold, NextGcSource::Threshold),
-        (effective, None) => {
-            let estimate = data.cycles().estimated_next_gc();
-            let live = data.heap().live_bytes();
-            (estimate.unwrap_or_else(|| next_cycle_at(live, effective)), NextGcSource::Estimate)
-        }
-    };
-    data.cycles().note_next_gc(if effective < 0 { u64::MAX } else { next_gc });
-    (next_gc, source)
-}
-
 impl MemStats {
     /// Table slots to preallocate for the Lua table.
     pub(crate) const LUA_FIELDS: i32 = 27;
 
-    pub(crate) fn read(data: &StateData, collector: &Collector) -> MemStats {
-        let gc_percent = current_percent(data, collector).map_err(|Busy| Unavailable::CollectorBusy);
+    pub(crate) fn read(record: &StateRecord, collector: &Collector) -> MemStats {
+        let cycles = record.cycles();
+        let live_bytes = record.heap().live_bytes();
+        let gc_percent = cycles.refresh_setting(collector, live_bytes).map_err(|Busy| Unavailable::CollectorBusy);
         let gc_percent_effective = gc_percent.map(|p| if p < 0 { -1 } else { effective_percent(p) });
         // While Lua is busy, the collector's setting as last seen serves.
-        let effective = gc_percent_effective.unwrap_or_else(|_| data.cycles().cached_effective_percent());
-        let (next_gc, next_gc_source) = next_gc(data, collector, effective);
-        MemStats::with_setting(data, next_gc, next_gc_source, gc_percent, gc_percent_effective)
+        let effective = gc_percent_effective.unwrap_or_else(|_| cycles.cached_effective_percent());
+        let (next_gc, next_gc_source) = cycles.next_gc(collector, effective, live_bytes);
+        MemStats::with_setting(record, next_gc, next_gc_source, gc_percent, gc_percent_effective)
     }
 
     /// The figures as another thread sees them, without entering Lua (a metrics scrape beside
@@ -233,39 +195,39 @@ impl MemStats {
     /// are as the state's thread last knew them (when the last cycle ended, or the module last
     /// read or set them), so a script's own `collectgarbage("stop")` or `"setpause"` shows at
     /// the next read through the module.
-    pub(crate) fn observe(data: &StateData) -> MemStats {
-        let cycles = data.cycles();
+    pub(crate) fn observe(record: &StateRecord) -> MemStats {
+        let cycles = record.cycles();
         let effective = cycles.cached_effective_percent();
         let stopped = effective < 0;
         let (next_gc, next_gc_source) = match cycles.next_gc_seen() {
             _ if stopped => (i64::MAX as u64, NextGcSource::Stopped),
             Some(next_gc) => (next_gc, NextGcSource::Threshold),
-            None => (next_cycle_at(data.heap().live_bytes(), effective), NextGcSource::Estimate),
+            None => (next_cycle_at(record.heap().live_bytes(), effective), NextGcSource::Estimate),
         };
         let gc_percent = Ok(if stopped { -1 } else { cycles.requested_percent() });
-        MemStats::with_setting(data, next_gc, next_gc_source, gc_percent, Ok(effective))
+        MemStats::with_setting(record, next_gc, next_gc_source, gc_percent, Ok(effective))
     }
 
     /// The state's counters and the process's figures now, with the collector's setting as
     /// [`read`](Self::read) or [`observe`](Self::observe) found it.
     fn with_setting(
-        data: &StateData,
+        record: &StateRecord,
         next_gc: u64,
         next_gc_source: NextGcSource,
         gc_percent: Figure<i64>,
         gc_percent_effective: Figure<i64>,
     ) -> MemStats {
-        let heap = data.heap().figures();
-        let (process, process_age) = process_memory::sampled(heap.live_bytes);
+        let heap = record.heap().figures();
+        let (process, process_age) = memory::sampled(heap.live_bytes);
         MemStats {
-            accounting: data.accounting(),
+            accounting: record.accounting(),
             alloc: heap.live_bytes,
             total_alloc: heap.total_bytes,
             heap_objects: heap.objects(),
             mallocs: heap.mallocs,
             frees: heap.frees,
-            num_gc: data.cycles().count(),
-            last_gc: data.cycles().last_cycle_unix_ns(),
+            num_gc: record.cycles().count(),
+            last_gc: record.cycles().last_cycle_unix_ns(),
             next_gc,
             next_gc_source,
             gc_percent,
@@ -324,10 +286,10 @@ impl MemStats {
 /// live bytes in use (exact), and the arena's free space is not counted as idle
 /// (`process_source` says so).
 fn covers_state(mut process: ProcessMemory, alloc: u64) -> ProcessMemory {
-    if !process_memory::STATE_IN_PROCESS_HEAP
+    if !memory::STATE_IN_PROCESS_HEAP
         && let Ok(heap) = &mut process.heap
     {
-        heap.heap_in_use = process_memory::in_use_for_state(heap, alloc);
+        heap.heap_in_use = memory::in_use_for_state(heap, alloc);
         heap.heap_sys += alloc;
         heap.source = "glibc + the state's bytes in LuaJIT's arena";
         // The kernel's reading may predate the state's latest growth (readings are reused while

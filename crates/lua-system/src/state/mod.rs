@@ -1,17 +1,23 @@
-//! What the module keeps for each Lua state: the heap's accounts, the collector's record, how
-//! the state is accounted, and what its scripts may do.
+//! What the module keeps for each Lua state: its record ([`StateRecord`]), which holds the
+//! heap's accounts (`accounts/`), the collector's record (`cycles.rs`), how the state is
+//! accounted, and what its scripts may do.
+//!
+//! This layer sits above `ffi/` and below the figures and functions: the record implements
+//! [`ffi::Record`](crate::ffi::Record), which is all the unsafe layer knows of it.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+pub(crate) mod cycles;
 
-use crate::cpu_budget::CpuBudget;
-use crate::cycles::Cycles;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use crate::accounts::cpu_budget::CpuBudget;
+use crate::accounts::heap::Heap;
+use crate::accounts::heap_sampler::HeapSampler;
 use crate::ffi::Collector;
+use crate::ffi::coroutines::ThreadBlocks;
 use crate::ffi::internals::InternalsCache;
 use crate::ffi::lua_alloc::Chain;
 use crate::ffi::sentinel::SentinelState;
-use crate::heap::Heap;
-use crate::heap_sampler::HeapSampler;
-use crate::permissions::Permissions;
+use cycles::Cycles;
 
 /// Which blocks of a state the module's counts cover.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,51 +59,60 @@ pub(crate) enum Mode {
 
 /// The per-state record. Lives at a fixed address from before the module counts the state's
 /// first block until after its last: the allocator and every module function point to it.
-pub(crate) struct StateData {
+pub(crate) struct StateRecord {
     heap: Heap,
     cycles: Cycles,
     mode: Mode,
     internals: InternalsCache,
     /// The cycle sentinel (`ffi/sentinel.rs`).
     sentinel: SentinelState,
-    /// What scripts may do (`permissions.rs`), as bits: reading, changing.
+    /// The addresses of live coroutine blocks (`ffi/coroutines.rs`).
+    thread_blocks: ThreadBlocks,
+    /// What scripts may do, one bit per function of the registry (`functions/permissions.rs`
+    /// makes them): may read, may change.
     permissions: [AtomicU64; 2],
+    /// The metric families `system.metrics()` may show, one bit per family: those some
+    /// permitted function reports too (`functions/permissions.rs`).
+    visible_families: AtomicU32,
     /// How much CPU time its Lua code may use (`set_cpu_limit`).
     cpu_budget: CpuBudget,
-    /// The heap profiler's samples (`heap_sampler.rs`).
+    /// The heap profiler's samples (`accounts/heap_sampler.rs`).
     heap_sampler: HeapSampler,
 }
 
-impl StateData {
+impl StateRecord {
     /// The record of a state the module creates.
-    pub(crate) fn exact() -> StateData {
-        StateData::with_mode(Mode::Exact)
+    pub(crate) fn exact() -> StateRecord {
+        StateRecord::with_mode(Mode::Exact)
     }
 
     /// The record of a state made elsewhere, whose requests go on to `chain` and which holds
     /// `live_bytes` now.
-    pub(crate) fn interposed(chain: Chain, live_bytes: u64) -> StateData {
-        let data = StateData::with_mode(Mode::Interposed(chain));
+    pub(crate) fn interposed(chain: Chain, live_bytes: u64) -> StateRecord {
+        let data = StateRecord::with_mode(Mode::Interposed(chain));
         data.heap.start_from(live_bytes, 0);
         data
     }
 
     /// The record of a state whose requests go on to `chain` and which holds exactly
     /// `live_bytes` in `blocks` blocks now: every block is counted from here.
-    pub(crate) fn chained(chain: Chain, live_bytes: u64, blocks: u64) -> StateData {
-        let data = StateData::with_mode(Mode::Chained(chain));
+    pub(crate) fn chained(chain: Chain, live_bytes: u64, blocks: u64) -> StateRecord {
+        let data = StateRecord::with_mode(Mode::Chained(chain));
         data.heap.start_from(live_bytes, blocks);
         data
     }
 
-    fn with_mode(mode: Mode) -> StateData {
-        StateData {
+    fn with_mode(mode: Mode) -> StateRecord {
+        StateRecord {
             heap: Heap::new(),
             cycles: Cycles::new(),
             mode,
             internals: InternalsCache::default(),
             sentinel: SentinelState::default(),
-            permissions: Self::permission_bits(Permissions::default()),
+            thread_blocks: ThreadBlocks::default(),
+            // Everything, until a host sets permissions.
+            permissions: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
+            visible_families: AtomicU32::new(u32::MAX),
             cpu_budget: CpuBudget::default(),
             heap_sampler: HeapSampler::new(),
         }
@@ -126,20 +141,28 @@ impl StateData {
         }
     }
 
-    fn permission_bits(permissions: Permissions) -> [AtomicU64; 2] {
-        let bits = permissions.to_bits();
-        [AtomicU64::new(bits as u64), AtomicU64::new((bits >> 64) as u64)]
+    /// Whether function `index` of the registry may be called, to change something (`change`)
+    /// or only to read.
+    #[inline]
+    pub(crate) fn permits(&self, index: usize, change: bool) -> bool {
+        index < 64 && self.permissions[change as usize].load(Relaxed) & (1 << index) != 0
     }
 
-    pub(crate) fn permissions(&self) -> Permissions {
-        let [read, change] = &self.permissions;
-        Permissions::from_bits(u128::from(read.load(Relaxed)) | (u128::from(change.load(Relaxed)) << 64))
+    /// The permission bits: may read, may change.
+    pub(crate) fn permission_bits(&self) -> [u64; 2] {
+        [self.permissions[0].load(Relaxed), self.permissions[1].load(Relaxed)]
     }
 
-    pub(crate) fn set_permissions(&self, permissions: Permissions) {
-        let bits = permissions.to_bits();
-        self.permissions[0].store(bits as u64, Relaxed);
-        self.permissions[1].store((bits >> 64) as u64, Relaxed);
+    /// Sets the permission bits, and the metric families they leave visible.
+    pub(crate) fn set_permission_bits(&self, [read, change]: [u64; 2], visible_families: u32) {
+        self.permissions[0].store(read, Relaxed);
+        self.permissions[1].store(change, Relaxed);
+        self.visible_families.store(visible_families, Relaxed);
+    }
+
+    /// The metric families `system.metrics()` may show, one bit per family.
+    pub(crate) fn visible_families(&self) -> u32 {
+        self.visible_families.load(Relaxed)
     }
 
     /// Called when the module is loaded into the state; the first time, the collector's current
@@ -152,12 +175,13 @@ impl StateData {
         if let Ok(percent) = collector.percent(self.cycles.requested_percent()) {
             self.cycles.set_requested_percent(percent);
         }
-        let _ = crate::gc::current_percent(self, collector);
+        // Busy (Lua runs finalizers): the record keeps the default until the next refresh.
+        let _ = self.cycles.refresh_setting(collector, self.heap.live_bytes());
         self.cycles.set_initial_base(self.heap.live_bytes());
     }
 }
 
-impl crate::ffi::Record for StateData {
+impl crate::ffi::Record for StateRecord {
     fn heap(&self) -> &Heap {
         &self.heap
     }
@@ -187,8 +211,12 @@ impl crate::ffi::Record for StateData {
         &self.sentinel
     }
 
+    fn thread_blocks(&self) -> &ThreadBlocks {
+        &self.thread_blocks
+    }
+
     fn loaded(&self, collector: &Collector) {
-        StateData::loaded(self, collector);
+        StateRecord::loaded(self, collector);
     }
 
     fn internals(&self) -> &InternalsCache {
@@ -196,10 +224,10 @@ impl crate::ffi::Record for StateData {
     }
 
     fn cpu_budget(&self) -> &CpuBudget {
-        StateData::cpu_budget(self)
+        StateRecord::cpu_budget(self)
     }
 
     fn heap_sampler(&self) -> &HeapSampler {
-        StateData::heap_sampler(self)
+        StateRecord::heap_sampler(self)
     }
 }

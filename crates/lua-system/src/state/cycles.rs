@@ -8,7 +8,8 @@ use std::sync::atomic::{
 };
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::ffi::collector::{DEFAULT_PERCENT, effective_percent, next_cycle_at};
+use crate::ffi::Collector;
+use crate::ffi::collector::{Busy, DEFAULT_PERCENT, effective_percent, next_cycle_at};
 
 /// A completed collection cycle, as [`SystemLua::on_gc_cycle`](crate::SystemLua::on_gc_cycle)
 /// reports it (the `--gctrace` line of the runner).
@@ -54,6 +55,30 @@ fn optional_seconds<S: serde::Serializer>(duration: &Option<Duration>, serialize
     match duration {
         Some(duration) => seconds(duration, serializer),
         None => serializer.serialize_none(),
+    }
+}
+
+/// Where [`MemStats::next_gc`](crate::MemStats::next_gc) comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NextGcSource {
+    /// Lua's own threshold, read in its internals: exact.
+    Threshold,
+    /// Computed from the live heap measured when the last cycle's finalizers ran (the
+    /// internals of this Lua build are not usable): see docs/figures.md for the bound.
+    Estimate,
+    /// The collector is stopped: no cycle is scheduled.
+    Stopped,
+}
+
+impl NextGcSource {
+    /// The name scripts see in `mem_stats().next_gc_source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NextGcSource::Threshold => "threshold",
+            NextGcSource::Estimate => "estimate",
+            NextGcSource::Stopped => "stopped",
+        }
     }
 }
 
@@ -187,6 +212,35 @@ impl Cycles {
     /// Records that the module was loaded; true the first time.
     pub(crate) fn mark_loaded(&self) -> bool {
         !self.loaded.swap(true, Relaxed)
+    }
+
+    /// Reads the collector's setting from Lua and brings the record of it up to date: the GC
+    /// percent in effect (-1 while the collector is stopped), which it returns, the effective
+    /// percent and `next_gc`. Readers that cannot ask Lua (a probe on another thread, a
+    /// finalizer, a scrape) see what the last refresh found; `live_bytes` is the heap now.
+    pub(crate) fn refresh_setting(&self, collector: &Collector, live_bytes: u64) -> Result<i64, Busy> {
+        // Lua 5.1 cannot say whether its collector runs: the module's own record answers.
+        let running = collector.is_running()?.unwrap_or(!self.stopped_by_module());
+        let percent = if running { collector.percent(self.requested_percent())? } else { -1 };
+        let effective = if percent < 0 { -1 } else { effective_percent(percent) };
+        self.set_effective_percent(effective);
+        self.next_gc(collector, effective, live_bytes);
+        Ok(percent)
+    }
+
+    /// The heap size at which the next cycle starts, and where that figure comes from, given the
+    /// effective percent (-1: stopped) and the heap now; remembered for readers on other threads.
+    pub(crate) fn next_gc(&self, collector: &Collector, effective: i64, live_bytes: u64) -> (u64, NextGcSource) {
+        let (next_gc, source) = match (effective, collector.next_threshold()) {
+            (effective, _) if effective < 0 => (i64::MAX as u64, NextGcSource::Stopped),
+            (_, Some(threshold)) => (threshold, NextGcSource::Threshold),
+            (effective, None) => {
+                let estimate = self.estimated_next_gc();
+                (estimate.unwrap_or_else(|| next_cycle_at(live_bytes, effective)), NextGcSource::Estimate)
+            }
+        };
+        self.note_next_gc(if effective < 0 { u64::MAX } else { next_gc });
+        (next_gc, source)
     }
 
     /// Records a completed cycle, and reports it to the hook if there is one; `peak` and

@@ -1,6 +1,6 @@
 //! What scripts may do with the module in a state: permission profiles.
 //!
-//! Each function's kind is on its line of the registry (`module.rs`); the profiles follow from
+//! Each function's kind is on its line of the registry (`functions/mod.rs`); the profiles follow from
 //! the kinds:
 //!
 //! | profile | allows |
@@ -17,7 +17,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::module::{FUNCTIONS, Kind};
+use super::{FUNCTIONS, Kind};
+use crate::figures::metrics::FAMILIES;
 
 /// A named set of permissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,7 +52,7 @@ pub struct Permissions {
     change: u64,
 }
 
-const _: () = assert!(FUNCTIONS.len() <= 64, "one bit per function");
+const _: () = assert!(FUNCTIONS.len() < 64, "one bit per function");
 
 impl Permissions {
     /// The permissions of `profile`.
@@ -109,12 +110,27 @@ impl Permissions {
         Ok(Permissions { read: self.read & !bit, change: self.change & !bit })
     }
 
-    pub(crate) fn to_bits(self) -> u128 {
-        (u128::from(self.change) << 64) | u128::from(self.read)
+    /// As a state's record keeps them: may read, may change.
+    pub(crate) fn to_bits(self) -> [u64; 2] {
+        [self.read, self.change]
     }
 
-    pub(crate) fn from_bits(bits: u128) -> Permissions {
-        Permissions { read: bits as u64, change: (bits >> 64) as u64 }
+    /// From a record's bits; bits past the registry's functions are dropped (a new record has
+    /// them all set: everything allowed).
+    pub(crate) fn from_bits([read, change]: [u64; 2]) -> Permissions {
+        const KNOWN: u64 = (1 << FUNCTIONS.len()) - 1;
+        Permissions { read: read & KNOWN, change: change & KNOWN }
+    }
+
+    /// The metric families `system.metrics()` may show under these permissions, one bit per
+    /// family: those some allowed function reports too.
+    pub(crate) fn visible_families(self) -> u32 {
+        let visible = |reported_by: &[&str]| reported_by.iter().any(|name| self.allows(name));
+        FAMILIES
+            .iter()
+            .enumerate()
+            .filter(|(_, family)| visible(family.reported_by))
+            .fold(0, |bits, (i, _)| bits | 1 << i)
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::watched_states::WatchedStates;
+use crate::export::watched_states::WatchedStates;
 
 /// Threads answering: as many connections served at once.
 const WORKERS: usize = 8;

@@ -3,27 +3,19 @@
 //! The encoding of the percent for each Lua version lives in `ffi/collector.rs`. A negative
 //! percent stops the collector and reads back as -1, as in Go; a percent above what Lua can
 //! store is clamped (README). Cycles are counted by the cycle sentinel (`ffi/sentinel.rs`) into
-//! the state's record (`cycles.rs`).
+//! the state's record (`state/cycles.rs`).
 
-use crate::answer::{Failure, Reply};
-use crate::args;
 use crate::ffi::Call;
 use crate::ffi::Collector;
 use crate::ffi::collector::{Busy, CollectError, PERCENT_MAX, effective_percent};
-use crate::state_data::StateData;
+use crate::functions::answer::{Failure, Reply};
+use crate::functions::args;
+use crate::state::StateRecord;
 use crate::text::text;
 
-/// The GC percent in effect: -1 while the collector is stopped. Also remembers the effective
-/// percent and the next cycle's start, for readers that cannot ask Lua (a sampler on another
-/// thread, a finalizer).
-pub(crate) fn current_percent(data: &StateData, collector: &Collector) -> Result<i64, Busy> {
-    // Lua 5.1 cannot say whether its collector runs: the module's own record answers.
-    let running = collector.is_running()?.unwrap_or(!data.cycles().stopped_by_module());
-    let percent = if running { collector.percent(data.cycles().requested_percent())? } else { -1 };
-    let effective = if percent < 0 { -1 } else { effective_percent(percent) };
-    data.cycles().set_effective_percent(effective);
-    crate::stats::next_gc(data, collector, effective);
-    Ok(percent)
+/// The GC percent in effect (-1: stopped), the record of the setting brought up to date.
+fn current_percent(record: &StateRecord, collector: &Collector) -> Result<i64, Failure> {
+    record.cycles().refresh_setting(collector, record.heap().live_bytes()).map_err(busy)
 }
 
 fn refused(error: CollectError) -> Failure {
@@ -39,13 +31,13 @@ fn busy(_: Busy) -> Failure {
 
 /// `system.gc()`: a full collection; `true`. A stopped collector stays stopped (Lua 5.1 and
 /// LuaJIT restart it after a full collection; the module stops it again).
-pub(crate) fn gc(call: &Call<'_, StateData>) -> Result<Reply, Failure> {
-    let data = call.record();
+pub(crate) fn gc(call: &Call<'_, StateRecord>) -> Result<Reply, Failure> {
+    let record = call.record();
     let collector = call.collector();
-    let stopped = current_percent(data, &collector).map_err(busy)? < 0;
-    data.cycles().mark_forced(true);
+    let stopped = current_percent(record, &collector)? < 0;
+    record.cycles().mark_forced(true);
     let collected = collector.collect();
-    data.cycles().mark_forced(false);
+    record.cycles().mark_forced(false);
     collected.map_err(refused)?;
     if stopped {
         collector.stop().map_err(busy)?;
@@ -54,37 +46,37 @@ pub(crate) fn gc(call: &Call<'_, StateData>) -> Result<Reply, Failure> {
 }
 
 /// `system.get_gc_percent()`: the percent in effect, -1 while the collector is stopped.
-pub(crate) fn get_gc_percent(call: &Call<'_, StateData>) -> Result<Reply, Failure> {
-    Ok(Reply::Integer(current_percent(call.record(), &call.collector()).map_err(busy)?))
+pub(crate) fn get_gc_percent(call: &Call<'_, StateRecord>) -> Result<Reply, Failure> {
+    Ok(Reply::Integer(current_percent(call.record(), &call.collector())?))
 }
 
 /// `system.set_gc_percent(p)`: sets GOGC, returns the previous value.
-pub(crate) fn set_gc_percent(call: &Call<'_, StateData>) -> Result<Reply, Failure> {
+pub(crate) fn set_gc_percent(call: &Call<'_, StateRecord>) -> Result<Reply, Failure> {
     let requested = args::integer(call, 1)?.value;
-    let data = call.record();
+    let record = call.record();
     let collector = call.collector();
-    let previous = current_percent(data, &collector).map_err(busy)?;
+    let previous = current_percent(record, &collector)?;
     if requested < 0 {
         collector.stop().map_err(busy)?;
-        data.cycles().set_stopped_by_module(true);
-        data.cycles().set_effective_percent(-1);
+        record.cycles().set_stopped_by_module(true);
+        record.cycles().set_effective_percent(-1);
         return Ok(Reply::Integer(previous));
     }
     let percent = requested.min(PERCENT_MAX);
     // Recorded before Lua is told: applying it may run a collection (Lua 5.4 without the
     // internals learns the mode by switching it, which in generational mode collects), and the
     // end of that collection, which records the percent then in effect, is under the new one.
-    let recorded = (data.cycles().requested_percent(), data.cycles().cached_effective_percent());
-    data.cycles().set_requested_percent(percent);
-    data.cycles().set_effective_percent(effective_percent(percent));
+    let recorded = (record.cycles().requested_percent(), record.cycles().cached_effective_percent());
+    record.cycles().set_requested_percent(percent);
+    record.cycles().set_effective_percent(effective_percent(percent));
     if let Err(error) = collector.apply_percent(percent) {
-        data.cycles().set_requested_percent(recorded.0);
-        data.cycles().set_effective_percent(recorded.1);
+        record.cycles().set_requested_percent(recorded.0);
+        record.cycles().set_effective_percent(recorded.1);
         return Err(refused(error));
     }
     if previous < 0 {
         collector.restart().map_err(busy)?;
-        data.cycles().set_stopped_by_module(false);
+        record.cycles().set_stopped_by_module(false);
     }
     // As Go's SetGCPercent: the next cycle starts at the new target, not at the old one.
     collector.apply_at_once();

@@ -1,4 +1,4 @@
-//! The host: `hostname()` and `pid()`.
+//! The host's identity: `hostname()` and `pid()`.
 //!
 //! * `hostname()` asks the kernel (`uname(2)`) on every call: no cache can be told that the host
 //!   was renamed without a system call of its own, so a renamed host is always seen. The name is
@@ -12,14 +12,14 @@
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
 
-use crate::answer::{Failure, Reply};
 use crate::faults::{self, Fault};
 use crate::ffi::{Call, fork};
-use crate::state_data::StateData;
+use crate::functions::answer::{Failure, Reply};
+use crate::state::StateRecord;
 use crate::text::{Text, text};
 
 /// `system.hostname()`: the node name from `uname(2)`.
-pub(crate) fn hostname(_call: &Call<'_, StateData>) -> Result<Reply, Failure> {
+pub(crate) fn hostname(_call: &Call<'_, StateRecord>) -> Result<Reply, Failure> {
     if faults::active(Fault::HostnameUnreadable) {
         return Err(Failure::Failed(text!("cannot read the host name: Operation not permitted (os error 1)")));
     }
@@ -31,7 +31,7 @@ pub(crate) fn hostname(_call: &Call<'_, StateData>) -> Result<Reply, Failure> {
 static PID: AtomicI32 = AtomicI32::new(0);
 
 /// `system.pid()`: `getpid(2)`, cached until the next `fork`.
-pub(crate) fn pid(_call: &Call<'_, StateData>) -> Result<Reply, Failure> {
+pub(crate) fn pid(_call: &Call<'_, StateRecord>) -> Result<Reply, Failure> {
     Ok(Reply::Integer(i64::from(current_pid())))
 }
 

@@ -1,5 +1,6 @@
-//! The module's figures for monitoring: `system.metrics()` (the Prometheus text exposition
-//! format) and the [`Metrics`] struct for Rust hosts (`serde::Serialize`, Prometheus text).
+//! The module's figures for monitoring: the [`Metrics`] struct, which `system.metrics()` writes
+//! in the Prometheus text exposition format and Rust hosts serialize (`serde::Serialize`,
+//! Prometheus text).
 //!
 //! [`FAMILIES`] is the one table of metrics: name, type, help, scope, where the value comes
 //! from, and which functions report the same figure (a state whose permissions deny all of
@@ -8,12 +9,8 @@
 
 use std::fmt::Write as _;
 
-use crate::answer::{Failure, Reply};
-use crate::cpu_limit;
-use crate::ffi::Call;
-use crate::permissions::Permissions;
-use crate::state_data::StateData;
-use crate::stats::MemStats;
+use crate::figures::mem_stats::MemStats;
+use crate::process::max_procs;
 use crate::text::Text;
 
 /// Whose figure a metric is.
@@ -50,8 +47,8 @@ pub(crate) static FAMILIES: &[Family] = &[
     Family { name: "lua_gc_last_cycle_timestamp_seconds", kind: "gauge", help: "When the last collection cycle ended, in seconds since the Unix epoch.", scope: Scope::State, read: |s| (s.last_gc > 0).then(|| s.last_gc as f64 / 1e9), reported_by: STATS },
     Family { name: "lua_gc_next_bytes", kind: "gauge", help: "Heap size at which the next collection cycle starts.", scope: Scope::State, read: |s| (s.next_gc < i64::MAX as u64).then_some(s.next_gc as f64), reported_by: STATS },
     Family { name: "lua_gc_percent", kind: "gauge", help: "The collector's GC percent (Go's GOGC); -1 when stopped.", scope: Scope::State, read: |s| s.gc_percent.ok().map(|p| p as f64), reported_by: &["mem_stats", "get_gc_percent"] },
-    Family { name: "lua_max_procs", kind: "gauge", help: "Process-wide limit on CPUs executing Lua at once.", scope: Scope::Process, read: |_| Some(cpu_limit::max_procs() as f64), reported_by: &["go_max_procs"] },
-    Family { name: "lua_process_cpus", kind: "gauge", help: "Logical CPUs usable by the process at start.", scope: Scope::Process, read: |_| Some(cpu_limit::num_cpu() as f64), reported_by: &["num_cpu"] },
+    Family { name: "lua_max_procs", kind: "gauge", help: "Process-wide limit on CPUs executing Lua at once.", scope: Scope::Process, read: |_| Some(max_procs::max_procs() as f64), reported_by: &["go_max_procs"] },
+    Family { name: "lua_process_cpus", kind: "gauge", help: "Logical CPUs usable by the process at start.", scope: Scope::Process, read: |_| Some(max_procs::num_cpu() as f64), reported_by: &["num_cpu"] },
     Family { name: "lua_process_resident_memory_bytes", kind: "gauge", help: "Resident memory of the process.", scope: Scope::Process, read: |s| s.process.as_ref().ok().map(|p| p.rss as f64), reported_by: STATS },
     Family { name: "lua_process_sys_bytes", kind: "gauge", help: "Memory the process obtained from the OS for data.", scope: Scope::Process, read: |s| s.process.as_ref().ok().map(|p| p.sys as f64), reported_by: STATS },
     Family { name: "lua_process_stack_bytes", kind: "gauge", help: "The process's main thread stack mapping.", scope: Scope::Process, read: |s| s.process.as_ref().ok().map(|p| p.stack_sys as f64), reported_by: STATS },
@@ -65,8 +62,9 @@ pub(crate) static FAMILIES: &[Family] = &[
 /// The number of metric families.
 const N: usize = 19;
 const _: () = assert!(FAMILIES.len() == N);
+const _: () = assert!(N <= 32, "one bit per family in a state's visible families");
 
-fn heap(stats: &MemStats, pick: fn(&crate::process_memory::HeapMemory) -> u64) -> Option<f64> {
+fn heap(stats: &MemStats, pick: fn(&crate::process::memory::HeapMemory) -> u64) -> Option<f64> {
     stats.process.as_ref().ok()?.heap.as_ref().ok().map(|h| pick(h) as f64)
 }
 
@@ -182,12 +180,12 @@ impl Metrics {
         Ok(out)
     }
 
-    /// Leaves out every figure the permissions hide: `system.metrics()` reveals nothing that the
-    /// functions the state may call would not (a figure stays if any function reporting it is
-    /// allowed).
-    pub(crate) fn hide_denied(&mut self, permissions: Permissions) {
-        for (value, family) in self.values.iter_mut().zip(FAMILIES) {
-            if !family.reported_by.iter().any(|name| permissions.allows(name)) {
+    /// Leaves out every family whose bit in `visible` is clear (bit `i`: `FAMILIES[i]`):
+    /// `system.metrics()` reveals nothing that the functions the state may call would not
+    /// (`functions/permissions.rs` says which families stay visible).
+    pub(crate) fn keep_only(&mut self, visible: u32) {
+        for (index, value) in self.values.iter_mut().enumerate() {
+            if visible & (1 << index) == 0 {
                 *value = None;
             }
         }
@@ -247,12 +245,4 @@ impl std::fmt::Display for PromNumber {
             write!(f, "{}", self.0)
         }
     }
-}
-
-/// `system.metrics()`: the figures in the Prometheus text exposition format.
-pub(crate) fn metrics(call: &Call<'_, StateData>) -> Result<Reply, Failure> {
-    let data = call.record();
-    let mut metrics = MemStats::read(data, &call.collector()).metrics();
-    metrics.hide_denied(data.permissions());
-    Ok(Reply::Metrics(metrics))
 }

@@ -6,9 +6,9 @@
 use std::ffi::c_int;
 use std::fmt;
 
-use crate::answer::Failure;
 use crate::ffi::{Arg, Call};
-use crate::state_data::StateData;
+use crate::functions::answer::Failure;
+use crate::state::StateRecord;
 use crate::text::text;
 
 /// A failure for argument `n`.
@@ -37,13 +37,13 @@ impl fmt::Display for Integer {
 
 /// Argument `n` as an integer: Lua integers, and floats with an integral value. Fractions,
 /// NaN and infinities are refused.
-pub(crate) fn integer(call: &Call<'_, StateData>, n: c_int) -> Result<Integer, Failure> {
+pub(crate) fn integer(call: &Call<'_, StateRecord>, n: c_int) -> Result<Integer, Failure> {
     optional_integer(call, n)?
         .ok_or_else(|| bad_argument(n, format_args!("number expected, got {}", call.arg(n).type_name())))
 }
 
 /// Like [`integer`], but absent and `nil` give `None`.
-pub(crate) fn optional_integer(call: &Call<'_, StateData>, n: c_int) -> Result<Option<Integer>, Failure> {
+pub(crate) fn optional_integer(call: &Call<'_, StateRecord>, n: c_int) -> Result<Option<Integer>, Failure> {
     let given = call.arg(n);
     match given {
         Arg::Absent | Arg::Nil => Ok(None),

@@ -1,0 +1,39 @@
+//! The memory limit, the analog of Go's `debug.SetMemoryLimit`: `set_memory_limit(bytes)` and
+//! `get_memory_limit()` for scripts, `lua_system::set_memory_limit`, `memory_limit` and `MemoryReserve` for hosts (`host/install.rs`).
+//!
+//! The limit is enforced by the module's allocator, which serves every state the module is in.
+//! Past it an allocation fails: Lua collects garbage and retries (5.2 and later), then raises
+//! "not enough memory", which `pcall` catches; other states and the host are not affected; once
+//! memory is freed, allocations succeed again. A limit below the bytes in use is accepted and
+//! stops growth. The limit bounds the state's heap, not the process (see SECURITY.md).
+
+use crate::ffi::Call;
+use crate::functions::answer::{Failure, Reply};
+use crate::functions::args;
+use crate::state::StateRecord;
+
+fn as_lua(limit: Option<usize>) -> i64 {
+    limit.map_or(-1, |bytes| bytes.min(i64::MAX as usize) as i64)
+}
+
+/// `system.set_memory_limit(bytes)`: -1 removes the limit; returns the previous one (-1: none).
+/// Values beyond 2^63 are clamped.
+pub(crate) fn set_memory_limit(call: &Call<'_, StateRecord>) -> Result<Reply, Failure> {
+    let bytes = args::integer(call, 1)?;
+    let limit = match bytes.value {
+        -1 => None,
+        value if value < -1 => {
+            return Err(args::bad_argument(
+                1,
+                format_args!("value out of range: -1 for no limit, or a number of bytes, got {bytes}"),
+            ));
+        }
+        value => Some(value as usize),
+    };
+    Ok(Reply::Integer(as_lua(call.record().heap().set_memory_limit(limit))))
+}
+
+/// `system.get_memory_limit()`: the limit in bytes, -1 if none.
+pub(crate) fn get_memory_limit(call: &Call<'_, StateRecord>) -> Result<Reply, Failure> {
+    Ok(Reply::Integer(as_lua(call.record().heap().memory_limit())))
+}
