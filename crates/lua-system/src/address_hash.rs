@@ -1,14 +1,14 @@
 //! Hashing block addresses: the sets and maps keyed by a heap block's address (the thread
-//! blocks of `ffi/coroutines.rs`, the heap profiler's sampled blocks) are touched on allocation paths,
-//! where std's SipHash (DoS-resistant, for keys an attacker chooses) cost 170 instructions a
-//! lookup. Addresses come from the allocator, not from scripts: one multiplication folded onto
-//! itself spreads them (16-byte aligned, so their low bits carry nothing) over every bucket.
+//! blocks of `ffi/coroutines.rs`, the heap profiler's sampled blocks) are touched on allocation
+//! paths, where std's SipHash (DoS-resistant, for keys an attacker chooses) costs ten times
+//! more than needed. Addresses come from the allocator, not from scripts: one multiplication
+//! folded onto itself spreads them (16-byte aligned, so their low bits carry nothing) over
+//! every bucket.
 //!
 //! [`AddressTable`], the set of thread blocks, is written here rather than taken from
 //! `hashbrown`: a thread block is added and removed on every coroutine's life, inside the
-//! allocator, and hashbrown's group probing and control bytes cost about 60 instructions an
-//! operation where a table of bare addresses with linear probing needs about 15 (callgrind,
-//! `bench/vs-lua instructions`, coroutines).
+//! allocator, and hashbrown's group probing and control bytes cost four times what a table of
+//! bare addresses with linear probing does (BENCHMARKS.md, "What the allocation paths cost").
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -66,7 +66,7 @@ impl AddressTable {
 
     /// Adds `address` (non-zero). False if the table could not grow (out of memory): then
     /// nothing changed. Inlined into the allocator's (out-of-line) thread-block paths, as
-    /// [`AddressTable::remove`] is: a call of its own cost 10 instructions each way.
+    /// [`AddressTable::remove`] is: a call of its own costs more than the probe.
     #[inline]
     pub(crate) fn insert(&mut self, address: usize) -> bool {
         debug_assert_ne!(address, 0);

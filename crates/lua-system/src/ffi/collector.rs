@@ -156,7 +156,9 @@ impl Collector {
             && !internals.stopped_by_user()
             && let Phase::Waiting { .. } = internals.phase()
         {
-            internals.set_threshold(internals.threshold_for_setting());
+            // SAFETY: `l` runs a module function now: on the state's thread, between two of
+            // Lua's steps.
+            unsafe { internals.set_threshold(internals.threshold_for_setting()) };
         }
     }
 

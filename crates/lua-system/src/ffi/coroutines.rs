@@ -39,8 +39,8 @@ pub(crate) const ALLOCATOR_SEES_THREADS: bool = cfg!(not(any(feature = "lua51", 
 ///
 /// The set has no lock: like the allocator's other records, it is touched only by the thread
 /// running the state (its allocator, and `num_goroutines` counting), and Lua runs a state on
-/// one thread at a time. A lock cost 20 of the 140 instructions a coroutine's life cost here
-/// (callgrind, a coroutine-heavy workload). Other threads read only the atomics.
+/// one thread at a time (a lock was a seventh of a coroutine's cost here: BENCHMARKS.md). Other
+/// threads read only the atomics.
 pub(crate) struct ThreadBlocks {
     /// The size of a thread block while some coroutine is alive; `NONE_ALIVE` otherwise. One
     /// comparison on every free tells whether the block may be a coroutine's.

@@ -8,9 +8,11 @@
 //! a new GC percent take effect at once, as Go's `SetGCPercent` does.
 //!
 //! The layouts below are those of the Lua releases this crate vendors (5.1.5, 5.2.4, 5.3.6,
-//! 5.4.9, 5.5.1, LuaJIT 2.1), which are also those of Debian's interpreters (5.1.5, 5.2.4, 5.3.6,
-//! 5.4.4 and LuaJIT 2.1.0-beta3+git2022: the fields used here sit at the same offsets, printed
-//! with `offsetof` from each release's headers). No layout is trusted untested: for each state
+//! 5.4.9, 5.5.1, LuaJIT 2.1) on 64-bit targets (a 32-bit build does not compile), which are also
+//! those of Debian's interpreters (5.1.5, 5.2.4, 5.3.6, 5.4.4 and LuaJIT 2.1.0-beta3+git2022:
+//! the fields used here sit at the same offsets). `tests/c/offsets.c` prints them with
+//! `offsetof` from a release's own headers; the test at the end of this file compiles it
+//! against the vendored sources of the version built and compares. No layout is trusted untested: for each state
 //! the global state is found through its thread and checked against what the API reports (the
 //! allocator function and its data, the registry table, the byte count) before anything is read,
 //! and nothing is ever written unless that check passed. A state whose layout does not match
@@ -25,6 +27,22 @@ use mlua::ffi::{self, lua_State};
 
 #[cfg(any(feature = "lua54", feature = "lua55"))]
 use super::params;
+
+// The offsets below assume 64-bit pointers and sizes (every release's layout differs on 32-bit).
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("lua-system reads Lua's collector internals with 64-bit layouts: build for a 64-bit target");
+
+/// A release's layout: its fields' offsets and the constants read with them, each as this
+/// release's headers define it. `tests/c/offsets.c` prints the same names from the headers, and
+/// the test `the_layout_is_the_vendored_headers` compares the two.
+macro_rules! layout {
+    ($($name:ident: $type:ty = $value:expr),* $(,)?) => {
+        $(pub(super) const $name: $type = $value;)*
+        /// Every name and value, for the test against the headers.
+        #[cfg(test)]
+        pub(super) const ALL: &[(&str, u64)] = &[$((stringify!($name), $value as u64)),*];
+    };
+}
 
 /// Where a state's global state is, once checked (kept in the module's record of the state).
 #[derive(Default)]
@@ -180,8 +198,13 @@ impl Internals {
         unsafe { (self.g.add(offset) as *const T).read() }
     }
 
-    fn write<T: Copy>(&self, offset: usize, value: T) {
-        // SAFETY: as `read`; called on the state's thread, between two of Lua's own steps.
+    /// Writes a field of Lua's global state.
+    ///
+    /// # Safety
+    /// On the state's thread, between two of Lua's own steps (from a module function, never
+    /// from the allocator or a finalizer), and `value` keeps the collector's invariants.
+    unsafe fn write<T: Copy>(&self, offset: usize, value: T) {
+        // SAFETY: as `read` for the address; the caller's contract for the moment.
         unsafe { (self.g.add(offset) as *mut T).write(value) }
     }
 }
@@ -189,17 +212,19 @@ impl Internals {
 /// Lua 5.1: an absolute threshold; the estimate is kept in `estimate`.
 #[cfg(feature = "lua51")]
 mod layout {
-    pub(super) const THREAD_GLOBAL: usize = 32;
-    pub(super) const FREALLOC: usize = 16;
-    pub(super) const UD: usize = 24;
-    pub(super) const GCSTATE: usize = 33;
-    pub(super) const THRESHOLD: usize = 112;
-    pub(super) const TOTALBYTES: usize = 120;
-    pub(super) const ESTIMATE: usize = 128;
-    pub(super) const PAUSE: usize = 144;
-    pub(super) const REGISTRY: usize = 160;
-    pub(super) const STATE_PAUSE: u8 = 0;
-    pub(super) const STATES: u8 = 5;
+    layout! {
+        THREAD_GLOBAL: usize = 32,
+        FREALLOC: usize = 16,
+        UD: usize = 24,
+        GCSTATE: usize = 33,
+        THRESHOLD: usize = 112,
+        TOTALBYTES: usize = 120,
+        ESTIMATE: usize = 128,
+        PAUSE: usize = 144,
+        REGISTRY: usize = 160,
+        STATE_PAUSE: u8 = 0,
+        STATES: u8 = 5,
+    }
 }
 
 /// Lua 5.1's and LuaJIT's threshold (`estimate / 100 * pause`) once the running finalizer
@@ -241,8 +266,11 @@ impl Internals {
         (self.read::<usize>(layout::ESTIMATE) as u64 / 100).saturating_mul(pause.max(0) as u64)
     }
 
-    pub(crate) fn set_threshold(&self, bytes: u64) {
-        self.write::<usize>(layout::THRESHOLD, bytes.min(usize::MAX as u64 - 1) as usize);
+    /// # Safety
+    /// As [`Internals::write`].
+    pub(crate) unsafe fn set_threshold(&self, bytes: u64) {
+        // SAFETY: per the contract; below `MAX_LUMEM`, the threshold that means "stopped".
+        unsafe { self.write::<usize>(layout::THRESHOLD, bytes.min(usize::MAX as u64 - 3) as usize) };
     }
 
     /// The pause Lua stores, in percent.
@@ -284,49 +312,62 @@ impl Internals {
 /// GCdebt` is the heap). 5.4 adds a generational mode with its own multipliers.
 #[cfg(any(feature = "lua52", feature = "lua53", feature = "lua54"))]
 mod layout {
-    pub(super) const THREAD_GLOBAL: usize = 24;
-    pub(super) const FREALLOC: usize = 0;
-    pub(super) const UD: usize = 8;
-    pub(super) const TOTALBYTES: usize = 16;
-    pub(super) const GCDEBT: usize = 24;
-    pub(super) const REGISTRY: usize = 64;
     #[cfg(feature = "lua52")]
-    mod release {
-        pub(crate) const ESTIMATE: usize = 40;
-        pub(crate) const GCSTATE: usize = 85;
-        pub(crate) const GCKIND: usize = 86;
-        pub(crate) const GCRUNNING: usize = 87;
-        pub(crate) const PAUSE: usize = 240;
-        pub(crate) const MAJORINC: usize = 244;
-        pub(crate) const STATE_PAUSE: u8 = 5;
-        pub(crate) const STATES: u8 = 6;
-        pub(crate) const KIND_GENERATIONAL: u8 = 2;
+    layout! {
+        THREAD_GLOBAL: usize = 24,
+        FREALLOC: usize = 0,
+        UD: usize = 8,
+        TOTALBYTES: usize = 16,
+        GCDEBT: usize = 24,
+        ESTIMATE: usize = 40,
+        REGISTRY: usize = 64,
+        GCSTATE: usize = 85,
+        GCKIND: usize = 86,
+        GCRUNNING: usize = 87,
+        PAUSE: usize = 240,
+        MAJORINC: usize = 244,
+        STATE_PAUSE: u8 = 5,
+        STATES: u8 = 6,
+        KIND_GENERATIONAL: u8 = 2,
     }
     #[cfg(feature = "lua53")]
-    mod release {
-        pub(crate) const ESTIMATE: usize = 40;
-        pub(crate) const GCSTATE: usize = 85;
-        pub(crate) const GCKIND: usize = 86;
-        pub(crate) const GCRUNNING: usize = 87;
-        pub(crate) const PAUSE: usize = 180;
-        pub(crate) const STATE_PAUSE: u8 = 7;
-        pub(crate) const STATES: u8 = 8;
-        pub(crate) const KIND_GENERATIONAL: u8 = u8::MAX; // none in 5.3
+    layout! {
+        THREAD_GLOBAL: usize = 24,
+        FREALLOC: usize = 0,
+        UD: usize = 8,
+        TOTALBYTES: usize = 16,
+        GCDEBT: usize = 24,
+        ESTIMATE: usize = 40,
+        REGISTRY: usize = 64,
+        GCSTATE: usize = 85,
+        GCKIND: usize = 86,
+        GCRUNNING: usize = 87,
+        PAUSE: usize = 180,
+        STATE_PAUSE: u8 = 7,
+        STATES: u8 = 8,
     }
+    /// No generational mode in 5.3.
+    #[cfg(feature = "lua53")]
+    pub(super) const KIND_GENERATIONAL: u8 = u8::MAX;
     #[cfg(feature = "lua54")]
-    mod release {
-        pub(crate) const ESTIMATE: usize = 32;
-        pub(crate) const GCSTATE: usize = 101;
-        pub(crate) const GCKIND: usize = 102;
-        pub(crate) const GENMINORMUL: usize = 104;
-        pub(crate) const GENMAJORMUL: usize = 105;
-        pub(crate) const GCSTP: usize = 106;
-        pub(crate) const PAUSE: usize = 108;
-        pub(crate) const STATE_PAUSE: u8 = 8;
-        pub(crate) const STATES: u8 = 9;
-        pub(crate) const KIND_GENERATIONAL: u8 = 1;
+    layout! {
+        THREAD_GLOBAL: usize = 24,
+        FREALLOC: usize = 0,
+        UD: usize = 8,
+        TOTALBYTES: usize = 16,
+        GCDEBT: usize = 24,
+        ESTIMATE: usize = 32,
+        REGISTRY: usize = 64,
+        GCSTATE: usize = 101,
+        GCKIND: usize = 102,
+        GENMINORMUL: usize = 104,
+        GENMAJORMUL: usize = 105,
+        GCSTP: usize = 106,
+        PAUSE: usize = 108,
+        STATE_PAUSE: u8 = 8,
+        STATES: u8 = 9,
+        KIND_GENERATIONAL: u8 = 1,
     }
-    pub(super) use release::*;
 }
 
 #[cfg(any(feature = "lua52", feature = "lua53", feature = "lua54"))]
@@ -379,11 +420,18 @@ impl Internals {
 
     /// `luaE_setdebt(g, heap - bytes)`: the next cycle starts when the heap reaches `bytes` (at
     /// the next allocation if it already has).
-    pub(crate) fn set_threshold(&self, bytes: u64) {
+    ///
+    /// # Safety
+    /// As [`Internals::write`].
+    pub(crate) unsafe fn set_threshold(&self, bytes: u64) {
         let heap = self.total_bytes() as i64;
         let threshold = bytes.min(i64::MAX as u64 / 2) as i64;
-        self.write::<isize>(layout::TOTALBYTES, threshold as isize);
-        self.write::<isize>(layout::GCDEBT, (heap - threshold) as isize);
+        // SAFETY: per the contract; the pair keeps `totalbytes + GCdebt` the heap, as Lua's
+        // `luaE_setdebt` does.
+        unsafe {
+            self.write::<isize>(layout::TOTALBYTES, threshold as isize);
+            self.write::<isize>(layout::GCDEBT, (heap - threshold) as isize);
+        }
     }
 
     /// The pause Lua stores, in percent (5.4 stores a quarter of it).
@@ -462,25 +510,27 @@ impl Internals {
 /// threshold is `GCtotalbytes` while waiting. Parameters are 8-bit floats.
 #[cfg(feature = "lua55")]
 mod layout {
-    pub(super) const THREAD_GLOBAL: usize = 24;
-    pub(super) const FREALLOC: usize = 0;
-    pub(super) const UD: usize = 8;
-    pub(super) const TOTALBYTES: usize = 16;
-    pub(super) const GCDEBT: usize = 24;
-    pub(super) const MARKED: usize = 32;
-    pub(super) const MAJORMINOR: usize = 40;
-    pub(super) const REGISTRY: usize = 64;
-    pub(super) const PARAMS: usize = 100;
-    pub(super) const GCSTATE: usize = 107;
-    pub(super) const GCKIND: usize = 108;
-    pub(super) const GCSTP: usize = 110;
-    pub(super) const STATE_PAUSE: u8 = 8;
-    pub(super) const STATES: u8 = 9;
-    pub(super) const KIND_INCREMENTAL: u8 = 0;
-    /// `LUA_GCPMINORMUL`, `LUA_GCPMINORMAJOR`, `LUA_GCPPAUSE`
-    pub(super) const PARAM_MINORMUL: usize = 0;
-    pub(super) const PARAM_MINORMAJOR: usize = 2;
-    pub(super) const PARAM_PAUSE: usize = 3;
+    layout! {
+        THREAD_GLOBAL: usize = 24,
+        FREALLOC: usize = 0,
+        UD: usize = 8,
+        TOTALBYTES: usize = 16,
+        GCDEBT: usize = 24,
+        MARKED: usize = 32,
+        MAJORMINOR: usize = 40,
+        REGISTRY: usize = 64,
+        PARAMS: usize = 100,
+        GCSTATE: usize = 107,
+        GCKIND: usize = 108,
+        GCSTP: usize = 110,
+        STATE_PAUSE: u8 = 8,
+        STATES: u8 = 9,
+        KIND_INCREMENTAL: u8 = 0,
+        // `LUA_GCPMINORMUL`, `LUA_GCPMINORMAJOR`, `LUA_GCPPAUSE`
+        PARAM_MINORMUL: usize = 0,
+        PARAM_MINORMAJOR: usize = 2,
+        PARAM_PAUSE: usize = 3,
+    }
 }
 
 #[cfg(feature = "lua55")]
@@ -517,12 +567,19 @@ impl Internals {
     }
 
     /// `luaE_setdebt(g, bytes - heap)`.
-    pub(crate) fn set_threshold(&self, bytes: u64) {
+    ///
+    /// # Safety
+    /// As [`Internals::write`].
+    pub(crate) unsafe fn set_threshold(&self, bytes: u64) {
         let heap = self.total_bytes() as i64;
         let threshold = bytes.min(i64::MAX as u64 / 2) as i64;
         let debt = (threshold - heap).max(0);
-        self.write::<isize>(layout::TOTALBYTES, (heap + debt) as isize);
-        self.write::<isize>(layout::GCDEBT, debt as isize);
+        // SAFETY: per the contract; the pair keeps `GCtotalbytes - GCdebt` the heap, as Lua's
+        // `luaE_setdebt` does.
+        unsafe {
+            self.write::<isize>(layout::TOTALBYTES, (heap + debt) as isize);
+            self.write::<isize>(layout::GCDEBT, debt as isize);
+        }
     }
 
     fn param(&self, index: usize) -> u8 {
@@ -574,17 +631,19 @@ impl Internals {
 /// LuaJIT 2.1: an absolute threshold and an estimate in `g->gc`; the registry is a tagged value.
 #[cfg(feature = "luajit")]
 mod layout {
-    pub(super) const THREAD_GLOBAL: usize = 16;
-    pub(super) const FREALLOC: usize = 0;
-    pub(super) const UD: usize = 8;
-    pub(super) const TOTAL: usize = 16;
-    pub(super) const THRESHOLD: usize = 24;
-    pub(super) const GCSTATE: usize = 33;
-    pub(super) const ESTIMATE: usize = 96;
-    pub(super) const PAUSE: usize = 108;
-    pub(super) const REGISTRY: usize = 272;
-    pub(super) const STATE_PAUSE: u8 = 0;
-    pub(super) const STATES: u8 = 6;
+    layout! {
+        THREAD_GLOBAL: usize = 16,
+        FREALLOC: usize = 0,
+        UD: usize = 8,
+        TOTAL: usize = 16,
+        THRESHOLD: usize = 24,
+        GCSTATE: usize = 33,
+        ESTIMATE: usize = 96,
+        PAUSE: usize = 108,
+        REGISTRY: usize = 272,
+        STATE_PAUSE: u8 = 0,
+        STATES: u8 = 6,
+    }
     /// The low 47 bits of a GC64 tagged value hold the object's address.
     pub(super) const ADDRESS_MASK: usize = (1 << 47) - 1;
 }
@@ -620,8 +679,11 @@ impl Internals {
         (self.read::<u64>(layout::ESTIMATE) / 100).saturating_mul(pause.max(0) as u64)
     }
 
-    pub(crate) fn set_threshold(&self, bytes: u64) {
-        self.write::<u64>(layout::THRESHOLD, bytes);
+    /// # Safety
+    /// As [`Internals::write`].
+    pub(crate) unsafe fn set_threshold(&self, bytes: u64) {
+        // SAFETY: per the contract; below `LJ_MAX_MEM`, the threshold that means "stopped".
+        unsafe { self.write::<u64>(layout::THRESHOLD, bytes.min((1 << 47) - 1)) };
     }
 
     pub(crate) fn pause(&self) -> i64 {
@@ -649,5 +711,73 @@ impl Internals {
     /// see [`threshold_after_finalizer`]).
     pub(crate) fn threshold_after_cycle(&self) -> u64 {
         threshold_after_finalizer(self.read::<u64>(layout::ESTIMATE), self.pause())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// The source folder of the Lua this build vendors, with its private headers: the `lua-src`
+    /// (or `luajit-src`) package mlua builds from, at the version Cargo.lock names, in cargo's
+    /// registry.
+    fn vendored_sources() -> PathBuf {
+        let package = if cfg!(feature = "luajit") { "luajit-src" } else { "lua-src" };
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap();
+        let entry = lock.split("[[package]]").find(|p| p.contains(&format!("name = \"{package}\""))).unwrap();
+        let version = entry.lines().find_map(|l| l.strip_prefix("version = ")).unwrap().trim_matches('"');
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cargo"));
+        let registries = std::fs::read_dir(home.join("registry/src")).expect("cargo's registry sources");
+        let root = registries
+            .map(|r| r.unwrap().path().join(format!("{package}-{version}")))
+            .find(|p| p.is_dir())
+            .expect("the vendored Lua's sources in cargo's registry");
+        let release = if cfg!(feature = "luajit") {
+            "luajit2/src"
+        } else if cfg!(feature = "lua51") {
+            "lua-5.1.5"
+        } else if cfg!(feature = "lua52") {
+            "lua-5.2.4"
+        } else if cfg!(feature = "lua53") {
+            "lua-5.3.6"
+        } else if cfg!(feature = "lua54") {
+            "lua-5.4.9"
+        } else {
+            "lua-5.5.1"
+        };
+        root.join(release)
+    }
+
+    #[test]
+    fn the_layout_is_the_vendored_headers() {
+        let sources = vendored_sources();
+        assert!(sources.join(if cfg!(feature = "luajit") { "lj_obj.h" } else { "lstate.h" }).exists(), "{sources:?}");
+        let probe = std::env::temp_dir().join(format!("lua-system-offsets-{}", std::process::id()));
+        let c_file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/c/offsets.c");
+        let mut cc = Command::new("cc");
+        cc.arg("-I").arg(&sources).arg(c_file).arg("-o").arg(&probe);
+        if cfg!(feature = "luajit") {
+            cc.arg("-DLUAJIT");
+        }
+        let compiled = cc.status().expect("a C compiler");
+        assert!(compiled.success(), "tests/c/offsets.c did not compile against {sources:?}");
+        let printed = Command::new(&probe).output().expect("the probe runs");
+        let _ = std::fs::remove_file(&probe);
+        let printed = String::from_utf8(printed.stdout).unwrap();
+        let headers: Vec<(&str, u64)> = printed
+            .lines()
+            .map(|line| {
+                let (name, value) = line.split_once(' ').unwrap();
+                (name, value.parse().unwrap())
+            })
+            .collect();
+        let mut ours = super::layout::ALL.to_vec();
+        let mut theirs = headers.clone();
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours, theirs, "internals.rs's layout (left) against the headers' (right)");
     }
 }

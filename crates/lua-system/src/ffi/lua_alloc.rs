@@ -152,8 +152,7 @@ unsafe fn new_block<const PEAKS: bool>(heap: &Heap, layout: Layout, keep: impl F
 /// A new thread block for an accounted state: the state's first is its main thread, later ones
 /// are coroutines, remembered (`ThreadBlocks`). Out of line and called in tail position, as
 /// [`free_thread_block`] is: a call with values live after it makes `exact` save more registers
-/// on every allocation (callgrind: 4 instructions a call, 0.6 M on 10,000 coroutines, more than
-/// half of what the set itself costs).
+/// on every allocation (BENCHMARKS.md, "What the allocation paths cost").
 ///
 /// # Safety
 /// As [`new_block`].
@@ -428,7 +427,11 @@ unsafe fn profiled<R: Record>(
     } else if block.is_null() {
         !sampler.take(nsize)
     } else {
-        !sampler.may_be_sampled(block as usize) & !sampler.take(nsize)
+        // A resize: the new size is drawn whatever the old block was (`take` counts the bytes
+        // toward the next sample), so both are asked first, then combined.
+        let draws = sampler.take(nsize);
+        let old_may_be_sampled = sampler.may_be_sampled(block as usize);
+        !draws && !old_may_be_sampled
     };
     // SAFETY: forwarded under the same contract.
     unsafe { if common { inner(ud, block, osize, nsize) } else { sampled(sampler, ud, block, osize, nsize, inner) } }
@@ -475,40 +478,65 @@ unsafe fn sampled(
     result
 }
 
+/// Whose blocks an allocator function serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serves {
+    /// Its own ([`exact`]).
+    Own,
+    /// The state's own allocator's, every one counted ([`chained`]).
+    Chained,
+    /// The state's own allocator's, those seen since the load counted ([`interposed`]).
+    Interposed,
+}
+
+/// One of the module's allocator functions: whose blocks it serves, whether it tracks the heap's
+/// peak, whether it samples for the heap profiler.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Variant {
+    serves: Serves,
+    peaks: bool,
+    profile: bool,
+}
+
+/// Every allocator function of the module for records of type `R`: the one table from which
+/// [`function_for`] picks and [`is_ours`] recognises. (Interposed states track a set of blocks
+/// and do not watch peaks.)
+struct Functions<R>(std::marker::PhantomData<R>);
+
+impl<R: Record> Functions<R> {
+    #[rustfmt::skip]
+    const ALL: [(Variant, ffi::lua_Alloc); 10] = [
+        (Variant { serves: Serves::Own, peaks: false, profile: false }, exact::<R, false, false>),
+        (Variant { serves: Serves::Own, peaks: true, profile: false }, exact::<R, true, false>),
+        (Variant { serves: Serves::Own, peaks: false, profile: true }, exact::<R, false, true>),
+        (Variant { serves: Serves::Own, peaks: true, profile: true }, exact::<R, true, true>),
+        (Variant { serves: Serves::Chained, peaks: false, profile: false }, chained::<R, false, false>),
+        (Variant { serves: Serves::Chained, peaks: true, profile: false }, chained::<R, true, false>),
+        (Variant { serves: Serves::Chained, peaks: false, profile: true }, chained::<R, false, true>),
+        (Variant { serves: Serves::Chained, peaks: true, profile: true }, chained::<R, true, true>),
+        (Variant { serves: Serves::Interposed, peaks: false, profile: false }, interposed::<R, false>),
+        (Variant { serves: Serves::Interposed, peaks: false, profile: true }, interposed::<R, true>),
+    ];
+}
+
 /// Whether `f` is one of the module's allocator functions for records of type `R`: then the
 /// state's allocator data is such a record.
+#[inline]
 pub(crate) fn is_ours<R: Record>(f: ffi::lua_Alloc) -> bool {
-    let ours: [ffi::lua_Alloc; 10] = [
-        exact::<R, false, false>,
-        exact::<R, true, false>,
-        exact::<R, false, true>,
-        exact::<R, true, true>,
-        chained::<R, false, false>,
-        chained::<R, true, false>,
-        chained::<R, false, true>,
-        chained::<R, true, true>,
-        interposed::<R, false>,
-        interposed::<R, true>,
-    ];
-    ours.iter().any(|&g| ptr::fn_addr_eq(f, g))
+    Functions::<R>::ALL.iter().any(|&(_, g)| ptr::fn_addr_eq(f, g))
 }
 
 /// The allocator function for a record: its own blocks, or passing them on to its chain; with or
 /// without peaks; sampling for the heap profiler once it has started in the state (it then
-/// stays, so that frees of sampled blocks are seen). Interposed records (tracking a set) do not
-/// watch peaks.
+/// stays, so that frees of sampled blocks are seen).
 pub(crate) fn function_for<R: Record>(record: &R, watching_peaks: bool) -> ffi::lua_Alloc {
-    let profiling = record.heap_sampler().started();
-    match (record.chain(), record.tracks_blocks(), watching_peaks, profiling) {
-        (None, _, false, false) => exact::<R, false, false>,
-        (None, _, true, false) => exact::<R, true, false>,
-        (None, _, false, true) => exact::<R, false, true>,
-        (None, _, true, true) => exact::<R, true, true>,
-        (Some(_), true, _, false) => interposed::<R, false>,
-        (Some(_), true, _, true) => interposed::<R, true>,
-        (Some(_), false, false, false) => chained::<R, false, false>,
-        (Some(_), false, true, false) => chained::<R, true, false>,
-        (Some(_), false, false, true) => chained::<R, false, true>,
-        (Some(_), false, true, true) => chained::<R, true, true>,
-    }
+    let serves = match (record.chain(), record.tracks_blocks()) {
+        (None, _) => Serves::Own,
+        (Some(_), false) => Serves::Chained,
+        (Some(_), true) => Serves::Interposed,
+    };
+    let peaks = watching_peaks && serves != Serves::Interposed;
+    let wanted = Variant { serves, peaks, profile: record.heap_sampler().started() };
+    let found = Functions::<R>::ALL.iter().find(|(variant, _)| *variant == wanted);
+    found.expect("the table holds every variant a record can want").1
 }
