@@ -22,6 +22,7 @@ mod monitor;
 mod options;
 mod paths;
 mod repl;
+mod system_module;
 mod warnings;
 
 use std::io::{IsTerminal, Write};
@@ -141,6 +142,9 @@ fn run(argv: &[String], options: &Options) -> Result<(), Failure> {
     lua_c::open_libs(&lua)?;
     paths::set(&lua, options.ignore_environment)?;
     lua_system::install(&lua)?;
+    if options.profile.as_deref() != Some("sandbox") {
+        system_module::share_the_name(&lua)?;
+    }
     apply_restrictions(&lua, options)?;
     let warnings = lua_c::install_warnings(&lua);
 
