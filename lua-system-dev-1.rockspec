@@ -1,6 +1,7 @@
 -- LuaRocks package of the `system` module.
 --
---   luarocks make                     (from a checkout; needs cargo: the module is Rust)
+--   luarocks --lua-version 5.4 make   (from a checkout; needs cargo: the module is Rust; Debian's
+--                                     LuaRocks builds for 5.1 unless told the version)
 --
 -- The build (scripts/luarocks-build) asks the tree's interpreter for its Lua version, builds
 -- crates/lua-system-module with cargo for it (LuaJIT trees get the LuaJIT build), and installs:
@@ -8,7 +9,7 @@
 --     liblua5.x-dev is needed),
 --   * crates/lua-system-module/lua/system.lua as `system`: Lua finds `system.lua` before
 --     luasystem's `system/init.lua`, and that file adds luasystem's functions when luasystem is
---     installed, so busted keeps working (README, "LuaRocks").
+--     installed, so busted keeps working (docs/every-lua.md, "LuaRocks").
 rockspec_format = "3.0"
 package = "lua-system"
 version = "dev-1"

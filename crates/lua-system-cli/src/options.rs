@@ -23,7 +23,7 @@ Available options are:
             the state's memory limit; suffixes K, M, G (powers of 1024); sandbox: 64M
   --cpu-limit SECONDS
             the CPU time the script may use (SECURITY.md); sandbox: 10
-  --gctrace  a line on stderr per completed GC cycle (format: README, Watching memory)
+  --gctrace  a line on stderr per completed GC cycle (format: docs/watching-memory.md)
   --mem-profile FILE
             sample the heap while the script runs; write FILE as .svg (a chart), .csv or .json
   --mem-profile-interval MS
@@ -36,7 +36,7 @@ Available options are:
             0, with --listen only: no heap profile)
   --listen ADDRESS
             serve /metrics (Prometheus) and /debug/pprof/heap (pprof) on ADDRESS, such as
-            127.0.0.1:9464, while the script runs (README, Watching memory)
+            127.0.0.1:9464, while the script runs (docs/watching-memory.md)
   --stats json|prometheus
             print the final figures on stderr at exit
   --gc incremental|generational
