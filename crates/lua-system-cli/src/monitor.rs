@@ -154,10 +154,10 @@ impl Watch {
             return;
         }
         drop(self.server.lock().unwrap_or_else(|poison| poison.into_inner()).take());
-        if let Some((path, _)) = &self.profile {
-            if let Err(message) = write_profile(path, &self.recorded()) {
-                eprintln!("{}: {message}", crate::PROGNAME);
-            }
+        if let Some((path, _)) = &self.profile
+            && let Err(message) = write_profile(path, &self.recorded())
+        {
+            eprintln!("{}: {message}", crate::PROGNAME);
         }
         if let Some(path) = &self.heap_profile {
             let written = lua_system::heap_profile(lua).and_then(|profile| {
@@ -270,7 +270,7 @@ impl Profile {
         let mut from_end = self.samples.len();
         self.samples.retain(|_| {
             from_end -= 1;
-            from_end % 2 == 0
+            from_end.is_multiple_of(2)
         });
         self.interval_ms *= 2.0;
         true
@@ -434,10 +434,10 @@ fn steps(samples: &[Sample]) -> Vec<(f64, f64)> {
     for sample in samples {
         let Some(next) = sample.next_gc else { continue };
         let y = next as f64 / MIB;
-        if let Some(&(_, previous)) = points.last() {
-            if previous != y {
-                points.push((sample.seconds, previous));
-            }
+        if let Some(&(_, previous)) = points.last()
+            && previous != y
+        {
+            points.push((sample.seconds, previous));
         }
         points.push((sample.seconds, y));
     }

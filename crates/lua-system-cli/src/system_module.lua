@@ -6,11 +6,14 @@
 -- `require("lua_system")`, as the LuaRocks rock names its native part.
 local package = package
 local preload, loaded = package.preload, package.loaded
-preload.lua_system, loaded.lua_system = preload.system, loaded.system
+local builtin = preload.system
+preload.lua_system, loaded.lua_system = builtin, loaded.system
 loaded.system = nil
 
 preload.system = function(name)
-  local system = require("lua_system")
+  -- A table of its own each time, as the built-in loader gives (`package.loaded.system = nil`
+  -- then `require("system")` makes a new one, reporting the same state).
+  local system = builtin(name)
   local searchers = package.searchers or package.loaders
   -- The first searcher is preload's (this function); the others search the paths.
   for i = 2, #searchers do

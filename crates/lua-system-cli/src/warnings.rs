@@ -37,6 +37,7 @@ impl Warnings {
     /// Whether a piece starting with `first` is ignored without being read: warnings are off and
     /// it is no control message (lauxlib's `warnfoff` costs nothing then either, and a script
     /// may pass gigabytes to `warn`).
+    #[cfg_attr(not(any(feature = "lua54", feature = "lua55")), allow(dead_code))]
     pub fn ignores(&self, first: u8, continued: bool) -> bool {
         self.state.get() == State::Off && (continued || first != b'@')
     }

@@ -10,9 +10,18 @@
 //! A function answers with a `Copy` value, pushed after the function has returned: when Lua
 //! raises a memory error while pushing, it unwinds (`longjmp`) over frames that own nothing.
 //! Values that need memory are pushed under a protected call, so even a state at its memory
-//! limit answers `nil, message` instead of raising.
+//! limit answers `nil, message` instead of raising. The types hold that rule: an integer or a
+//! boolean is a [`Scalar`], pushed anywhere; everything else is pushed through an [`Out`], which
+//! exists only inside the protected call.
+//!
+//! The common call answers a scalar: it is pushed where the function's answer was written, and
+//! nothing the answer may carry (a statistics table's figures, a message) is copied or
+//! formatted. Failures are formatted into their message only when they happen
+//! ([`Module::message`]). `bench/cost-gate` holds every cheap function to at most
+//! `collectgarbage("count")` in instructions per call.
 
 use std::ffi::{CStr, c_int, c_void};
+use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
 
@@ -30,9 +39,15 @@ pub(crate) trait Module: 'static {
     /// The functions' names, in registry order: the keys of the module table.
     fn names() -> impl Iterator<Item = &'static CStr>;
 
-    /// Runs function `index` of the registry. A failure is the whole message, function name
-    /// included.
-    fn run(call: &Call<'_, Self::Record>, index: usize) -> Result<Self::Value, Text>;
+    /// Why a call failed, before its message is formatted ([`Module::message`]).
+    type Failure: Copy;
+
+    /// Runs function `index` of the registry.
+    fn run(call: &Call<'_, Self::Record>, index: usize) -> Result<Self::Value, Self::Failure>;
+
+    /// The whole message of a failure of function `index`, function name included. Called only
+    /// when a call fails.
+    fn message(index: usize, failure: &Self::Failure) -> Text;
 
     /// The message when function `index` panicked, or when the state has no record.
     fn failed(index: usize, what: &str) -> Text;
@@ -40,16 +55,39 @@ pub(crate) trait Module: 'static {
 
 /// A value a module function answers.
 pub(crate) trait Value: Copy + 'static {
-    /// Whether pushing it needs memory: it is then pushed under a protected call.
-    fn needs_memory(&self) -> bool;
+    /// The value as a scalar, pushed without memory; `None` for a value that needs memory,
+    /// pushed by [`Value::push`] under a protected call.
+    fn scalar(&self) -> Option<Scalar>;
 
-    /// Pushes exactly one value.
+    /// Pushes exactly one value (one that needs memory: [`Value::scalar`] said `None`). An
+    /// [`Out`] exists only under a protected call.
     fn push(&self, out: &mut Out);
 
     /// Whether the value is written into the table the function got as argument 1 (so no
     /// garbage is made by a monitoring loop), rather than into a new one.
     fn refills_argument(&self) -> bool {
         false
+    }
+}
+
+/// A value pushed without memory: no protected call needed, nothing can raise.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Scalar {
+    Integer(i64),
+    Boolean(bool),
+}
+
+/// Pushes a scalar.
+///
+/// # Safety
+/// `l` is running, with a free stack slot.
+unsafe fn push_scalar(l: *mut lua_State, scalar: Scalar) {
+    // SAFETY: per the contract; neither push allocates.
+    unsafe {
+        match scalar {
+            Scalar::Integer(value) => ffi::lua_pushinteger(l, value),
+            Scalar::Boolean(value) => ffi::lua_pushboolean(l, value as c_int),
+        }
     }
 }
 
@@ -130,6 +168,13 @@ impl<'a, R: Record> Call<'a, R> {
         unsafe { super::heap_profiler::set_rate(self.l, self.record, rate) }
     }
 
+    /// Whether argument `n` (1-based) is absent or nil: [`Call::arg`]'s `Absent | Nil`, with one
+    /// type query. Never raises.
+    pub(crate) fn lacks(&self, n: c_int) -> bool {
+        // SAFETY: as in `arg`.
+        unsafe { ffi::lua_type(self.l, n) <= ffi::LUA_TNIL }
+    }
+
     /// Argument `n` (1-based). Never raises.
     pub(crate) fn arg(&self, n: c_int) -> Arg {
         let l = self.l;
@@ -181,22 +226,57 @@ unsafe extern "C-unwind" fn trampoline<M: Module>(l: *mut lua_State) -> c_int {
         let index = if is_integer != 0 { usize::try_from(index).unwrap_or(usize::MAX) } else { usize::MAX };
         (index, states::record::<M::Record>(l))
     };
-    let outcome = match record {
-        None => Err(M::failed(index, "the module's record of this state is gone (the state is closing)")),
-        Some(record) => {
-            if record.sentinel().missing() {
-                // SAFETY: `l` is running; arming leaves the stack as it found it.
-                unsafe { super::sentinel::arm::<M::Record>(l, record) };
+    let Some(record) = record else {
+        let message = M::failed(index, "the module's record of this state is gone (the state is closing)");
+        // SAFETY: `l` is the running state; a C function has room for LUA_MINSTACK values.
+        return unsafe { push_outcome::<M::Value>(l, &Err(message)) };
+    };
+    if record.sentinel().missing() {
+        // SAFETY: `l` is running; arming leaves the stack as it found it.
+        unsafe { super::sentinel::arm::<M::Record>(l, record) };
+    }
+    let call = Call { l, record };
+    // The answer of a call that is not pushed at once: a value that needs memory, or a failure's
+    // message. Written at most once, and read only when the closure says so.
+    let mut later = MaybeUninit::<Result<M::Value, Text>>::uninit();
+    // The closure answers whether it pushed, not the function's answer: what `catch_unwind`
+    // returns is moved out of it whole, and an answer may hold a whole `MemStats`.
+    let pushed = catch_unwind(AssertUnwindSafe(|| match M::run(&call, index) {
+        Ok(value) => match value.scalar() {
+            Some(scalar) => {
+                // SAFETY: `l` is the running state, with room for LUA_MINSTACK values; a
+                // scalar and nil are pushed without raising.
+                unsafe {
+                    push_scalar(l, scalar);
+                    ffi::lua_pushnil(l);
+                }
+                true
             }
-            let call = Call { l, record };
-            catch_unwind(AssertUnwindSafe(|| M::run(&call, index)))
-                .unwrap_or_else(|_panic| Err(M::failed(index, "internal error (a panic was caught)")))
+            None => {
+                later.write(Ok(value));
+                false
+            }
+        },
+        Err(failure) => {
+            later.write(Err(M::message(index, &failure)));
+            false
+        }
+    }));
+    let failed;
+    let outcome = match pushed {
+        Ok(true) => return 2,
+        // SAFETY: the closure wrote `later` before answering false.
+        Ok(false) => unsafe { later.assume_init_ref() },
+        Err(panic) => {
+            drop(panic); // freed before anything is pushed
+            failed = Err(M::failed(index, "internal error (a panic was caught)"));
+            &failed
         }
     };
     // From here on this frame holds only `Copy` data: a memory error raised while pushing may
     // `longjmp` over it.
     // SAFETY: `l` is the running state; a C function has room for LUA_MINSTACK values.
-    unsafe { push_outcome(l, &outcome) }
+    unsafe { push_outcome(l, outcome) }
 }
 
 /// What a protected push pushes.
@@ -212,8 +292,8 @@ unsafe fn push_outcome<V: Value>(l: *mut lua_State, outcome: &Result<V, Text>) -
     // SAFETY: see the callers; every push below has stack room (at most 3 slots used).
     unsafe {
         match outcome {
-            Ok(value) if !value.needs_memory() => {
-                value.push(&mut Out { l, refill: 0 });
+            Ok(value) if let Some(scalar) = value.scalar() => {
+                push_scalar(l, scalar);
                 ffi::lua_pushnil(l);
             }
             Ok(value) => {
@@ -345,9 +425,10 @@ unsafe fn push_bytes(l: *mut lua_State, bytes: &[u8]) {
     }
 }
 
-/// Where a [`Value`] pushes itself. Methods that need memory are called only when the value
-/// said so ([`Value::needs_memory`]), under a protected call: nothing here may own a
-/// destructor when they raise.
+/// Where a [`Value`] that needs memory pushes itself. Made only by [`push_item`], which runs
+/// under a protected call: a memory error raised by any method here unwinds to it, over frames
+/// that must own no destructor (the values pushed are `Copy`, and so is what they are built
+/// from).
 pub(crate) struct Out {
     l: *mut lua_State,
     /// Stack index of the table to refill (0: none).
@@ -401,7 +482,7 @@ impl Out {
     }
 }
 
-/// Fills the table on top of the stack. Used only while pushing under a protected call: a
+/// Fills the table on top of the stack. Made only by [`Out`], so only under a protected call: a
 /// memory error raised by a setter unwinds to it, so callers hold nothing with a destructor.
 pub(crate) struct TableWriter {
     l: *mut lua_State,

@@ -207,7 +207,8 @@ impl ThreadBlocks {
     /// # Safety
     /// On the thread running the state.
     pub(crate) unsafe fn each(&self, mut f: impl FnMut(usize)) {
-        if self.live.load(Relaxed) == 0 {
+        let live = self.live.load(Relaxed);
+        if live == 0 {
             return;
         }
         // SAFETY: per the contract; `f` does not allocate in the state, so the allocator does
@@ -215,6 +216,11 @@ impl ThreadBlocks {
         let table = unsafe { self.table() };
         table.shrink();
         let hidden = self.hidden.load(Relaxed);
+        // Only the hidden block (it stays in the set until freed): no walk over the table's
+        // slots (`num_goroutines` without coroutines, the common call).
+        if live == 1 && hidden != 0 {
+            return;
+        }
         for address in table.iter() {
             if address != hidden {
                 f(address);

@@ -117,7 +117,7 @@ unsafe fn check(l: *mut lua_State) -> Check {
     // read is dereferenced only after it proved to hold the allocator pair.
     unsafe {
         let g = *(l.cast::<u8>().add(layout::THREAD_GLOBAL) as *const *mut u8);
-        if g.is_null() || (g as usize) % std::mem::align_of::<usize>() != 0 {
+        if g.is_null() || !(g as usize).is_multiple_of(std::mem::align_of::<usize>()) {
             return Check::Unusable;
         }
         let mut ud = std::ptr::null_mut();

@@ -5,7 +5,7 @@
 
 use std::ffi::c_int;
 
-use crate::ffi::call::{Out, Value};
+use crate::ffi::call::{Out, Scalar, Value};
 use crate::figures::mem_stats::MemStats;
 use crate::figures::metrics::Metrics;
 use crate::text::{Text, text};
@@ -48,8 +48,12 @@ impl Failure {
 }
 
 impl Value for Reply {
-    fn needs_memory(&self) -> bool {
-        !matches!(self, Reply::Integer(_) | Reply::Boolean(_))
+    fn scalar(&self) -> Option<Scalar> {
+        match self {
+            Reply::Integer(value) => Some(Scalar::Integer(*value)),
+            Reply::Boolean(value) => Some(Scalar::Boolean(*value)),
+            _ => None,
+        }
     }
 
     fn refills_argument(&self) -> bool {

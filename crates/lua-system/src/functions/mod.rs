@@ -17,7 +17,7 @@ mod runtime;
 
 use std::ffi::CStr;
 
-use crate::ffi::{Arg, Call};
+use crate::ffi::Call;
 use crate::state::StateRecord;
 use crate::text::Text;
 use answer::{Failure, Reply};
@@ -82,9 +82,14 @@ pub(crate) static FUNCTIONS: &[Entry] = &[
 fn changes(kind: Kind, call: &Call<'_, StateRecord>) -> bool {
     match kind {
         Kind::Changes => true,
-        Kind::ReadsOrChanges => !matches!(call.arg(1), Arg::Absent | Arg::Nil),
+        Kind::ReadsOrChanges => !call.lacks(1),
         Kind::Reads | Kind::Identifies => false,
     }
+}
+
+/// The name of function `index` for messages: `system` when there is none.
+fn name(index: usize) -> &'static str {
+    FUNCTIONS.get(index).and_then(|entry| entry.name.to_str().ok()).unwrap_or("system")
 }
 
 /// The registry as the trampoline sees it.
@@ -93,26 +98,35 @@ pub(crate) struct Module;
 impl crate::ffi::call::Module for Module {
     type Record = StateRecord;
     type Value = Reply;
+    type Failure = Failure;
 
     fn names() -> impl Iterator<Item = &'static CStr> {
         FUNCTIONS.iter().map(|entry| entry.name)
     }
 
-    fn run(call: &Call<'_, StateRecord>, index: usize) -> Result<Reply, Text> {
+    // Every call goes through here: nothing is formatted, and the function's name is not even
+    // looked at, unless the call fails (`message`). Reading the name (a UTF-8 check) and mapping
+    // every answer to a message (a copy of the whole answer) on every call made a cheap call
+    // cost more than a whole `collectgarbage("count")` (bench/cost-gate).
+    fn run(call: &Call<'_, StateRecord>, index: usize) -> Result<Reply, Failure> {
         let Some(entry) = FUNCTIONS.get(index) else {
-            return Err(Self::failed(index, "not a function of the module"));
+            return Err(Failure::Failed(crate::text::text!("not a function of the module")));
         };
-        let name = entry.name.to_str().unwrap_or("?");
         if crate::faults::active(crate::faults::Fault::Panic) {
-            panic!("injected fault in {name}");
+            panic!("injected fault in {}", name(index));
         }
-        let allowed = call.record().permits(index, changes(entry.kind, call));
-        let outcome = if allowed { (entry.function)(call) } else { Err(Failure::Denied) };
-        outcome.map_err(|failure| failure.message(name))
+        if call.record().permits(index, changes(entry.kind, call)) {
+            (entry.function)(call)
+        } else {
+            Err(Failure::Denied)
+        }
+    }
+
+    fn message(index: usize, failure: &Failure) -> Text {
+        failure.message(name(index))
     }
 
     fn failed(index: usize, what: &str) -> Text {
-        let name = FUNCTIONS.get(index).and_then(|entry| entry.name.to_str().ok()).unwrap_or("system");
-        Failure::Failed(crate::text::text!("{what}")).message(name)
+        Failure::Failed(crate::text::text!("{what}")).message(name(index))
     }
 }
