@@ -9,8 +9,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 // The runner's unsafe code, each site with its SAFETY note: the Lua C API as lua.c uses it, the
-// C functions guarding a script's last words at its memory limit, and the kernel's CPU limit
-// with its signal handler.
+// C functions guarding a script's last words at its memory limit, the loader that shares the
+// name `system`, and the kernel's CPU limit with its signal handler.
 #[allow(unsafe_code)]
 mod cpu_backstop;
 #[allow(unsafe_code)]
@@ -22,6 +22,7 @@ mod monitor;
 mod options;
 mod paths;
 mod repl;
+#[allow(unsafe_code)]
 mod system_module;
 mod warnings;
 

@@ -4,7 +4,7 @@
 //!   used, like Go's `NumCPU`: the main thread's mask (`sched_getaffinity` of the process id,
 //!   which names the main thread), whichever thread asks first. A worker thread pinned to one
 //!   CPU that happens to ask first does not make it 1.
-//! * The default limit, also fixed at first use, is Go 1.25's: the `GOMAXPROCS` environment
+//! * The default limit, fixed when first read or changed, is Go 1.25's: the `GOMAXPROCS` environment
 //!   variable when it holds a positive integer; otherwise [`num_cpu`], lowered to the cgroup
 //!   CPU bandwidth limit when one is set (`quota / period` rounded up, and at least 2, as Go
 //!   rounds it). Go reads the limit of the process's own cgroup only; here the tightest limit
@@ -34,6 +34,8 @@ pub const MAX_PROCS_CAP: usize = 1024;
 type Listener = Box<dyn Fn(usize, usize) + Send + Sync>;
 
 struct Procs {
+    /// The limit; 0 until the default is first read (reading the cgroup limit takes a dozen
+    /// system calls, which a script that never asks should not pay at start-up).
     current: AtomicUsize,
     /// The CPUs in the process's affinity mask at first use.
     cpus: usize,
@@ -74,10 +76,22 @@ impl Drop for ListenerGuard {
 fn procs() -> &'static Procs {
     PROCS.get_or_init(|| {
         let cpus = system::process_cpus();
-        let from_env = std::env::var("GOMAXPROCS").ok();
-        let current = default_limit(from_env.as_deref(), cpus, system::cgroup_cpu_limit());
-        Procs { current: AtomicUsize::new(current), cpus, changes: Mutex::new(Listeners::default()) }
+        Procs { current: AtomicUsize::new(0), cpus, changes: Mutex::new(Listeners::default()) }
     })
+}
+
+/// The limit now: the default (read once, from the environment and the cgroup) until changed.
+fn current(procs: &Procs) -> usize {
+    match procs.current.load(Relaxed) {
+        0 => {
+            let from_env = std::env::var("GOMAXPROCS").ok();
+            let default = default_limit(from_env.as_deref(), procs.cpus, system::cgroup_cpu_limit());
+            // Another thread may have read or set it meanwhile: the first value stays.
+            let _ = procs.current.compare_exchange(0, default, Relaxed, Relaxed);
+            procs.current.load(Relaxed)
+        }
+        limit => limit,
+    }
 }
 
 /// Go 1.25's default GOMAXPROCS: `env` (the `GOMAXPROCS` variable) when it holds a positive
@@ -94,7 +108,7 @@ fn default_limit(env: Option<&str>, cpus: usize, cgroup_limit: Option<usize>) ->
 
 /// The current limit (Go's `runtime.GOMAXPROCS(0)`). One atomic load.
 pub fn max_procs() -> usize {
-    procs().current.load(Relaxed)
+    current(procs())
 }
 
 /// Logical CPUs usable by the process (Go's `runtime.NumCPU()`): the CPUs in the main thread's
@@ -139,7 +153,8 @@ pub fn set_max_procs(n: usize) -> Result<usize, SetMaxProcsError> {
     let procs = procs();
     let n = n.min(MAX_PROCS_CAP);
     let changes = procs.changes.lock().unwrap_or_else(|poison| poison.into_inner());
-    let previous = procs.current.swap(n, Relaxed);
+    let previous = current(procs);
+    procs.current.store(n, Relaxed);
     if n != previous {
         let _guard = ListenerGuard::enter();
         for (_, listener) in &changes.listeners {
