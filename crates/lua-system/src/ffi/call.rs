@@ -168,6 +168,13 @@ impl<'a, R: Record> Call<'a, R> {
         unsafe { super::heap_profiler::set_rate(self.l, self.record, rate) }
     }
 
+    /// Gives the calling state an arena of its own, so that its memory limit bounds its
+    /// resident pages (`states::contain`).
+    pub(crate) fn contain(&self) {
+        // SAFETY: `l` runs this call, between two allocations; the record is its state's.
+        unsafe { states::contain(self.l, self.record) }
+    }
+
     /// Whether argument `n` (1-based) is absent or nil: [`Call::arg`]'s `Absent | Nil`, with one
     /// type query. Never raises.
     pub(crate) fn lacks(&self, n: c_int) -> bool {

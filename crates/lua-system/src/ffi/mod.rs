@@ -13,6 +13,8 @@
 //! * [`thread`]: a state's main thread; LuaJIT's compiler turned off.
 //! * [`loader`]: `require("system")`: building the module table and putting it in place.
 //! * [`block_set`]: the blocks an interposed state's allocator has seen (an address bitmap).
+//! * `arena`: a limited state's own jemalloc arena, which bounds what it keeps resident
+//!   (feature `jemalloc`).
 //! * [`budget_hook`]: the count hook that enforces a state's CPU budget.
 //! * [`sentinel`]: the object every collection cycle finalizes once (cycle counting).
 //! * [`collector`]: `lua_gc`, and the requests each Lua version takes for its settings.
@@ -40,6 +42,8 @@
 //! a script that gets hold of one through `debug` can call it with anything, and nothing breaks.
 
 pub(crate) mod allocator_stats;
+#[cfg(feature = "jemalloc")]
+pub(crate) mod arena;
 pub(crate) mod block_set;
 pub(crate) mod budget_hook;
 pub(crate) mod call;
@@ -88,6 +92,18 @@ pub(crate) trait Record: Sync + Sized + 'static {
 
     /// The addresses of the state's live coroutine blocks.
     fn thread_blocks(&self) -> &coroutines::ThreadBlocks;
+
+    /// Where the state's own arena is kept, made once it has a memory limit (feature
+    /// `jemalloc`).
+    #[cfg(feature = "jemalloc")]
+    fn arena_slot(&self) -> &arena::ArenaSlot;
+
+    /// The state's own arena, if it has one.
+    #[cfg(feature = "jemalloc")]
+    #[inline(always)]
+    fn arena(&self) -> Option<&arena::Arena> {
+        self.arena_slot().get()
+    }
 
     /// The module was loaded into the state (`require`); called on every load.
     fn loaded(&self, collector: &Collector);

@@ -30,6 +30,9 @@ pub(crate) fn set_memory_limit(call: &Call<'_, StateRecord>) -> Result<Reply, Fa
         }
         value => Some(value as usize),
     };
+    if limit.is_some() {
+        call.contain();
+    }
     Ok(Reply::Integer(as_lua(call.record().heap().set_memory_limit(limit))))
 }
 

@@ -64,6 +64,9 @@ pub fn memory_limit(lua: &Lua) -> mlua::Result<Option<usize>> {
 /// which `pcall` can catch; freeing memory makes room again. A limit below the bytes in use is
 /// accepted and stops growth.
 pub fn set_memory_limit(lua: &Lua, limit: Option<usize>) -> mlua::Result<Option<usize>> {
+    if limit.is_some() {
+        states::contain_state(lua, &*states::published::<StateRecord>(lua)?)?;
+    }
     states::with_record(lua, |record: &StateRecord, _| record.heap().set_memory_limit(limit))
 }
 

@@ -68,6 +68,9 @@ pub(crate) struct StateRecord {
     sentinel: SentinelState,
     /// The addresses of live coroutine blocks (`ffi/coroutines.rs`).
     thread_blocks: ThreadBlocks,
+    /// The state's own jemalloc arena, once it has a memory limit (`ffi/arena.rs`).
+    #[cfg(feature = "jemalloc")]
+    arena: crate::ffi::arena::ArenaSlot,
     /// What scripts may do, one bit per function of the registry (`functions/permissions.rs`
     /// makes them): may read, may change.
     permissions: [AtomicU64; 2],
@@ -110,6 +113,8 @@ impl StateRecord {
             internals: InternalsCache::default(),
             sentinel: SentinelState::default(),
             thread_blocks: ThreadBlocks::default(),
+            #[cfg(feature = "jemalloc")]
+            arena: Default::default(),
             // Everything, until a host sets permissions.
             permissions: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
             visible_families: AtomicU32::new(u32::MAX),
@@ -213,6 +218,11 @@ impl crate::ffi::Record for StateRecord {
 
     fn thread_blocks(&self) -> &ThreadBlocks {
         &self.thread_blocks
+    }
+
+    #[cfg(feature = "jemalloc")]
+    fn arena_slot(&self) -> &crate::ffi::arena::ArenaSlot {
+        &self.arena
     }
 
     fn loaded(&self, collector: &Collector) {
