@@ -156,7 +156,7 @@ impl Watch {
         drop(self.server.lock().unwrap_or_else(|poison| poison.into_inner()).take());
         if let Some((path, _)) = &self.profile {
             if let Err(message) = write_profile(path, &self.recorded()) {
-                eprintln!("{}: {message}", crate::PROGNAME);
+                eprintln!("{}: {message}", crate::progname());
             }
         }
         if let Some(path) = &self.heap_profile {
@@ -164,7 +164,7 @@ impl Watch {
                 profile.write_to_path(path).map_err(|error| mlua::Error::runtime(error.to_string()))
             });
             if let Err(error) = written {
-                eprintln!("{}: --heap-profile: {error}", crate::PROGNAME);
+                eprintln!("{}: --heap-profile: {error}", crate::progname());
             }
         }
         if let Some(format) = &self.stats {
@@ -172,7 +172,7 @@ impl Watch {
                 Ok(stats) => {
                     let _ = std::io::stderr().write_all(stats.as_bytes());
                 }
-                Err(error) => eprintln!("{}: --stats: {error}", crate::PROGNAME),
+                Err(error) => eprintln!("{}: --stats: {error}", crate::progname()),
             }
         }
     }

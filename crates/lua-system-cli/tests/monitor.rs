@@ -456,3 +456,22 @@ fn an_interrupted_script_still_gets_its_stats_and_profile() {
     let csv = std::fs::read_to_string(&profile).expect("the profile was written");
     assert!(csv.lines().count() > 2, "{csv}");
 }
+
+#[test]
+fn with_threads_of_its_own_the_runner_keeps_closed_standard_streams_on_dev_null() {
+    // docs/runner.md: the sampler of --mem-profile opens files while the script runs, so a closed
+    // stdin is /dev/null there (the end of input); without it, stdin stays closed, as in lua.
+    let profile = temp_file("closed-stdin.csv");
+    let read = |options: &[&str]| {
+        let out = Command::new("bash")
+            .args(["-c", "exec \"$0\" \"$@\" <&-", env!("CARGO_BIN_EXE_lua-system")])
+            .args(options)
+            .args(["-e", "print(io.read('l'))"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    assert_eq!(read(&["--mem-profile", profile.to_str().unwrap()]), "nil\n");
+    assert_eq!(read(&[]), "nil\tBad file descriptor\t9\n");
+}

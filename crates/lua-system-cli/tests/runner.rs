@@ -60,8 +60,24 @@ fn a_missing_script_exits_1() {
 fn bad_option_prints_usage_and_exits_1() {
     let out = run(&["-z"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unrecognized option '-z'"));
-    assert!(stderr(&out).contains("usage: lua-system"));
+    // The program's name as it was called (lua.c's `progname`): here, its path.
+    let called = env!("CARGO_BIN_EXE_lua-system");
+    assert!(stderr(&out).starts_with(&format!("{called}: unrecognized option '-z'\n")), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("usage: {called} [options]")), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn help_option_prints_the_usage_on_stdout_and_runs_nothing() {
+    let out = run(&["--help", "-e", "print('ran')"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let text = stdout(&out);
+    assert!(text.starts_with(&format!("usage: {} [options]", env!("CARGO_BIN_EXE_lua-system"))), "{text}");
+    for option in ["-e stat", "--mem-profile FILE", "--heap-profile FILE", "--listen ADDRESS", "--help"] {
+        assert!(text.contains(option), "{option}: {text}");
+    }
+    assert!(!text.contains("ran"), "{text}");
 }
 
 #[test]
