@@ -266,7 +266,15 @@ fn stats_json_prints_the_final_figures() {
     let (num_gc, err) = run_workload(&["--stats", "json"]);
     let json: serde_json::Value = serde_json::from_str(&err).expect("JSON on stderr");
     assert_eq!(json["accounting"], "exact");
-    assert_eq!(json["lua_gc_cycles_total"], num_gc as f64, "the collector was stopped after num_gc was printed");
+    assert_eq!(
+        json["lua_gc_cycles_total"].as_u64(),
+        Some(num_gc),
+        "the collector was stopped after num_gc was printed"
+    );
+    // Counts and bytes are JSON integers (`365`, not `365.0`).
+    for name in ["lua_heap_alloc_bytes", "lua_heap_objects", "lua_heap_mallocs_total", "lua_gc_percent"] {
+        assert!(json[name].is_i64(), "{name}: {}", json[name]);
+    }
     assert_eq!(json["lua_gc_percent"], -1.0);
     assert!(json["lua_gc_next_bytes"].is_null(), "no target while stopped");
     let heap = json["lua_heap_alloc_bytes"].as_f64().unwrap();
