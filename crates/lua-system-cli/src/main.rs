@@ -194,6 +194,19 @@ fn run(argv: &[String], options: &Options) -> Result<(), Failure> {
         lua_system::set_process_sample_interval(std::time::Duration::from_millis(ms));
     }
     let lua = new_state(options.state)?;
+    // --gctrace, --mem-profile and --stats watch the state (monitor.rs), its cycles from its
+    // creation: every output counts the same cycles as `mem_stats().num_gc`.
+    let watch = monitor::Watch::new(options).map_err(mlua::Error::runtime)?;
+    let sampled = match &lua {
+        State::Accounted(state) => Some(state),
+        State::Plain(_) if options.gctrace || options.mem_profile.is_some() => {
+            return Err(mlua::Error::runtime("--gctrace and --mem-profile need the accounted state").into());
+        }
+        State::Plain(_) => None,
+    };
+    if let Some(state) = sampled {
+        watch.watch_cycles(state)?;
+    }
     if options.ignore_environment {
         // Read by the package library when it opens: ignore LUA_PATH and LUA_CPATH.
         lua.set_named_registry_value("LUA_NOENV", true)?;
@@ -219,18 +232,6 @@ fn run(argv: &[String], options: &Options) -> Result<(), Failure> {
     }
     start_collector(&lua, options.gc_mode)?;
 
-    // --gctrace, --mem-profile and --stats watch the state (monitor.rs).
-    let watch = monitor::Watch::new(options).map_err(mlua::Error::runtime)?;
-    let sampled = match &lua {
-        State::Accounted(state) => Some(state),
-        State::Plain(_) if options.gctrace || options.mem_profile.is_some() => {
-            return Err(mlua::Error::runtime("--gctrace and --mem-profile need the accounted state").into());
-        }
-        State::Plain(_) => None,
-    };
-    if let Some(state) = sampled {
-        watch.watch_cycles(state)?;
-    }
     watch.install(&lua)?;
     last_words::install(&lua)?;
 
