@@ -11,7 +11,8 @@
 //! does neither, and a drop-in `lua` must not either (docs/runner.md, "Signals and standard
 //! streams").
 
-#![no_main]
+// Unit tests run under the test harness's own `main`.
+#![cfg_attr(not(test), no_main)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -73,7 +74,7 @@ static CALLED_AS: OnceLock<String> = OnceLock::new();
 // SAFETY: the only `main` symbol of the program (`#![no_main]` leaves it to this one), with the
 // signature C's start code calls; it takes no pointers from its arguments, and no panic unwinds
 // out of it.
-#[unsafe(no_mangle)]
+#[cfg_attr(not(test), unsafe(no_mangle))]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     let status = std::panic::catch_unwind(run_main).unwrap_or(101);
     std::process::exit(status)
