@@ -287,8 +287,10 @@ impl Options {
                         arg[2..].to_owned()
                     } else {
                         i += 1;
+                        // lua.c from 5.2 on refuses an option as the value (`-e -v`); 5.1's
+                        // and luajit.c take the next argument whatever it is.
                         match argv.get(i) {
-                            Some(value) if !value.starts_with('-') => value.clone(),
+                            Some(value) if !value.starts_with('-') || LUA51_OPTIONS => value.clone(),
                             _ => return Err(BadOption(format!("'{arg}' needs argument"))),
                         }
                     };
@@ -320,6 +322,9 @@ impl Options {
         self.script.is_none() && !self.version && !self.actions.iter().any(|a| matches!(a, Action::Execute(_)))
     }
 }
+
+/// Whether the options are parsed as lua.c 5.1 and luajit.c parse them.
+const LUA51_OPTIONS: bool = cfg!(any(feature = "lua51", feature = "luajit"));
 
 /// What `-l value` requires into which global, as lua.c's `dolibrary` of the embedded version:
 /// Lua 5.4 and 5.5 take `g=mod`, and without `=` drop a version suffix from the global's name
@@ -439,6 +444,22 @@ mod tests {
         assert_eq!(parse(&["--state", "plain", "x.lua"]).unwrap().state, StateKind::Plain);
         assert_eq!(parse(&["x.lua"]).unwrap().state, StateKind::Accounted);
         assert!(parse(&["--state", "other"]).is_err());
+    }
+
+    #[test]
+    fn help_is_the_runners_own_option() {
+        assert!(parse(&["--help"]).unwrap().help);
+        assert!(usage("lua").starts_with("usage: lua [options]"));
+    }
+
+    #[test]
+    fn execute_takes_an_option_as_its_code_only_as_lua_5_1_does() {
+        let parsed = parse(&["-e", "-v"]);
+        if LUA51_OPTIONS {
+            assert_eq!(parsed.unwrap().actions, vec![Action::Execute("-v".into())]);
+        } else {
+            assert_eq!(parsed, Err(BadOption("'-e' needs argument".into())));
+        }
     }
 
     #[test]
