@@ -70,7 +70,8 @@ fn heap(stats: &MemStats, pick: fn(&crate::process::memory::HeapMemory) -> u64) 
 
 /// A state's and its process's figures, one value per metric family (docs/watching-memory.md
 /// lists them); `None` where the figure is unavailable or hidden by permissions. Serializes as a map
-/// from metric name to value, with `accounting` first.
+/// from metric name to value, with `accounting` first; whole values (counts, bytes, the GC
+/// percent) as integers, the rest (the last cycle's timestamp) as floats.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Metrics {
     accounting: &'static str,
@@ -94,9 +95,23 @@ impl serde::Serialize for Metrics {
         let mut map = serializer.serialize_map(Some(N + 1))?;
         map.serialize_entry("accounting", self.accounting)?;
         for (family, value) in FAMILIES.iter().zip(&self.values) {
-            map.serialize_entry(family.name, value)?;
+            map.serialize_entry(family.name, &value.map(JsonNumber))?;
         }
         map.end()
+    }
+}
+
+/// A figure as JSON: counts and bytes as integers (`365`, not `365.0`), fractions as floats.
+struct JsonNumber(f64);
+
+impl serde::Serialize for JsonNumber {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Integers a double holds exactly (below 2^53).
+        if self.0.fract() == 0.0 && self.0.abs() < 9_007_199_254_740_992.0 {
+            serializer.serialize_i64(self.0 as i64)
+        } else {
+            serializer.serialize_f64(self.0)
+        }
     }
 }
 
