@@ -18,6 +18,6 @@ while size <= 4096 do
   end)
   batch = nil
   collectgarbage()
-  size = size + size // 4 + 1
+  size = size + math.floor(size / 4) + 1
 end
 print("kept " .. n)

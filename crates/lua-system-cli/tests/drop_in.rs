@@ -155,6 +155,11 @@ const ERRORS: &[(&[&str], &str)] = &[
     (&["-e", "error(setmetatable({}, {__tostring = function() return 'an object' end}))"], ""),
     (&["-e", "local function f() error('deep') end local function g() f() end g()"], ""),
     (&["-e", "local t = setmetatable({}, {__index = function() error('in a metamethod') end}) return t.x"], ""),
+    // Stack overflow with the module's cycle sentinel due at a cycle's end (c/finalizer_room.c;
+    // the traceback's "skipping N levels" differs: the runner's frames below the chunk take fewer
+    // slots). Lua 5.1 to 5.3 are not compared: a finalizer due at a limit still fails there.
+    #[cfg(any(feature = "lua54", feature = "lua55"))]
+    (&["-e", "local function f() return 1 + f() end print(pcall(f))"], ""),
     (&["-e", "x = = 1"], ""),
     (&["-e", "for"], ""),
     (&["-e", "nosuch()"], ""),

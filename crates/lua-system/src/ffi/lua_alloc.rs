@@ -36,6 +36,7 @@ use super::block_set::BlockSet;
 use super::coroutines::ThreadBlocks;
 use crate::accounts::heap::Heap;
 use crate::accounts::heap_sampler::HeapSampler;
+use crate::accounts::running::RunningThread;
 
 const ALIGN: usize = ffi::SYS_MIN_ALIGN;
 
@@ -576,7 +577,13 @@ unsafe fn profiled<R: Record>(
         !draws && !old_may_be_sampled
     };
     // SAFETY: forwarded under the same contract.
-    unsafe { if common { inner(ud, block, osize, nsize) } else { sampled(sampler, ud, block, osize, nsize, inner) } }
+    unsafe {
+        if common {
+            inner(ud, block, osize, nsize)
+        } else {
+            sampled(sampler, (*(ud as *const R)).running_thread(), ud, block, osize, nsize, inner)
+        }
+    }
 }
 
 /// [`profiled`]'s rare case: a block that may have been sampled is freed or moved, or the
@@ -585,6 +592,7 @@ unsafe fn profiled<R: Record>(
 #[inline(never)]
 unsafe fn sampled(
     sampler: &HeapSampler,
+    running: &RunningThread,
     ud: *mut c_void,
     block: *mut c_void,
     osize: usize,
@@ -600,7 +608,7 @@ unsafe fn sampled(
     // been sampled: `take` counted its bytes already, and `is_due` tells.
     let stack = sampler.is_due().then(|| {
         // SAFETY: the state's allocator, before the block is made or moved.
-        unsafe { super::stack_walk::capture(sampler) }
+        unsafe { super::stack_walk::capture(sampler, running) }
     });
     // SAFETY: forwarded under the same contract.
     let result = unsafe { inner(ud, block, osize, nsize) };

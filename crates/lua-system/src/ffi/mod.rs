@@ -10,12 +10,15 @@
 //! * [`foreign`]: loading the module into states made elsewhere (interpreters, mlua, C hosts).
 //! * [`heap_profiler`]: starting the heap profiler in a state, the running coroutine.
 //! * [`stack_walk`]: the Lua stack of a sampled allocation, read inside the allocator.
+//! * [`running`]: which thread of a state runs (`coroutine.resume` and `wrap` behind the
+//!   module's).
 //! * [`thread`]: a state's main thread; LuaJIT's compiler turned off.
 //! * [`loader`]: `require("system")`: building the module table and putting it in place.
 //! * [`block_set`]: the blocks an interposed state's allocator has seen (an address bitmap).
 //! * `arena`: a limited state's own jemalloc arena, which bounds what it keeps resident
 //!   (feature `jemalloc`).
-//! * [`budget_hook`]: the count hook that enforces a state's CPU budget.
+//! * [`budget_hook`]: what enforces a state's CPU budget: a timer, and the hook it sets.
+//! * [`cpu_timer`]: a timer on a thread's CPU time, which interrupts it with a signal.
 //! * [`sentinel`]: the object every collection cycle finalizes once (cycle counting).
 //! * [`collector`]: `lua_gc`, and the requests each Lua version takes for its settings.
 //! * [`internals`]: the collector's own figures in Lua's global state, checked before use.
@@ -49,6 +52,7 @@ pub(crate) mod budget_hook;
 pub(crate) mod call;
 pub(crate) mod collector;
 pub(crate) mod coroutines;
+pub(crate) mod cpu_timer;
 pub(crate) mod foreign;
 pub(crate) mod fork;
 pub(crate) mod heap_profiler;
@@ -58,6 +62,7 @@ pub(crate) mod lua_alloc;
 pub(crate) mod panic;
 pub(crate) mod params;
 pub(crate) mod protected;
+pub(crate) mod running;
 pub(crate) mod sentinel;
 pub(crate) mod stack_walk;
 pub(crate) mod states;
@@ -114,6 +119,12 @@ pub(crate) trait Record: Sync + Sized + 'static {
     /// The state's CPU budget (charged by [`budget_hook`]).
     fn cpu_budget(&self) -> &crate::accounts::cpu_budget::CpuBudget;
 
+    /// The timer of the state's CPU budget.
+    fn budget_timer(&self) -> &budget_hook::BudgetTimer;
+
     /// The state's heap profiler records (written by the sampling allocator).
     fn heap_sampler(&self) -> &crate::accounts::heap_sampler::HeapSampler;
+
+    /// Which of the state's threads runs (once something tracks it).
+    fn running_thread(&self) -> &crate::accounts::running::RunningThread;
 }
