@@ -75,9 +75,12 @@ fn vendored_lua_sources(release: &str) -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))?;
     for registry in std::fs::read_dir(home.join("registry/src")).ok()? {
         let package = registry.ok()?.path().join(format!("lua-src-{version}"));
-        let found = std::fs::read_dir(&package).ok().into_iter().flatten().filter_map(Result::ok).find(|entry| {
-            entry.file_name().to_string_lossy().starts_with(&format!("{release}."))
-        });
+        let found = std::fs::read_dir(&package)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .find(|entry| entry.file_name().to_string_lossy().starts_with(&format!("{release}.")));
         if let Some(found) = found {
             return Some(found.path());
         }

@@ -157,7 +157,10 @@ pub(crate) fn set<R: Record + Send>(
             ffi::lua_rawsetp(l, ffi::LUA_REGISTRYINDEX, message_key());
             budget.set_home_thread(if home.is_null() { l as usize } else { home as usize });
             // Best effort: without it (Lua 5.1 from a coroutine, no memory), the hook reaches
-            // the main thread only, and a coroutine is stopped when it yields or ends.
+            // the main thread only, and a coroutine is stopped when it yields or ends. LuaJIT's
+            // hook is the whole state's: nothing to track there (and a resume behind a C
+            // function of the module's costs nested coroutines C stack LuaJIT does not bound).
+            #[cfg(not(feature = "luajit"))]
             let _ = super::running::track(l, &*record);
             previous = budget.set(Some(limit));
             budget.charge(); // starts the clock, on this thread
