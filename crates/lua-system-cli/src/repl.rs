@@ -69,6 +69,8 @@ fn run_line(lua: &Lua, editor: &mut DefaultEditor, line: String) -> lua_system::
             }
         }
     }
+    #[cfg(feature = "lua55")]
+    warn_of_a_local(&line);
     let mut source = line;
     let outcome = loop {
         match lua_c::run(lua, Chunk::Code { source: source.as_bytes(), name: "=stdin" }, Args::Given(&[]), true)? {
@@ -132,4 +134,14 @@ fn read_line(editor: &mut DefaultEditor, prompt: &str) -> Input {
 fn prompt(lua: &Lua, global: &str, default: &str) -> String {
     let value: lua_system::mlua::Value = lua.globals().get(global).unwrap_or(lua_system::mlua::Value::Nil);
     if value.is_nil() { default.to_owned() } else { value.to_string().unwrap_or_else(|_| default.to_owned()) }
+}
+
+/// Lua 5.5's lua.c (`checklocal`): a statement line that starts with `local` and a blank gets a
+/// warning that its local dies with the line.
+#[cfg(feature = "lua55")]
+fn warn_of_a_local(line: &str) {
+    let line = line.trim_start_matches([' ', '\t']);
+    if line.strip_prefix("local").is_some_and(|rest| rest.starts_with([' ', '\t'])) {
+        eprintln!("warning: locals do not survive across lines in interactive mode");
+    }
 }
