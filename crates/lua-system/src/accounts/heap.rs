@@ -125,6 +125,7 @@ impl Heap {
     /// Whether a state whose allocator also holds `resident` bytes of pages (its own arena's)
     /// may grow by `growth` bytes: the larger of its live bytes and its resident pages, under
     /// the limit.
+    #[cfg_attr(not(feature = "jemalloc"), allow(dead_code))] // the arena's
     #[inline(always)]
     pub(crate) fn admits_resident(&self, growth: usize, resident: usize) -> bool {
         if faults::active(Fault::AllocatorFails) {

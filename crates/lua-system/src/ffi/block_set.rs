@@ -128,6 +128,7 @@ impl BlockSet {
     }
 
     /// Whether `address` is in the set.
+    #[cfg_attr(not(feature = "jemalloc"), allow(dead_code))] // the arena's
     #[inline]
     pub(crate) fn contains(&mut self, address: usize) -> bool {
         if self.len == 0 {
