@@ -233,6 +233,8 @@ unsafe extern "C-unwind" fn trampoline<M: Module>(l: *mut lua_State) -> c_int {
         let index = if is_integer != 0 { usize::try_from(index).unwrap_or(usize::MAX) } else { usize::MAX };
         (index, states::record::<M::Record>(l))
     };
+    // A record whose owner let go of the state (`foreign::give_back_to`) is gone for scripts.
+    let record = record.filter(|record| !record.chain().is_some_and(super::lua_alloc::Chain::handed_over));
     let Some(record) = record else {
         let message = M::failed(index, "the module's record of this state is gone (the state is closing)");
         // SAFETY: `l` is the running state; a C function has room for LUA_MINSTACK values.

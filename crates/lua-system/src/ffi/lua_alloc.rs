@@ -191,6 +191,10 @@ pub(crate) struct Chain {
     /// Whether the interposed allocator frees the record after the state's last block (records
     /// of states the module was loaded into), rather than its owner (a `SystemLua`).
     freed_with_state: bool,
+    /// Whether the owner has let go of a state whose allocator could not be given back (it had
+    /// blocks in an arena of its own): the contained allocator then frees the record after the
+    /// state's last block, and the module's functions answer that the record is gone.
+    handed_over: std::sync::atomic::AtomicBool,
 }
 
 /// The set of tracked blocks, touched only by the state's allocator.
@@ -205,7 +209,24 @@ impl Chain {
     /// The chain to the allocator `alloc` with its data `ud`; `freed_with_state` if the record
     /// holding the chain is leaked, to be freed after the state's last block.
     pub(crate) fn new(alloc: ffi::lua_Alloc, ud: *mut c_void, freed_with_state: bool) -> Chain {
-        Chain { alloc, ud: ud as usize, tracked: Tracked(UnsafeCell::new(BlockSet::default())), freed_with_state }
+        Chain {
+            alloc,
+            ud: ud as usize,
+            tracked: Tracked(UnsafeCell::new(BlockSet::default())),
+            freed_with_state,
+            handed_over: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Records that the owner let go of the state (see the field).
+    pub(crate) fn hand_over(&self) {
+        self.handed_over.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the owner let go of the state.
+    #[inline]
+    pub(crate) fn handed_over(&self) -> bool {
+        self.handed_over.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The state's own allocator and its data.
@@ -457,6 +478,13 @@ unsafe fn contained_with<R: Record, const PEAKS: bool>(
                 if !arena.free(block, osize) {
                     free_elsewhere(record, block, osize);
                 }
+            }
+            if heap.live_bytes() == 0 && record.chain().is_some_and(Chain::handed_over) {
+                // That was the main state, freed last by `lua_close`, of a state its owner let
+                // go of: the reference `foreign::give_back_to` left to this allocator goes.
+                // SAFETY: that reference, made with `Arc::increment_strong_count`; nothing
+                // calls this allocator again.
+                drop(unsafe { std::sync::Arc::from_raw(ud as *const R) });
             }
         }
         return ptr::null_mut();

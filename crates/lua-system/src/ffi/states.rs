@@ -188,8 +188,14 @@ pub(crate) unsafe fn with_raw_state<T>(lua: &Lua, f: impl FnOnce(*mut lua_State)
 /// # Safety
 /// `l` is a thread of `record`'s state, on the thread running it, between two allocations.
 pub(crate) unsafe fn contain<R: Record>(l: *mut lua_State, record: &R) {
+    // LuaJIT states mlua made keep mlua's allocator: LuaJIT frees its main state through the
+    // allocator it was made with, which must then be mlua's.
     #[cfg(feature = "jemalloc")]
-    if !record.tracks_blocks() && record.arena().is_none() && record.arena_slot().get_or_make().is_some() {
+    if !record.tracks_blocks()
+        && !(cfg!(feature = "luajit") && record.chain().is_some())
+        && record.arena().is_none()
+        && record.arena_slot().get_or_make().is_some()
+    {
         let mut ud = std::ptr::null_mut();
         // SAFETY: per the contract; the new function serves every block the old one did, with
         // the same record as its data.
