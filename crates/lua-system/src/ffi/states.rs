@@ -190,9 +190,10 @@ pub(crate) unsafe fn with_raw_state<T>(lua: &Lua, f: impl FnOnce(*mut lua_State)
 pub(crate) unsafe fn contain<R: Record>(l: *mut lua_State, record: &R) {
     // LuaJIT states mlua made keep mlua's allocator: LuaJIT frees its main state through the
     // allocator it was made with, which must then be mlua's.
+    let mlua_made_luajit = cfg!(feature = "luajit") && record.chain().is_some();
     #[cfg(feature = "jemalloc")]
     if !record.tracks_blocks()
-        && !(cfg!(feature = "luajit") && record.chain().is_some())
+        && !mlua_made_luajit
         && record.arena().is_none()
         && record.arena_slot().get_or_make().is_some()
     {
@@ -204,7 +205,7 @@ pub(crate) unsafe fn contain<R: Record>(l: *mut lua_State, record: &R) {
             ffi::lua_setallocf(l, function_for(record, record.heap().watching_peaks()), ud);
         }
     }
-    let _ = (l, record);
+    let _ = (l, record, mlua_made_luajit);
 }
 
 /// [`contain`] for a state reached through mlua.
