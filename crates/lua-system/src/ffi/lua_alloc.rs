@@ -219,6 +219,7 @@ impl Chain {
     }
 
     /// Records that the owner let go of the state (see the field).
+    #[cfg_attr(not(feature = "jemalloc"), allow(dead_code))] // only arenas need it
     pub(crate) fn hand_over(&self) {
         self.handed_over.store(true, std::sync::atomic::Ordering::Release);
     }
