@@ -46,7 +46,7 @@ use hyper::header::{ACCEPT, ALLOW, CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValu
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
@@ -54,6 +54,11 @@ use crate::export::watched_states::{Labels, WatchedStates};
 
 /// The most connections open at once, whatever the descriptor limit allows.
 const MAX_CONNECTIONS: usize = 1024;
+
+/// Connections the kernel holds until they are accepted (it lowers it to its own maximum): a
+/// burst of connections waits there rather than having its first packets dropped, which costs a
+/// client a second before it tries again.
+const BACKLOG: u32 = MAX_CONNECTIONS as u32;
 
 /// The largest request head (request line and headers) read.
 const MAX_HEAD: usize = 16 * 1024;
@@ -160,9 +165,8 @@ impl Drop for MetricsServer {
 /// # }
 /// ```
 pub fn serve(address: impl ToSocketAddrs, states: Arc<WatchedStates>) -> io::Result<MetricsServer> {
-    let listener = std::net::TcpListener::bind(address)?;
-    listener.set_nonblocking(true)?;
-    let address = listener.local_addr()?;
+    let socket = bind(address)?;
+    let address = socket.local_addr()?;
     let (stop, stopped) = oneshot::channel();
     let (closed, listener_closed) = std::sync::mpsc::channel();
     let (started, start) = std::sync::mpsc::sync_channel(1);
@@ -181,7 +185,7 @@ pub fn serve(address: impl ToSocketAddrs, states: Arc<WatchedStates>) -> io::Res
         };
         let listener = {
             let _entered = runtime.enter();
-            TcpListener::from_std(listener)
+            socket.listen(BACKLOG)
         };
         let listener = match listener {
             Ok(listener) => listener,
@@ -194,6 +198,21 @@ pub fn serve(address: impl ToSocketAddrs, states: Arc<WatchedStates>) -> io::Res
     })?;
     start.recv().unwrap_or_else(|_| Err(io::Error::other("the server's thread ended as it started")))?;
     Ok(MetricsServer { address, stop: Some(stop), listener_closed })
+}
+
+/// A socket bound to the first of `address`'s addresses that can be bound, as
+/// `std::net::TcpListener::bind` binds, to listen with a backlog of our own.
+fn bind(address: impl ToSocketAddrs) -> io::Result<TcpSocket> {
+    let mut failed = io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any addresses");
+    for address in address.to_socket_addrs()? {
+        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address) {
+            Ok(()) => return Ok(socket),
+            Err(error) => failed = error,
+        }
+    }
+    Err(failed)
 }
 
 /// What every connection shares.
