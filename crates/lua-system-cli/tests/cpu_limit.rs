@@ -72,7 +72,7 @@ fn what_the_servers_threads_spend_is_not_the_scripts() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let address = first.split("serving http://").nth(1).and_then(|rest| rest.split('/').next()).unwrap().to_owned();
+    let address = common::served_address(&first);
     let deadline = Instant::now() + Duration::from_secs(3);
     let clients: Vec<_> = (0..4)
         .map(|_| {

@@ -80,13 +80,7 @@ fn start_runner(
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    // The message starts with the program's name as it was called (here, its path).
-    let address = first
-        .strip_prefix(env!("CARGO_BIN_EXE_lua-system"))
-        .and_then(|rest| rest.strip_prefix(": serving http://"))
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("the runner says where it serves: {first}"))
-        .to_owned();
+    let address = common::served_address(&first);
     (Running(child), address, lines)
 }
 

@@ -48,13 +48,7 @@ fn start(args: &[&str]) -> (Running, String, BufReader<ChildStdout>) {
         .unwrap();
     let mut first = String::new();
     BufReader::new(child.stderr.take().unwrap()).read_line(&mut first).unwrap();
-    // The message starts with the program's name as it was called (here, its path).
-    let address = first
-        .strip_prefix(env!("CARGO_BIN_EXE_lua-system"))
-        .and_then(|rest| rest.strip_prefix(": serving http://"))
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("the runner says where it serves: {first}"))
-        .to_owned();
+    let address = common::served_address(&first);
     let stdout = BufReader::new(child.stdout.take().unwrap());
     (Running(child), address, stdout)
 }
