@@ -50,7 +50,7 @@ pub(crate) unsafe fn attach<R: Record>(l: *mut lua_State, make: impl FnOnce(Chai
         let held = Arc::into_raw(Arc::clone(&record));
         ffi::lua_setallocf(l, function_for(&*record, false), held as *mut c_void);
         #[cfg(feature = "luajit")]
-        if protected::call(l, make_close_detector::<R>, &DETECTOR_KEY as *const u8 as *mut c_void).is_err() {
+        if protected::call(l, make_close_detector::<R>, &DETECTOR_KEY as *const u8 as *mut u8).is_err() {
             // Without a detector the arena would leak at close: give the allocator back now.
             ffi::lua_settop(l, -2);
             ffi::lua_setallocf(l, original, ud);
