@@ -125,6 +125,11 @@ pub(crate) struct Call<'a, R> {
 }
 
 impl<'a, R: Record> Call<'a, R> {
+    /// A call running on `l`, whose state `record` serves.
+    pub(super) fn new(l: *mut lua_State, record: &'a R) -> Call<'a, R> {
+        Call { l, record }
+    }
+
     pub(crate) fn record(&self) -> &'a R {
         self.record
     }
@@ -166,6 +171,12 @@ impl<'a, R: Record> Call<'a, R> {
     pub(crate) fn set_heap_profile_rate(&self, rate: u64) -> Result<u64, super::heap_profiler::NotStarted> {
         // SAFETY: `l` runs this call, outside any allocation; the record is its state's.
         unsafe { super::heap_profiler::set_rate(self.l, self.record, rate) }
+    }
+
+    /// How many arguments the call has.
+    pub(crate) fn count(&self) -> c_int {
+        // SAFETY: `l` runs this call; reading the top never raises.
+        unsafe { ffi::lua_gettop(self.l) }
     }
 
     /// Whether argument `n` (1-based) is absent or nil: [`Call::arg`]'s `Absent | Nil`, with one
