@@ -116,7 +116,7 @@ impl Exiting<'_> {
         MemStats::read(self.call.record(), &self.call.collector())
     }
 
-    /// The state's heap profile so far, as [`heap_profile`](crate::heap_profile) gives it.
+    /// The state's heap profile so far, as [`heap_profile`](crate::heap_profile()) gives it.
     pub fn heap_profile(&self) -> HeapProfile {
         self.call.record().heap_sampler().profile()
     }
