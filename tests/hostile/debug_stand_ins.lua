@@ -12,7 +12,7 @@ if not debug then
   print("survived")
   return
 end
-local junk = { 42, -1, 2 ^ 53, 1.5, "x", {}, true, print, coroutine.create(print) }
+local junk = { 42, -1, 2 ^ 53, 1.5, "x", {}, true, print, coroutine.create(function() end) }
 -- Attacked inside the functions above too: any function they hold but Lua's own function made
 -- by coroutine.wrap (one upvalue, its coroutine).
 local function ours(f)
@@ -81,7 +81,7 @@ end
 attack(error, function() error("x") end)
 attack(coroutine.resume, function() coroutine.resume(coroutine.create(function() coroutine.yield(1) end)) end)
 attack(coroutine.wrap, function() coroutine.wrap(function() return 1 end)() end)
-attack(coroutine.create, function() coroutine.create(print) end)
+attack(coroutine.create, function() coroutine.create(function() end) end)
 -- The heap profiler's (two upvalues: Lua's function and the coroutine), not Lua's own.
 local wrapped = coroutine.wrap(function() while true do coroutine.yield(1) end end)
 if debug.getupvalue(wrapped, 2) then attack(wrapped, function() wrapped() end) end
