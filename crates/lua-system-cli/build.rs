@@ -7,7 +7,12 @@
 //! * `-v` prints the embedded Lua's own version line (`LUA_COPYRIGHT`), compiled from its
 //!   headers where the build knows them (the vendored PUC Lua: `DEP_LUA_INCLUDE`); otherwise
 //!   the runner prints the version it can ask Lua for (cfg `lua_version_line` unset).
+//! * Lua 5.4 and 5.5: finalizers wait at the very end of the stack rather than take the room
+//!   kept for errors (c/finalizer_room.c says why), linked in with `--wrap`. It is compiled
+//!   against the private headers of the release mlua builds (the lua-src package of Cargo.lock,
+//!   in cargo's registry); without them the runner is built without it, with a warning.
 use std::io::Write;
+use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -25,4 +30,60 @@ fn main() {
     let mut file = std::fs::File::create(&list).expect("dynamic list");
     writeln!(file, "{{ lua_*; luaL_*; luaopen_*; luaJIT_*; }};").expect("dynamic list");
     println!("cargo:rustc-link-arg-bins=-Wl,--dynamic-list={}", list.display());
+    wrap_finalizer_room(&out);
+}
+
+/// Compiles c/finalizer_room.c and links it in front of Lua's `luaD_checkminstack` (Lua 5.4 and
+/// 5.5, vendored).
+fn wrap_finalizer_room(out: &std::path::Path) {
+    println!("cargo:rerun-if-changed=c/finalizer_room.c");
+    let release = if std::env::var_os("CARGO_FEATURE_LUA54").is_some() {
+        "lua-5.4"
+    } else if std::env::var_os("CARGO_FEATURE_LUA55").is_some() {
+        "lua-5.5"
+    } else {
+        return;
+    };
+    if std::env::var_os("CARGO_FEATURE_VENDORED").is_none() {
+        return;
+    }
+    let Some(sources) = vendored_lua_sources(release) else {
+        println!("cargo::warning=the vendored Lua's sources were not found: built without c/finalizer_room.c");
+        return;
+    };
+    let objects = cc::Build::new()
+        .file("c/finalizer_room.c")
+        .include(&sources)
+        .warnings(true)
+        .out_dir(out)
+        .compile_intermediates();
+    for object in objects {
+        println!("cargo:rustc-link-arg-bins={}", object.display());
+    }
+    println!("cargo:rustc-link-arg-bins=-Wl,--wrap=luaD_checkminstack");
+}
+
+/// The source folder of the vendored `release` (`lua-5.4`): the lua-src package of Cargo.lock,
+/// in cargo's registry.
+fn vendored_lua_sources(release: &str) -> Option<PathBuf> {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?);
+    let lock = std::fs::read_to_string(manifest.join("../../Cargo.lock")).ok()?;
+    let entry = lock.split("[[package]]").find(|p| p.contains("name = \"lua-src\""))?;
+    let version = entry.lines().find_map(|l| l.strip_prefix("version = "))?.trim_matches('"').to_owned();
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))?;
+    for registry in std::fs::read_dir(home.join("registry/src")).ok()? {
+        let package = registry.ok()?.path().join(format!("lua-src-{version}"));
+        let found = std::fs::read_dir(&package)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .find(|entry| entry.file_name().to_string_lossy().starts_with(&format!("{release}.")));
+        if let Some(found) = found {
+            return Some(found.path());
+        }
+    }
+    None
 }

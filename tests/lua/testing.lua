@@ -15,6 +15,8 @@ T.exact = T.accounting == "exact"
 T.pack = table.pack or function(...) return { n = select("#", ...), ... } end
 T.unpack = table.unpack or unpack
 T.maxinteger = math.maxinteger or 2 ^ 63 -- where numbers are doubles, 2^63 is what a maximal integer becomes
+-- `next_gc` while the collector is stopped: the largest integer, exact (2^53 where numbers are doubles).
+T.stopped_next_gc = math.maxinteger or 2 ^ 53
 T.mininteger = math.mininteger or -2 ^ 63
 
 function T.idiv(a, b) return math.floor(a / b) end

@@ -25,6 +25,6 @@ pub fn start(lua: &Lua, address: &str) -> Result<MetricsServer, String> {
     states.add(lua, &[]).map_err(|error| error.to_string())?;
     let server =
         lua_system::serve(address, states).map_err(|error| format!("--listen: cannot listen on {address}: {error}"))?;
-    eprintln!("{}: serving http://{}/metrics and /debug/pprof/heap", crate::PROGNAME, server.address());
+    eprintln!("{}: serving http://{}/metrics and /debug/pprof/heap", crate::progname(), server.address());
     Ok(server)
 }

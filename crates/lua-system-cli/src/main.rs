@@ -4,13 +4,22 @@
 //! terminal, stdin otherwise; errors go to stderr with a traceback and exit status 1. The Lua
 //! state is a [`lua_system::SystemLua`], so every figure of `system.mem_stats()` is exact, and
 //! the process allocator is jemalloc, whose statistics give the process heap figures.
+//!
+//! The process starts as a C program does (`main` below), not through Rust's runtime start:
+//! that start ignores SIGPIPE, which child processes inherit, and opens /dev/null on closed
+//! standard streams, which Lua's `io` library then reads and writes without an error. lua.c
+//! does neither, and a drop-in `lua` must not either (docs/runner.md, "Signals and standard
+//! streams").
 
+// Unit tests run under the test harness's own `main`.
+#![cfg_attr(not(test), no_main)]
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 // The runner's unsafe code, each site with its SAFETY note: the Lua C API as lua.c uses it, the
 // C functions guarding a script's last words at its memory limit, the loader that shares the
-// name `system`, and the kernel's CPU limit with its signal handler.
+// name `system`, and the kernel's CPU limit with its signal handler; and `main`, the entry
+// point C calls.
 #[allow(unsafe_code)]
 mod cpu_backstop;
 #[allow(unsafe_code)]
@@ -26,14 +35,15 @@ mod repl;
 mod system_module;
 mod warnings;
 
+use std::ffi::{c_char, c_int};
 use std::io::{IsTerminal, Write};
-use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use lua_system::mlua::{self, Lua, Table};
 use lua_system::{Permissions, Profile, SystemLua};
 
 use crate::lua_c::{Args, Chunk, Outcome};
-use crate::options::{Action, GcMode, Options, StateKind, USAGE};
+use crate::options::{Action, GcMode, Options, StateKind};
 
 /// jemalloc serves the runner's whole process, the Lua heap included: its statistics give
 /// `mem_stats()`'s process heap figures, and its sized frees make the Lua allocator cheap. A
@@ -42,41 +52,95 @@ use crate::options::{Action, GcMode, Options, StateKind, USAGE};
 #[global_allocator]
 static GLOBAL: lua_system::Jemalloc = lua_system::Jemalloc;
 
-/// The name the runner's own messages (options, `--stats`, `--mem-profile`) start with.
+/// The runner's own name (`--version`), and its messages' when `argv[0]` is empty.
 pub const PROGNAME: &str = "lua-system";
 
-fn main() -> ExitCode {
+/// The name the runner's messages start with: the program's name as it was called, as lua.c's
+/// `progname` (a symlink named `lua` says `lua: ...`).
+pub fn progname() -> &'static str {
+    CALLED_AS.get().map_or(PROGNAME, String::as_str)
+}
+
+static CALLED_AS: OnceLock<String> = OnceLock::new();
+
+/// The process's entry point, called by the C library as lua.c's `main` is. Rust's own start
+/// (`lang_start`) never runs, so SIGPIPE keeps the action the runner was started with (the
+/// default: a write to a closed pipe ends the process, and its children, as in lua), and a
+/// closed standard stream stays closed (`io.read` reports `Bad file descriptor`, and the next
+/// file opened takes its number, as in lua). What that start did and the runner needs is done
+/// here or not needed: the arguments come from `std::env::args_os` (glibc hands them to the
+/// Rust library before `main`); a panic still prints its message (the default hook) and ends
+/// the process with status 101; Rust's buffered stdout is flushed by `std::process::exit`. Left
+/// out: the main thread's name (a panic there says `<unnamed>`) and Rust's stack overflow
+/// message (an overflow is a plain SIGSEGV, as in lua).
+#[allow(unsafe_code)]
+// SAFETY: the only `main` symbol of the program (`#![no_main]` leaves it to this one), with the
+// signature C's start code calls; it takes no pointers from its arguments, and no panic unwinds
+// out of it.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    let status = std::panic::catch_unwind(run_main).unwrap_or(101);
+    std::process::exit(status)
+}
+
+fn run_main() -> i32 {
     // The process's CPUs and the default limit are fixed now, before any script runs (as Go
     // reads them at start): nothing a script does later can narrow them.
     let _ = lua_system::num_cpu();
     let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    if let Some(name) = argv.first().filter(|name| !name.is_empty()) {
+        let _ = CALLED_AS.set(name.clone());
+    }
     let options = match Options::parse(&argv) {
         Ok(options) => options,
         Err(bad) => {
-            eprintln!("{PROGNAME}: {bad}\n{USAGE}");
-            return ExitCode::FAILURE;
+            eprint!("{}: {bad}\n{}", progname(), options::usage(progname()));
+            return 1;
         }
     };
+    if options.help {
+        print!("{}", options::usage(progname()));
+        return 0;
+    }
+    if options.listen.is_some() || options.mem_profile.is_some() {
+        keep_standard_streams_for_the_script();
+    }
     match run(&argv, &options) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(failure) => {
             let message = match failure {
                 Failure::Lua(message) => message,
                 Failure::Runner(error) => Some(report(&error).into_bytes()),
             };
             if let Some(message) = message {
-                print_message(&argv, &message);
+                print_message(&message);
             }
-            ExitCode::FAILURE
+            1
         }
     }
 }
 
+/// Opens /dev/null on the standard streams that are closed, as Rust's runtime start would have.
+/// Only when the runner runs threads of its own (`--listen`, `--mem-profile`): they open files
+/// and sockets while the script runs, and one of those must never take the place of the script's
+/// stdin or stdout.
+fn keep_standard_streams_for_the_script() {
+    // An open takes the lowest free descriptor: while that is a standard stream's, keep it open.
+    while let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        if null.as_raw_fd() > 2 {
+            return;
+        }
+        // Child processes inherit it as their standard stream: not closed on exec.
+        let _ = rustix::io::fcntl_setfd(&null, rustix::io::FdFlags::empty());
+        let _ = null.into_raw_fd();
+    }
+}
+
 /// lua.c's `l_message`: the program's name as it was called, then the message, on stderr.
-fn print_message(argv: &[String], message: &[u8]) {
-    let progname = argv.first().filter(|name| !name.is_empty()).map_or(PROGNAME, String::as_str);
+fn print_message(message: &[u8]) {
     let mut stderr = std::io::stderr().lock();
-    let _ = write!(stderr, "{progname}: ");
+    let _ = write!(stderr, "{}: ", progname());
     let _ = stderr.write_all(message);
     let _ = writeln!(stderr);
 }
@@ -134,6 +198,19 @@ fn run(argv: &[String], options: &Options) -> Result<(), Failure> {
         lua_system::set_process_sample_interval(std::time::Duration::from_millis(ms));
     }
     let lua = new_state(options.state)?;
+    // --gctrace, --mem-profile and --stats watch the state (monitor.rs), its cycles from its
+    // creation: every output counts the same cycles as `mem_stats().num_gc`.
+    let watch = monitor::Watch::new(options).map_err(mlua::Error::runtime)?;
+    let sampled = match &lua {
+        State::Accounted(state) => Some(state),
+        State::Plain(_) if options.gctrace || options.mem_profile.is_some() => {
+            return Err(mlua::Error::runtime("--gctrace and --mem-profile need the accounted state").into());
+        }
+        State::Plain(_) => None,
+    };
+    if let Some(state) = sampled {
+        watch.watch_cycles(state)?;
+    }
     if options.ignore_environment {
         // Read by the package library when it opens: ignore LUA_PATH and LUA_CPATH.
         lua.set_named_registry_value("LUA_NOENV", true)?;
@@ -162,18 +239,6 @@ fn run(argv: &[String], options: &Options) -> Result<(), Failure> {
     }
     start_collector(&lua, options.gc_mode)?;
 
-    // --gctrace, --mem-profile and --stats watch the state (monitor.rs).
-    let watch = monitor::Watch::new(options).map_err(mlua::Error::runtime)?;
-    let sampled = match &lua {
-        State::Accounted(state) => Some(state),
-        State::Plain(_) if options.gctrace || options.mem_profile.is_some() => {
-            return Err(mlua::Error::runtime("--gctrace and --mem-profile need the accounted state").into());
-        }
-        State::Plain(_) => None,
-    };
-    if let Some(state) = sampled {
-        watch.watch_cycles(state)?;
-    }
     watch.install(&lua)?;
     last_words::install(&lua)?;
 
@@ -227,7 +292,7 @@ fn run_program(lua: &Lua, argv: &[String], options: &Options, warnings: &warning
         {
             // As lua.c: stdin run for want of anything else reports its error, and the
             // interpreter still exits with success.
-            print_message(argv, &message);
+            print_message(&message);
         }
     }
     Ok(())

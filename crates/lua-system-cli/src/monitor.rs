@@ -104,6 +104,7 @@ impl Watch {
             }
             if watch.profile.is_some() {
                 let mut recorded = watch.recorded();
+                recorded.cycle_count = cycle.number;
                 if recorded.cycles.len() < MAX_CYCLES {
                     recorded.cycles.push(*cycle);
                 }
@@ -161,17 +162,25 @@ impl Watch {
             return;
         }
         drop(self.server.lock().unwrap_or_else(|poison| poison.into_inner()).take());
-        if let Some((path, _)) = &self.profile
-            && let Err(message) = write_profile(path, &self.recorded())
-        {
-            eprintln!("{}: {message}", crate::PROGNAME);
+        // Each file written is named on stderr, with what it holds: a newcomer learns where the
+        // output went and that it is whole.
+        if let Some((path, _)) = &self.profile {
+            let recorded = self.recorded();
+            match write_profile(path, &recorded) {
+                Ok(()) => eprintln!("{}: wrote {} ({})", crate::progname(), path.display(), recorded.summary(path)),
+                Err(message) => eprintln!("{}: {message}", crate::progname()),
+            }
         }
         if let Some(path) = &self.heap_profile {
             let written = heap_profile().and_then(|profile| {
-                profile.write_to_path(path).map_err(|error| mlua::Error::runtime(error.to_string()))
+                profile.write_to_path(path).map_err(|error| mlua::Error::runtime(error.to_string()))?;
+                Ok(profile)
             });
-            if let Err(error) = written {
-                eprintln!("{}: --heap-profile: {error}", crate::PROGNAME);
+            match written {
+                Ok(profile) => {
+                    eprintln!("{}: wrote {} ({})", crate::progname(), path.display(), heap_summary(path, &profile))
+                }
+                Err(error) => eprintln!("{}: --heap-profile: {error}", crate::progname()),
             }
         }
         if let Some(format) = &self.stats {
@@ -179,7 +188,7 @@ impl Watch {
                 Ok(stats) => {
                     let _ = std::io::stderr().write_all(stats.as_bytes());
                 }
-                Err(error) => eprintln!("{}: --stats: {error}", crate::PROGNAME),
+                Err(error) => eprintln!("{}: --stats: {error}", crate::progname()),
             }
         }
     }
@@ -211,6 +220,9 @@ pub struct Profile {
     pub interval_ms: f64,
     pub samples: Vec<Sample>,
     pub cycles: Vec<Cycle>,
+    /// The number of the last cycle seen: the state's cycles since its creation, as
+    /// `mem_stats().num_gc` counts them (`cycles` stops at [`MAX_CYCLES`]).
+    pub cycle_count: u64,
 }
 
 /// The most cycles whose start and end join the timeline: past it, cycles evenly spread over
@@ -234,7 +246,27 @@ impl Profile {
             counted = counted.max(sample.num_gc);
             !stale
         });
+        // A cycle's start sample carries the target the cycle set at its end (`Cycle::samples`);
+        // until that end, the target in force is the one before. Drawn as it is, a forced
+        // collection's target would drop at its start and come back while it runs.
+        let mut in_force = None;
+        for sample in &mut timeline {
+            if sample.event == SampleEvent::CycleStart
+                && let Some(before) = in_force
+            {
+                sample.next_gc = before;
+            }
+            in_force = Some(sample.next_gc);
+        }
         timeline
+    }
+
+    /// What the file written holds, for the runner's message.
+    pub fn summary(&self, path: &Path) -> String {
+        let timeline = self.timeline();
+        let seconds = timeline.last().map_or(0.0, |s| s.seconds);
+        let chart = if path.extension().is_some_and(|e| e == "svg") { "a chart of " } else { "" };
+        format!("{chart}{} GC cycles, {} samples over {seconds:.2} s", self.cycle_count, timeline.len())
     }
 
     /// Adds a sample; past [`MAX_SAMPLES`], drops every other one and returns true (the caller
@@ -362,9 +394,7 @@ fn chart(path: &Path, profile: &Profile) -> Result<(), Box<dyn std::error::Error
     let forced = profile.cycles.iter().filter(|c| c.forced).count();
     let title = format!(
         "Lua heap over time: {} GC cycles ({} forced), samples every {} ms and at each cycle",
-        profile.cycles.len(),
-        forced,
-        profile.interval_ms
+        profile.cycle_count, forced, profile.interval_ms
     );
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))
@@ -429,6 +459,34 @@ pub fn final_stats(stats: &MemStats, format: &str) -> mlua::Result<String> {
         "json" => serde_json::to_string_pretty(&metrics).map(|j| j + "\n").map_err(mlua::Error::external),
         "prometheus" => Ok(metrics.to_prometheus()),
         other => Err(mlua::Error::runtime(format!("--stats: unknown format '{other}' (json or prometheus)"))),
+    }
+}
+
+/// What a heap profile file holds, for the runner's message: the in-use heap it shows, and how
+/// to read it.
+fn heap_summary(path: &Path, profile: &lua_system::heap_profile::HeapProfile) -> String {
+    let in_use = size(profile.total(lua_system::heap_profile::View::InuseSpace));
+    let blocks: u64 = profile.samples.iter().map(|sample| sample.inuse_objects).sum();
+    let how =
+        if profile.rate <= 1 { "every block recorded".to_owned() } else { format!("from {blocks} sampled blocks") };
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    if name.ends_with(".svg") {
+        format!("a flamegraph of {in_use} in use, {how}")
+    } else if name.ends_with(".folded") {
+        format!("folded stacks of {in_use} in use, {how}")
+    } else {
+        format!("{in_use} in use, {how}; read it with: go tool pprof -top {}", path.display())
+    }
+}
+
+/// Bytes as the flamegraph's title writes them: B, KiB, MiB or GiB.
+fn size(bytes: i64) -> String {
+    let value = bytes as f64;
+    match bytes {
+        ..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", value / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.2} MiB", value / MIB),
+        _ => format!("{:.2} GiB", value / (1024.0 * MIB)),
     }
 }
 

@@ -2,19 +2,73 @@
 
 use std::fmt;
 
-pub const USAGE: &str = "\
-usage: lua-system [options] [script [args]]
-Available options are:
-  -e stat   execute string 'stat'
+/// The usage text, as lua.c's `print_usage` of the embedded version writes it with `progname`
+/// (lua.c's options, in its words), then the runner's own options.
+pub fn usage(progname: &str) -> String {
+    format!("{}{LUA_OPTIONS}{RUNNER_OPTIONS}", LUA_USAGE.replace("{progname}", progname))
+}
+
+const LUA_USAGE: &str = if cfg!(feature = "luajit") {
+    "usage: {progname} [options]... [script [args]...].\nAvailable options are:\n"
+} else if cfg!(feature = "lua51") {
+    "usage: {progname} [options] [script [args]].\nAvailable options are:\n"
+} else {
+    "usage: {progname} [options] [script [args]]\nAvailable options are:\n"
+};
+
+/// lua.c's (luajit.c's without `-b`, `-j` and `-O`, which the runner does not have).
+const LUA_OPTIONS: &str = if cfg!(feature = "luajit") {
+    "  -e chunk  Execute string 'chunk'.
+  -l name   Require library 'name'.
+  -i        Enter interactive mode after executing 'script'.
+  -v        Show version information.
+  -E        Ignore environment variables.
+  --        Stop handling options.
+  -         Execute stdin and stop handling options.
+"
+} else if cfg!(feature = "lua51") {
+    "  -e stat  execute string 'stat'
+  -l name  require library 'name'
+  -i       enter interactive mode after executing 'script'
+  -v       show version information
+  --       stop handling options
+  -        execute stdin and stop handling options
+"
+} else if cfg!(feature = "lua52") {
+    "  -e stat  execute string 'stat'
+  -i       enter interactive mode after executing 'script'
+  -l name  require library 'name'
+  -v       show version information
+  -E       ignore environment variables
+  --       stop handling options
+  -        stop handling options and execute stdin
+"
+} else if cfg!(feature = "lua53") {
+    "  -e stat  execute string 'stat'
+  -i       enter interactive mode after executing 'script'
+  -l name  require library 'name' into global 'name'
+  -v       show version information
+  -E       ignore environment variables
+  --       stop handling options
+  -        stop handling options and execute stdin
+"
+} else {
+    "  -e stat   execute string 'stat'
   -i        enter interactive mode after executing 'script'
   -l mod    require library 'mod' into global 'mod'
   -l g=mod  require library 'mod' into global 'g'
   -v        show version information
-  --version show version information, then the runner's
   -E        ignore environment variables
   -W        turn warnings on
   --        stop handling options
   -         stop handling options and execute stdin
+"
+};
+
+const RUNNER_OPTIONS: &str = "\
+lua-system's own options:
+  --help    show this help on stdout
+  --version show version information, then the runner's
   --profile full|observe|sandbox
             what scripts may do (default full; sandbox: untrusted code, SECURITY.md)
   --allow LIST, --deny LIST
@@ -43,7 +97,8 @@ Available options are:
             the collector's mode (default: lua.c's, generational in Lua 5.4 and 5.5)
   --state accounted|plain
             the Lua state: the module's own allocator, every figure exact (default), or
-            mlua's plain state with the module interposed (counting from its load)";
+            mlua's plain state with the module interposed (counting from its load)
+";
 
 /// An option acted on in command-line order, before the script runs.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,6 +155,8 @@ pub struct Options {
     pub version: bool,
     /// `--version`: `-v`, then the runner's own version line.
     pub runner_version: bool,
+    /// `--help`: the usage on stdout, and nothing else.
+    pub help: bool,
     pub ignore_environment: bool,
     /// Index in `argv` of the script (`-` for stdin), if any.
     pub script: Option<usize>,
@@ -220,6 +277,7 @@ impl Options {
                     options.version = true;
                 }
                 "-v" => options.version = true,
+                "--help" => options.help = true,
                 "--version" => {
                     options.version = true;
                     options.runner_version = true;
@@ -229,8 +287,10 @@ impl Options {
                         arg[2..].to_owned()
                     } else {
                         i += 1;
+                        // lua.c from 5.2 on refuses an option as the value (`-e -v`); 5.1's
+                        // and luajit.c take the next argument whatever it is.
                         match argv.get(i) {
-                            Some(value) if !value.starts_with('-') => value.clone(),
+                            Some(value) if !value.starts_with('-') || LUA51_OPTIONS => value.clone(),
                             _ => return Err(BadOption(format!("'{arg}' needs argument"))),
                         }
                     };
@@ -262,6 +322,9 @@ impl Options {
         self.script.is_none() && !self.version && !self.actions.iter().any(|a| matches!(a, Action::Execute(_)))
     }
 }
+
+/// Whether the options are parsed as lua.c 5.1 and luajit.c parse them.
+const LUA51_OPTIONS: bool = cfg!(any(feature = "lua51", feature = "luajit"));
 
 /// What `-l value` requires into which global, as lua.c's `dolibrary` of the embedded version:
 /// Lua 5.4 and 5.5 take `g=mod`, and without `=` drop a version suffix from the global's name
@@ -381,6 +444,22 @@ mod tests {
         assert_eq!(parse(&["--state", "plain", "x.lua"]).unwrap().state, StateKind::Plain);
         assert_eq!(parse(&["x.lua"]).unwrap().state, StateKind::Accounted);
         assert!(parse(&["--state", "other"]).is_err());
+    }
+
+    #[test]
+    fn help_is_the_runners_own_option() {
+        assert!(parse(&["--help"]).unwrap().help);
+        assert!(usage("lua").starts_with("usage: lua [options]"));
+    }
+
+    #[test]
+    fn execute_takes_an_option_as_its_code_only_as_lua_5_1_does() {
+        let parsed = parse(&["-e", "-v"]);
+        if LUA51_OPTIONS {
+            assert_eq!(parsed.unwrap().actions, vec![Action::Execute("-v".into())]);
+        } else {
+            assert_eq!(parsed, Err(BadOption("'-e' needs argument".into())));
+        }
     }
 
     #[test]

@@ -204,6 +204,10 @@ fn the_readme_commands_profile_the_example() {
     let out = run(&["--heap-profile", pb.to_str().unwrap(), "examples/where_memory_goes.lua"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("20000 records cached"));
+    // The runner says where the profile went, what it holds and how to read it.
+    let said = stderr(&out);
+    assert!(said.contains(&format!(": wrote {} (", pb.display())), "{said}");
+    assert!(said.contains(&format!("; read it with: go tool pprof -top {})", pb.display())), "{said}");
     if let Some((rows, text)) = pprof_top(&pb, "inuse_space") {
         assert!(cum(&rows, "load_record") > 70.0, "{text}");
         assert!(cum(&rows, "parse_line") < 5.0, "garbage is not in use\n{text}");
@@ -211,6 +215,17 @@ fn the_readme_commands_profile_the_example() {
     let svg = dir.join("heap.svg");
     let out = run(&["--heap-profile", svg.to_str().unwrap(), "examples/where_memory_goes.lua"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(std::fs::read_to_string(&svg).unwrap().contains("load_record"));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("load_record"));
+    // The flamegraph's title gives the total in use (not only its tooltips), the figure the
+    // runner's message gives.
+    let said = stderr(&out);
+    let total = said
+        .split_once(&format!(": wrote {} (a flamegraph of ", svg.display()))
+        .and_then(|(_, rest)| rest.split_once(" in use, "))
+        .unwrap_or_else(|| panic!("{said}"))
+        .0;
+    assert!(total.ends_with(" MiB"), "{total}");
+    assert!(text.contains(&format!(">Lua heap: {total} in use<")), "{total}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -80,11 +80,7 @@ fn start_runner(
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let address = first
-        .strip_prefix("lua-system: serving http://")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("the runner says where it serves: {first}"))
-        .to_owned();
+    let address = common::served_address(&first);
     (Running(child), address, lines)
 }
 

@@ -96,12 +96,10 @@ fn gctrace_prints_one_parsable_line_per_cycle_and_counts_as_num_gc_does() {
         err.lines().map(|l| parse_trace_line(l).unwrap_or_else(|| panic!("not a trace line: {l:?}"))).collect();
     assert!(lines.len() >= 5, "cycles traced: {}\n{err}", lines.len());
 
-    // Numbered without gaps up to num_gc; a cycle ending before the script starts (while the
-    // standard libraries load) is counted but not traced.
-    let first = lines[0].number;
-    assert!(first <= 2, "the first traced cycle is {first}");
+    // Every cycle of the state is traced, from the first (the interpreter's start runs it, before
+    // the script), numbered without gaps up to num_gc.
     for (i, line) in lines.iter().enumerate() {
-        assert_eq!(line.number, first + i as u64, "cycle numbers have no gap");
+        assert_eq!(line.number, 1 + i as u64, "cycle numbers start at 1 and have no gap");
     }
     assert_eq!(lines.last().unwrap().number, num_gc, "the last traced cycle is num_gc");
 
@@ -135,7 +133,10 @@ fn gctrace_prints_one_parsable_line_per_cycle_and_counts_as_num_gc_does() {
 #[test]
 fn mem_profile_svg_is_valid_xml_with_the_series_and_a_marker_per_cycle() {
     let path = temp_file("profile.svg");
-    let (num_gc, _) = run_workload(&["--mem-profile", path.to_str().unwrap(), "--mem-profile-interval", "1"]);
+    let (num_gc, err) = run_workload(&["--mem-profile", path.to_str().unwrap(), "--mem-profile-interval", "1"]);
+    // The runner says where the chart went, and what it holds.
+    let said = format!("wrote {} (a chart of {num_gc} GC cycles, ", path.display());
+    assert!(err.contains(&said), "{err}");
     let svg = std::fs::read_to_string(&path).unwrap();
     let document = roxmltree::Document::parse(&svg).expect("valid XML");
     let root = document.root_element();
@@ -158,10 +159,11 @@ fn mem_profile_svg_is_valid_xml_with_the_series_and_a_marker_per_cycle() {
         .filter(|n| n.attribute("points").is_some_and(|p| p.split_whitespace().count() >= 5))
         .count();
     assert!(long_lines >= 3, "heap, next_gc and resident lines: {long_lines}");
-    // One circle per traced cycle, plus the legend's.
+    // One circle per cycle, plus the legend's; the title counts the cycles as num_gc does.
     let circles = root.descendants().filter(|n| n.has_tag_name("circle")).count() as u64;
-    assert!(circles >= 6 && circles <= num_gc + 1, "{circles} markers for {num_gc} cycles");
+    assert!(circles >= 6 && circles == num_gc + 1, "{circles} markers for {num_gc} cycles");
     let title = texts.iter().find(|t| t.starts_with("Lua heap over time")).expect("a title");
+    assert!(title.starts_with(&format!("Lua heap over time: {num_gc} GC cycles (")), "{title}");
     assert!(["(3 forced)", "(4 forced)", "(5 forced)", "(6 forced)"].iter().any(|f| title.contains(f)), "{title}");
 }
 
@@ -192,10 +194,21 @@ fn mem_profile_csv_round_trips_through_a_csv_parser() {
     let starts: Vec<&Row> = rows.iter().filter(|r| r.6 == "cycle_start").collect();
     assert_eq!(ends.len(), starts.len());
     assert!(ends.len() >= 6, "{} cycles", ends.len());
+    assert_eq!(ends.len() as u64, num_gc, "every cycle of the state, as num_gc counts them");
     for (start, end) in starts.iter().zip(&ends) {
         assert_eq!(start.4 + 1, end.4, "one cycle from start to end");
         assert!(start.0 <= end.0 && start.1 >= end.1, "{start:?} -> {end:?}");
     }
+    // A cycle's start shows the target in force until its end: the one the row before shows (a
+    // forced collection's start is not the target it will set).
+    for (i, row) in rows.iter().enumerate().skip(1) {
+        if row.6 == "cycle_start" {
+            assert_eq!(row.3, rows[i - 1].3, "the target at a cycle's start: {:?} then {row:?}", rows[i - 1]);
+        }
+    }
+    let forced_start = rows.iter().position(|r| r.6 == "cycle_start" && r.1 > 5 << 20).expect("the live set's cycle");
+    let forced_end = forced_start + rows[forced_start..].iter().position(|r| r.6 == "cycle_end").unwrap();
+    assert!(rows[forced_start..forced_end].windows(2).all(|w| w[0].3 == w[1].3), "no dip in the target");
 
     // Written back with the same parser, the samples give the same text.
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -266,7 +279,15 @@ fn stats_json_prints_the_final_figures() {
     let (num_gc, err) = run_workload(&["--stats", "json"]);
     let json: serde_json::Value = serde_json::from_str(&err).expect("JSON on stderr");
     assert_eq!(json["accounting"], "exact");
-    assert_eq!(json["lua_gc_cycles_total"], num_gc as f64, "the collector was stopped after num_gc was printed");
+    assert_eq!(
+        json["lua_gc_cycles_total"].as_u64(),
+        Some(num_gc),
+        "the collector was stopped after num_gc was printed"
+    );
+    // Counts and bytes are JSON integers (`365`, not `365.0`).
+    for name in ["lua_heap_alloc_bytes", "lua_heap_objects", "lua_heap_mallocs_total", "lua_gc_percent"] {
+        assert!(json[name].is_i64(), "{name}: {}", json[name]);
+    }
     assert_eq!(json["lua_gc_percent"], -1.0);
     assert!(json["lua_gc_next_bytes"].is_null(), "no target while stopped");
     let heap = json["lua_heap_alloc_bytes"].as_f64().unwrap();
@@ -370,8 +391,10 @@ fn os_exit_still_writes_the_profile_and_the_stats_and_keeps_its_status() {
     let json_start = err.find("{\n").expect("stats on stderr");
     let stats: serde_json::Value = serde_json::from_str(&err[json_start..]).expect("the stats are JSON");
     let cycles = stats["lua_gc_cycles_total"].as_f64().unwrap() as u64;
-    // Every trace line comes before the stats; closing the state (os.exit's `true`) adds none.
-    let traced: Vec<&str> = err[..json_start].lines().collect();
+    // Every trace line comes before the stats (then the line naming the profile written);
+    // closing the state (os.exit's `true`) adds none.
+    let traced: Vec<&str> = err[..json_start].lines().filter(|l| !l.contains(": wrote ")).collect();
+    assert!(err[..json_start].contains(&format!(": wrote {} (", path.display())), "{err}");
     assert!(traced.iter().all(|l| l.starts_with("gc ")), "{err}");
     assert!(traced.last().unwrap().starts_with(&format!("gc {cycles} ")), "{err}");
     assert!(err[json_start..].lines().all(|l| !l.starts_with("gc ")), "nothing traced after the stats: {err}");
@@ -455,4 +478,23 @@ fn an_interrupted_script_still_gets_its_stats_and_profile() {
     assert!(json["lua_heap_alloc_bytes"].as_f64().unwrap() > 0.0);
     let csv = std::fs::read_to_string(&profile).expect("the profile was written");
     assert!(csv.lines().count() > 2, "{csv}");
+}
+
+#[test]
+fn with_threads_of_its_own_the_runner_keeps_closed_standard_streams_on_dev_null() {
+    // docs/runner.md: the sampler of --mem-profile opens files while the script runs, so a closed
+    // stdin is /dev/null there (the end of input); without it, stdin stays closed, as in lua.
+    let profile = temp_file("closed-stdin.csv");
+    let read = |options: &[&str]| {
+        let out = Command::new("bash")
+            .args(["-c", "exec \"$0\" \"$@\" <&-", env!("CARGO_BIN_EXE_lua-system")])
+            .args(options)
+            .args(["-e", "print(io.read('l'))"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    assert_eq!(read(&["--mem-profile", profile.to_str().unwrap()]), "nil\n");
+    assert_eq!(read(&[]), "nil\tBad file descriptor\t9\n");
 }

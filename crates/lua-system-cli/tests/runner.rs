@@ -60,8 +60,24 @@ fn a_missing_script_exits_1() {
 fn bad_option_prints_usage_and_exits_1() {
     let out = run(&["-z"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unrecognized option '-z'"));
-    assert!(stderr(&out).contains("usage: lua-system"));
+    // The program's name as it was called (lua.c's `progname`): here, its path.
+    let called = env!("CARGO_BIN_EXE_lua-system");
+    assert!(stderr(&out).starts_with(&format!("{called}: unrecognized option '-z'\n")), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("usage: {called} [options]")), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn help_option_prints_the_usage_on_stdout_and_runs_nothing() {
+    let out = run(&["--help", "-e", "print('ran')"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let text = stdout(&out);
+    assert!(text.starts_with(&format!("usage: {} [options]", env!("CARGO_BIN_EXE_lua-system"))), "{text}");
+    for option in ["  -e ", "--mem-profile FILE", "--heap-profile FILE", "--listen ADDRESS", "--help"] {
+        assert!(text.contains(option), "{option}: {text}");
+    }
+    assert!(!text.contains("ran"), "{text}");
 }
 
 #[test]
@@ -181,12 +197,12 @@ fn gc_tuning_example_shows_fewer_cycles_for_higher_percents() {
     assert!(cycles[0] > cycles[1] && cycles[1] > cycles[2], "{cycles:?}");
 }
 
-#[test]
-fn on_a_terminal_without_a_script_the_repl_starts() {
-    // `script` (util-linux) runs the runner on a pseudo-terminal.
+/// Runs the runner's REPL on a pseudo-terminal (`script`, from util-linux), typing each input
+/// after a pause, then Ctrl-D; returns what the terminal showed, or `None` without `script`.
+fn on_a_terminal(inputs: &[&str]) -> Option<String> {
     if Command::new("script").arg("--version").output().is_err() {
         eprintln!("skipped: no `script` command to provide a terminal");
-        return;
+        return None;
     }
     let command = env!("CARGO_BIN_EXE_lua-system").to_owned();
     let mut child = Command::new("script")
@@ -198,19 +214,49 @@ fn on_a_terminal_without_a_script_the_repl_starts() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    for line in ["s = require('system')", "print(s.num_goroutines())", "for i = 1, 2 do", "print('n', i)", "end"] {
+    for input in inputs {
         std::thread::sleep(std::time::Duration::from_millis(150));
-        writeln!(stdin, "{line}").unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
     }
     std::thread::sleep(std::time::Duration::from_millis(150));
     stdin.write_all(b"\x04").unwrap(); // end of input
     drop(stdin);
     let out = child.wait_with_output().unwrap();
-    let text = stdout(&out);
+    Some(stdout(&out))
+}
+
+#[test]
+fn on_a_terminal_without_a_script_the_repl_starts() {
+    let lines =
+        ["s = require('system')\n", "print(s.num_goroutines())\n", "for i = 1, 2 do\n", "print('n', i)\n", "end\n"];
+    let Some(text) = on_a_terminal(&lines) else { return };
     assert!(text.contains("Lua 5.") || text.contains("LuaJIT"), "version banner: {text}");
     assert!(text.contains("1\tnil"), "printed: {text}");
     assert!(text.contains(">> "), "continuation prompt: {text}");
     assert!(text.contains("n\t1") && text.contains("n\t2"), "loop ran: {text}");
+}
+
+#[test]
+fn up_recalls_a_whole_multi_line_chunk_as_in_lua() {
+    // Up, then Enter: the three lines run again as one chunk (lua.c saves the chunk whole).
+    let Some(text) = on_a_terminal(&["for i = 1, 2 do\n", "print('n', i)\n", "end\n", "\x1b[A", "\n"]) else {
+        return;
+    };
+    assert_eq!(text.matches("n\t1").count(), 2, "the chunk ran twice: {text}");
+    assert_eq!(text.matches("n\t2").count(), 2, "the chunk ran twice: {text}");
+    assert!(!text.contains("expected"), "no syntax error: {text}");
+}
+
+#[test]
+fn ctrl_c_at_a_prompt_drops_the_chunk_being_typed() {
+    // docs/runner.md: at `>>`, the chunk's earlier lines go too; the session goes on.
+    let Some(text) = on_a_terminal(&["for i = 1, 2 do\n", "\x03", "print('after')\n", "\x03", "print('still here')\n"])
+    else {
+        return;
+    };
+    assert!(text.contains("after\r\n"), "{text}");
+    assert!(text.contains("still here\r\n"), "{text}");
+    assert!(!text.contains("expected"), "the dropped chunk was not completed: {text}");
 }
 
 #[test]
@@ -219,6 +265,59 @@ fn plain_state_option_runs_the_module_interposed() {
     assert_eq!(stdout(&out), "interposed\n", "{}", stderr(&out));
     let out = run(&["-e", "print(require('system').mem_stats().accounting)"]);
     assert_eq!(stdout(&out), "exact\n", "{}", stderr(&out));
+}
+
+/// A program at its stack limit gets Lua's own errors with the collector (and the module's cycle
+/// sentinel, a finalizer due at every cycle's end) running, in both states: a finalizer due at
+/// the very end of the stack waits for a later step (c/finalizer_room.c). Before, "error in
+/// error handling" (the first case always, the second often). Lua 5.4 and 5.5: 5.1 to 5.3 fail
+/// in their own ways at their limits when a finalizer is due (docs/runner.md).
+#[cfg(any(feature = "lua54", feature = "lua55"))]
+#[test]
+fn errors_at_the_stack_limits_are_the_programs_own() {
+    let recursion = "local function f() return 1 + f() end";
+    // A full collection at one of the 4th to 20th deepest levels, then the overflow.
+    let lua_stack = "local depth, stop = 0, -1
+        local function f(n) depth = n if n == stop then collectgarbage() end return 1 + f(n + 1) end
+        collectgarbage('stop') pcall(f, 0) collectgarbage('restart')
+        local deepest = depth
+        for k = 4, 20 do
+          stop = deepest - k
+          local _, message = pcall(f, 0)
+          if not message:find('stack overflow$') or message:find('error in') then print(k, message) end
+        end
+        print('done')";
+    // The deepest nesting of pcalls that works with the collector stopped works with it running
+    // (allocations at the bottom end cycles there).
+    let c_stack = "local big = string.rep('x', 1048576)
+        local function g(n, work)
+          if n == 0 then
+            if work then for _ = 1, 50 do local s = big .. big end end
+            return 'bottom'
+          end
+          return select(2, pcall(g, n - 1, work))
+        end
+        collectgarbage('stop')
+        local n = 1
+        while g(n, false) == 'bottom' do n = n + 1 end
+        collectgarbage('restart')
+        for _ = 1, 5 do
+          local got = g(n - 1, true)
+          if got ~= 'bottom' then print(n - 1, got) end
+        end
+        print('done')";
+    for state in ["accounted", "plain"] {
+        let out = run(&["--state", state, "-e", &format!("{recursion} print(pcall(f))")]);
+        assert_eq!(stdout(&out), "false\t(command line):1: stack overflow\n", "{state}: {}", stderr(&out));
+        let out = run(&["--state", state, "-e", &format!("{recursion} f()")]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains(": (command line):1: stack overflow\nstack traceback:\n"), "{state}: {err}");
+        for script in [lua_stack, c_stack] {
+            let out = run(&["--state", state, "-e", script]);
+            assert_eq!(stdout(&out), "done\n", "{state}: {}", stderr(&out));
+        }
+    }
 }
 
 #[test]

@@ -164,6 +164,23 @@ fn a_clone_of_the_lua_outliving_a_safe_system_lua_stays_safe() {
     assert_eq!(n, 1000);
 }
 
+/// A limited state allocates from an arena of its own (feature `jemalloc`): mlua cannot get its
+/// allocator back when the `SystemLua` goes, so the module's stays until mlua closes the state,
+/// and a clone of the `Lua` keeps working with blocks from both.
+#[test]
+fn a_clone_outliving_a_limited_system_lua_keeps_working() {
+    let lua = lua_system::SystemLua::new().unwrap();
+    lua.load("kept = {} for i = 1, 1000 do kept[i] = {i} end").exec().unwrap();
+    lua.set_memory_limit(64 << 20).unwrap();
+    lua.load("for i = 1, 1000 do kept[i] = {i, tostring(i)} end").exec().unwrap();
+    let clone: Lua = (*lua).clone();
+    drop(lua);
+    let n: i64 = clone.load("local t = {} for i = 1, 1000 do t[i] = {} end kept = nil return #t").eval().unwrap();
+    assert_eq!(n, 1000);
+    clone.gc_collect().unwrap();
+    drop(clone);
+}
+
 #[test]
 fn installing_twice_reuses_the_records() {
     let lua = Lua::new();

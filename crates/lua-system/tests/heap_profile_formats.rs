@@ -234,16 +234,23 @@ fn svg_is_xml_naming_the_view_and_every_frame() {
     let frames =
         ["main chunk (app.lua:30)", "build (app.lua:10)", "string.rep ([C])", "function <app.lua:40> (app.lua:41)"];
     // Counted in objects, the four sampled strings of `string.rep` are too thin to be drawn.
+    // The title gives the view's total (the estimate of the heap), the subtitle how it was made.
+    let sampled = profile(512 * 1024);
+    let in_use = sampled.total(View::InuseSpace);
+    let allocated = sampled.total(View::AllocObjects);
+    assert!(in_use > 1 << 20 && in_use < 1 << 30, "{in_use}");
     let drawn = [
-        (View::InuseSpace, "Lua heap: in-use bytes", &frames[..]),
-        (View::AllocObjects, "Lua heap: allocated objects", &frames[3..]),
+        (View::InuseSpace, format!("Lua heap: {:.2} MiB in use", in_use as f64 / (1 << 20) as f64), &frames[..]),
+        (View::AllocObjects, format!("Lua heap: {allocated} objects allocated since profiling started"), &frames[3..]),
     ];
     for (view, title, frames) in drawn {
-        let text = svg(&profile(512 * 1024), view);
+        let text = svg(&sampled, view);
         let options = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
         let document = roxmltree::Document::parse_with_options(&text, options).unwrap();
         let texts: Vec<&str> = document.descendants().filter_map(|node| node.text()).collect();
-        assert!(texts.contains(&title), "{texts:?}");
+        assert!(texts.contains(&title.as_str()), "{title}: {texts:?}");
+        let subtitle = "estimated from sampled allocations, one per 512.0 KiB allocated on average";
+        assert!(texts.contains(&subtitle), "{texts:?}");
         // A frame's tooltip: `name (value unit, share%)`.
         let tooltips: Vec<&str> =
             document.descendants().filter(|node| node.has_tag_name("title")).filter_map(|node| node.text()).collect();

@@ -258,6 +258,13 @@ fn metrics_serialize_with_serde_and_render_as_prometheus() {
     assert_eq!(json["lua_gc_cycles_total"], metrics.get("lua_gc_cycles_total").unwrap());
     assert_eq!(json["lua_gc_percent"], lua_system::gc_percent(&lua).unwrap() as f64, "100 (150 in Lua 5.5)");
     assert!(json["lua_process_resident_memory_bytes"].as_f64().unwrap() > 0.0);
+    // Counts and bytes are integers in JSON (`365`, not `365.0`); the timestamp has a fraction.
+    for name in
+        ["lua_heap_alloc_bytes", "lua_heap_objects", "lua_gc_cycles_total", "lua_gc_percent", "lua_process_cpus"]
+    {
+        assert!(json[name].is_i64(), "{name}: {}", json[name]);
+    }
+    assert!(json["lua_gc_last_cycle_timestamp_seconds"].is_f64(), "{}", json["lua_gc_last_cycle_timestamp_seconds"]);
 
     let text = metrics.to_prometheus();
     let line = format!("\nlua_heap_alloc_bytes {}\n", metrics.get("lua_heap_alloc_bytes").unwrap());

@@ -47,3 +47,14 @@ pub fn temp_script(name: &str, source: &str) -> PathBuf {
     std::fs::rename(&copy, &path).unwrap();
     path
 }
+
+/// The address a runner started with `--listen 127.0.0.1:0` serves, read from the first line of
+/// its stderr, which starts with the program's name as it was called (here, its path).
+pub fn served_address(first_line: &str) -> String {
+    first_line
+        .strip_prefix(env!("CARGO_BIN_EXE_lua-system"))
+        .and_then(|rest| rest.strip_prefix(": serving http://"))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("the runner says where it serves: {first_line}"))
+        .to_owned()
+}

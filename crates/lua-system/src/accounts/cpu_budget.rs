@@ -1,10 +1,10 @@
 //! A state's CPU budget: how much CPU time its Lua code may use before every instruction
-//! raises an error ([`crate::set_cpu_limit`]).
+//! raises an error (`set_cpu_limit`).
 //!
-//! The state's count hook (`ffi/budget_hook.rs`) charges the budget every
-//! [`CHECK_EVERY`] instructions with the CPU time the running thread used since the previous
-//! charge (`CLOCK_THREAD_CPUTIME_ID`): the state's own work, whichever thread runs it, and not
-//! the time other threads of the process use meanwhile. Time inside one C function (pattern
+//! `ffi/budget_hook.rs` charges the budget when it is due (a timer on the running thread's CPU
+//! clock expired) with the CPU time the running thread used since the previous charge
+//! (`CLOCK_THREAD_CPUTIME_ID`): the state's own work, whichever thread runs it, and not the
+//! time other threads of the process use meanwhile. Time inside one C function (pattern
 //! matching, `string.rep`) is charged when it returns, at the next instruction.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,11 +12,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use rustix::time::{ClockId, clock_gettime};
-
-/// Instructions between two charges: a check costs a clock read (a system call, ~0.1-0.5 µs),
-/// 10,000 instructions take 20-200 µs, so the check costs under 1% and the budget is overrun by
-/// at most about that much.
-pub(crate) const CHECK_EVERY: i32 = 10_000;
 
 const NONE: u64 = u64::MAX;
 /// No charge yet: the next one only starts the clock.

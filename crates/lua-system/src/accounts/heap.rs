@@ -122,6 +122,19 @@ impl Heap {
         (self.live_bytes.get() as usize).saturating_add(growth) <= ceiling
     }
 
+    /// Whether a state whose allocator also holds `resident` bytes of pages (its own arena's)
+    /// may grow by `growth` bytes: the larger of its live bytes and its resident pages, under
+    /// the limit.
+    #[cfg_attr(not(feature = "jemalloc"), allow(dead_code))] // the arena's
+    #[inline(always)]
+    pub(crate) fn admits_resident(&self, growth: usize, resident: usize) -> bool {
+        if faults::active(Fault::AllocatorFails) {
+            return false;
+        }
+        let ceiling = self.limit.load(Relaxed).saturating_add(self.allowance.load(Relaxed));
+        (self.live_bytes.get() as usize).max(resident).saturating_add(growth) <= ceiling
+    }
+
     /// Runs `f` with the memory limit lifted: for the few blocks the module must have (the
     /// cycle sentinel), so that counting never stops at the limit.
     pub(crate) fn over_limit<T>(&self, f: impl FnOnce() -> T) -> T {

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Instant, SystemTime};
 
 use crate::address_hash::{AddressHasher, AddressMap};
@@ -66,11 +66,8 @@ pub(crate) struct HeapSampler {
     /// fires without a branch of its own.
     countdown: AtomicI64,
     rate: AtomicU64,
-    /// The thread whose stack an allocation is attributed to: the running coroutine as the
-    /// module's `coroutine.resume` and `wrap` record it, else the main thread (`usize` of a
-    /// `lua_State`; 0 before the profiler starts).
-    running: AtomicUsize,
-    main: AtomicUsize,
+    /// Whether the profiler has started (it then stays).
+    started: AtomicBool,
     /// A set bit: some sampled block in use hashes there ([`Records::bit_users`] counts them;
     /// the last one freed clears it). Without clearing, a freed sampled block's address, which
     /// the allocator hands out again at once, would send every later free there down the slow
@@ -133,8 +130,7 @@ impl HeapSampler {
         HeapSampler {
             countdown: AtomicI64::new(i64::MAX),
             rate: AtomicU64::new(0),
-            running: AtomicUsize::new(0),
-            main: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
             filter: (0..FILTER_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
             records: Mutex::new(Records::default()),
         }
@@ -147,21 +143,19 @@ impl HeapSampler {
     /// Whether the profiler has ever run in this state (its allocator functions stay installed:
     /// frees of sampled blocks keep the in-use figures exact after it stops).
     pub(crate) fn started(&self) -> bool {
-        self.main.load(Relaxed) != 0
+        self.started.load(Relaxed)
     }
 
-    /// Starts the profiler (once): `main` is the state's main thread, to which allocations are
-    /// attributed outside coroutines; `names` are the functions' qualified names. Until then,
+    /// Starts the profiler (once): `names` are the functions' qualified names. Until then,
     /// [`HeapSampler::started`] is false and nothing is sampled.
-    pub(crate) fn start(&self, main: usize, names: HashMap<usize, String>) {
+    pub(crate) fn start(&self, names: HashMap<usize, String>) {
         let mut records = self.records();
-        if self.main.load(Relaxed) != 0 {
+        if self.started.load(Relaxed) {
             return;
         }
         records.names = names;
         records.started = Some((SystemTime::now(), Instant::now()));
-        self.running.store(main, Relaxed);
-        self.main.store(main, Relaxed);
+        self.started.store(true, Relaxed);
     }
 
     /// Sets the rate (0: stop sampling; 1: every allocation) and returns the previous one.
@@ -206,22 +200,6 @@ impl HeapSampler {
         let left = self.countdown.load(Relaxed).wrapping_sub(bytes as i64);
         self.countdown.store(left, Relaxed);
         left < 0
-    }
-
-    /// The thread an allocation now is attributed to (0: none yet).
-    #[inline(always)]
-    pub(crate) fn running(&self) -> usize {
-        self.running.load(Relaxed)
-    }
-
-    /// The thread a resume is about to run; returns the one to restore when it returns.
-    pub(crate) fn enter(&self, thread: usize) -> usize {
-        self.running.swap(thread, Relaxed)
-    }
-
-    /// Restores the running thread after a resume.
-    pub(crate) fn leave(&self, previous: usize) {
-        self.running.store(previous, Relaxed);
     }
 
     /// Runs `f` with the qualified function names (read by the stack walk).
@@ -408,7 +386,7 @@ mod tests {
     fn off_never_samples_and_rate_one_samples_everything() {
         let sampler = HeapSampler::new();
         assert!(!(0..1000).any(|_| sampler.take(1 << 20)));
-        sampler.start(1, HashMap::new());
+        sampler.start(HashMap::new());
         sampler.set_rate(1);
         assert!(sampler.take(1));
     }
@@ -416,7 +394,7 @@ mod tests {
     #[test]
     fn the_mean_distance_between_samples_is_the_rate() {
         let sampler = HeapSampler::new();
-        sampler.start(1, HashMap::new());
+        sampler.start(HashMap::new());
         sampler.set_rate(4096);
         let (mut samples, bytes) = (0u64, 64u64 << 20);
         for _ in 0..bytes / 64 {
@@ -432,7 +410,7 @@ mod tests {
     #[test]
     fn frees_of_sampled_blocks_leave_the_in_use_figures() {
         let sampler = HeapSampler::new();
-        sampler.start(1, HashMap::new());
+        sampler.start(HashMap::new());
         sampler.set_rate(1);
         sampler.record(0x1000, 100, "table", vec![frame("a")]);
         sampler.record(0x2000, 50, "table", vec![frame("a")]);
@@ -448,7 +426,7 @@ mod tests {
     #[test]
     fn a_freed_sampled_address_leaves_the_filter_once_no_sampled_block_needs_its_bit() {
         let sampler = HeapSampler::new();
-        sampler.start(1, HashMap::new());
+        sampler.start(HashMap::new());
         sampler.set_rate(1);
         let block = 0x1000;
         // Another address with the same filter bit.
@@ -470,7 +448,7 @@ mod tests {
     #[test]
     fn the_stacks_memory_is_bounded_whatever_their_names() {
         let sampler = HeapSampler::new();
-        sampler.start(1, HashMap::new());
+        sampler.start(HashMap::new());
         sampler.set_rate(1);
         let long = "f".repeat(256);
         for i in 0..3000 {
@@ -490,7 +468,7 @@ mod tests {
     #[test]
     fn sites_are_bounded() {
         let sampler = HeapSampler::new();
-        sampler.start(1, HashMap::new());
+        sampler.start(HashMap::new());
         sampler.set_rate(1);
         for i in 0..MAX_SITES + 10 {
             sampler.record(16 * (i + 1), 8, "string", vec![frame(&i.to_string())]);

@@ -6,47 +6,89 @@
 //! never a Lua state, so the scripts run on while it answers. Nothing else is served: any other
 //! path is 404, any method but GET and HEAD 405.
 //!
-//! Why by hand (on `httparse` for the request head): the server must stay bounded whatever its
-//! clients do, and the small synchronous servers at hand are not (tiny_http, tried first, spends
-//! a thread per connection without limit, reads headers without a size limit or timeout, and
-//! lets one client that never reads its answer block every other scrape and the program's
-//! exit). Here: [`WORKERS`] threads, each accepting and serving one connection at a time; a
-//! request head of at most [`MAX_HEAD`] bytes, read within [`HEAD_DEADLINE`]; a kept-alive
-//! connection closed after [`KEEP_ALIVE_IDLE`] without a request; every write bounded by
-//! [`IO_TIMEOUT`]; other connections wait in the kernel's backlog. So clients that stall hold
-//! at most every thread for a few seconds at a time, and never the program's exit. HTTP/1.0 and
-//! 1.1, kept-alive connections (as Prometheus keeps them), answers sent whole with their length.
+//! Why an event loop: a pool of threads, each staying with its connection, is held by as many
+//! clients as it has threads (a few greedy or idle clients locked every scraper out). Here
+//! hyper's HTTP/1 server runs on a single-threaded tokio runtime that the server's own thread
+//! owns: a connection costs a task, not a thread, and no runtime reaches the host. The bounds:
+//!
+//! * at most [`connection_cap`] connections; at the cap an idle one is closed to admit the
+//!   newcomer ([`close_longest_idle`] says which), so a fresh client gets in whoever holds the
+//!   others (one is refused only while every connection is being answered, which lasts an
+//!   encoding);
+//! * a request head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers (431 past
+//!   either), complete within [`HEAD_DEADLINE`] of the connection's start or of its previous
+//!   answer (hyper's header timer), which also closes kept-alive connections left idle;
+//! * a write that makes no progress for [`WRITE_STALL`] closes the connection;
+//! * heap profiles, whose size is the script's to choose, are encoded on a thread beside the
+//!   loop ([`ENCODING_THREADS`]), so a slow one stalls no other client; one at a time, requests
+//!   that arrive during an encoding get its result, and at most [`PROFILE_ANSWERS`] encoded
+//!   profiles are alive at once (a slot is held until the last client has been sent its copy).
+//!   `/metrics` is encoded on the loop: its cost is the host's number of states, which no
+//!   client or script can raise.
+//!
+//! Dropping the [`MetricsServer`] closes the listener and the idle connections at once; answers
+//! in flight get [`STOP_GRACE`] on the server's thread, which nothing waits for.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::export::watched_states::WatchedStates;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, ALLOW, CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
 
-/// Threads answering: as many connections served at once.
-const WORKERS: usize = 8;
+use crate::export::watched_states::{Labels, WatchedStates};
+
+/// The most connections open at once, whatever the descriptor limit allows.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Connections the kernel holds until they are accepted (it lowers it to its own maximum): a
+/// burst of connections waits there rather than having its first packets dropped, which costs a
+/// client a second before it tries again.
+const BACKLOG: u32 = MAX_CONNECTIONS as u32;
 
 /// The largest request head (request line and headers) read.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// How long a client may take to send a request head.
+/// The most headers a request may have.
+const MAX_HEADERS: usize = 64;
+
+/// How long a client may take to send a request head, counted from the connection's start or
+/// from its previous answer (a kept-alive connection idle that long is closed).
 const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 
-/// How long a kept-alive connection may stay idle before its next request: then it is closed,
-/// and its thread serves another (a scraper reconnects at its next scrape).
-const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(2);
+/// How long a write may make no progress before the connection is dropped.
+const WRITE_STALL: Duration = Duration::from_secs(5);
 
-/// How long one write may block.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How often a connection waiting for a request checks whether the server stops.
-const STOP_POLL: Duration = Duration::from_millis(100);
-
-/// How long dropping a [`MetricsServer`] waits for answers in flight.
+/// How long answers in flight may take once the server stops.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// How long dropping a [`MetricsServer`] waits for the server's thread to close its listener
+/// (it takes a moment; the bound only covers a thread that died).
+const STOP_ACK: Duration = Duration::from_secs(1);
+
+/// Threads beside the loop that encode heap profiles. One: profiles are encoded one at a time,
+/// and on one thread the allocator reuses the memory of the last encoding for the next.
+const ENCODING_THREADS: usize = 1;
+
+/// Encoded heap profiles alive at once (being encoded, or held by clients being sent them).
+const PROFILE_ANSWERS: usize = 2;
+
+/// How long accepting pauses after an error (the process out of descriptors, ...).
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
 /// What `/metrics` answers by default: the Prometheus text format 0.0.4.
 const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -54,13 +96,15 @@ const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONT
 /// What `/metrics` answers a scraper that accepts it (Prometheus asks for it first).
 const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A running server (see [`serve`]); dropping it stops the server: no connection is accepted
-/// after, and answers in flight get a second to finish before the threads are left to end on
-/// their own (within the I/O timeouts).
+const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+
+/// A running server (see [`serve`]); dropping it stops the server: the listener and the idle
+/// connections close at once, and answers in flight get a second on the server's thread, which
+/// the drop does not wait for.
 pub struct MetricsServer {
     address: SocketAddr,
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    listener_closed: std::sync::mpsc::Receiver<()>,
 }
 
 impl MetricsServer {
@@ -78,31 +122,11 @@ impl std::fmt::Debug for MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Each worker blocked in `accept` takes one of these connections, sees the flag, ends.
-        let wake = wake_address(self.address);
-        for _ in 0..self.workers.len() {
-            let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
-        let deadline = Instant::now() + STOP_GRACE;
-        while self.workers.iter().any(|worker| !worker.is_finished()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        for worker in self.workers.drain(..) {
-            if worker.is_finished() {
-                let _ = worker.join();
-            }
-        }
-    }
-}
-
-/// Where to connect to reach a listener bound to `address` (an unspecified address listens on
-/// loopback too).
-fn wake_address(address: SocketAddr) -> SocketAddr {
-    match address.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), address.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), address.port()),
-        _ => address,
+        // Once this returns, the port is free again.
+        let _ = self.listener_closed.recv_timeout(STOP_ACK);
     }
 }
 
@@ -114,12 +138,13 @@ fn wake_address(address: SocketAddr) -> SocketAddr {
 /// * `/debug/pprof/heap`: the states' heap profile in pprof's format (gzipped protobuf), as Go's
 ///   handler serves it. Query parameters other than Go's select states by label
 ///   (`?state=worker-1`); Go's `gc=1` is ignored (the server never enters Lua), `debug=N` other
-///   than 0 and `seconds=N` (delta profiles) are refused with 400.
+///   than 0 and `seconds=N` (delta profiles) are refused with 400. Requests that arrive while a
+///   profile is being encoded get that profile.
 ///
-/// It stays bounded whatever its clients do: 8 threads, each serving one connection at a time
-/// (others wait in the kernel's backlog); a request head of at most 16 KiB, sent within 5 s; a
-/// kept-alive connection idle for 2 s closed; 5 s for each write, after which a client that
-/// does not read is dropped.
+/// The server runs on a thread of its own (with a single-threaded tokio runtime of its own, so
+/// none reaches the host) and stays bounded whatever its clients do: connections, request
+/// heads, waits, threads and the memory of profile encodings (SECURITY.md, "What a host must
+/// do", gives the bounds).
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -140,237 +165,452 @@ fn wake_address(address: SocketAddr) -> SocketAddr {
 /// # }
 /// ```
 pub fn serve(address: impl ToSocketAddrs, states: Arc<WatchedStates>) -> io::Result<MetricsServer> {
-    let listener = Arc::new(TcpListener::bind(address)?);
-    let address = listener.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::with_capacity(WORKERS);
-    for index in 0..WORKERS {
-        let (listener, states, stopped) = (Arc::clone(&listener), Arc::clone(&states), Arc::clone(&stop));
-        let spawned = std::thread::Builder::new()
-            .name(format!("lua-system http {index}"))
-            .spawn(move || accept_and_answer(&listener, &states, &stopped));
-        match spawned {
-            Ok(worker) => workers.push(worker),
-            Err(error) => {
-                drop(MetricsServer { address, stop, workers });
-                return Err(error);
-            }
-        }
-    }
-    Ok(MetricsServer { address, stop, workers })
-}
-
-/// A worker: accepts a connection, answers it until it closes, and again, until stopped.
-fn accept_and_answer(listener: &TcpListener, states: &WatchedStates, stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) if !stop.load(Ordering::SeqCst) => {
-                let _ = answer_connection(stream, states, stop);
-            }
-            Ok(_) => return,
-            // Out of descriptors, a connection reset before it was taken...: try again shortly.
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-}
-
-/// One request, as far as the server needs it.
-struct Request {
-    head_only: bool,
-    path: String,
-    query: String,
-    openmetrics: bool,
-    keep_alive: bool,
-}
-
-/// Answers the requests of one connection, until the client closes it, asks to, or breaks a
-/// bound.
-fn answer_connection(mut stream: TcpStream, states: &WatchedStates, stop: &AtomicBool) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut buffer = Vec::with_capacity(1024);
-    for served in 0usize.. {
-        let wait = if served == 0 || !buffer.is_empty() { HEAD_DEADLINE } else { KEEP_ALIVE_IDLE };
-        let head = match read_head(&mut stream, &mut buffer, wait, stop)? {
-            Some(head) => head,
-            None => return Ok(()),
+    let socket = bind(address)?;
+    let address = socket.local_addr()?;
+    let (stop, stopped) = oneshot::channel();
+    let (closed, listener_closed) = std::sync::mpsc::channel();
+    let (started, start) = std::sync::mpsc::sync_channel(1);
+    // The runtime is made on the server's thread and stays there: a host inside a runtime of
+    // its own never enters or drops this one.
+    std::thread::Builder::new().name("lua-system http".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .max_blocking_threads(ENCODING_THREADS)
+            .thread_name("lua-system http encoding")
+            .build();
+        let runtime = match runtime {
+            Ok(runtime) => runtime,
+            Err(error) => return drop(started.send(Err(error))),
         };
-        let request = match parse(&buffer[..head]) {
-            Ok(request) => request,
-            Err((status, reason)) => {
-                return respond(&mut stream, status, "text/plain; charset=utf-8", reason.as_bytes(), false, false);
-            }
+        let listener = {
+            let _entered = runtime.enter();
+            socket.listen(BACKLOG)
         };
-        buffer.drain(..head);
-        let keep_alive = request.keep_alive && !stop.load(Ordering::SeqCst);
-        let (status, content_type, body) = route(&request, states);
-        respond(&mut stream, status, content_type, &body, request.head_only, keep_alive)?;
-        if !keep_alive {
-            return Ok(());
-        }
-    }
-    Ok(())
+        let listener = match listener {
+            Ok(listener) => listener,
+            Err(error) => return drop(started.send(Err(error))),
+        };
+        let _ = started.send(Ok(()));
+        runtime.block_on(run(listener, states, stopped, closed));
+        // An encoding still running finishes on its own; nothing waits for it.
+        runtime.shutdown_background();
+    })?;
+    start.recv().unwrap_or_else(|_| Err(io::Error::other("the server's thread ended as it started")))?;
+    Ok(MetricsServer { address, stop: Some(stop), listener_closed })
 }
 
-/// Reads until `buffer` holds a whole request head; its length, or `None` when the client
-/// closed the connection between requests. A head past [`MAX_HEAD`] or not complete within
-/// `wait` is an error (the connection is dropped).
-fn read_head(
-    stream: &mut TcpStream,
-    buffer: &mut Vec<u8>,
-    wait: Duration,
-    stop: &AtomicBool,
-) -> io::Result<Option<usize>> {
-    let deadline = Instant::now() + wait;
-    let mut chunk = [0u8; 4096];
+/// A socket bound to the first of `address`'s addresses that can be bound, as
+/// `std::net::TcpListener::bind` binds, to listen with a backlog of our own.
+fn bind(address: impl ToSocketAddrs) -> io::Result<TcpSocket> {
+    let mut failed = io::Error::new(io::ErrorKind::InvalidInput, "could not resolve to any addresses");
+    for address in address.to_socket_addrs()? {
+        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address) {
+            Ok(()) => return Ok(socket),
+            Err(error) => failed = error,
+        }
+    }
+    Err(failed)
+}
+
+/// What every connection shares.
+struct Server {
+    states: Arc<WatchedStates>,
+    http: hyper::server::conn::http1::Builder,
+    profiles: Profiles,
+    /// The zero of [`Seen`]'s times.
+    epoch: Instant,
+}
+
+/// The server's life: accepts until told to stop, then closes the listener, lets answers in
+/// flight finish within [`STOP_GRACE`], and returns (dropping every connection left).
+async fn run(
+    listener: TcpListener,
+    states: Arc<WatchedStates>,
+    stop: oneshot::Receiver<()>,
+    listener_closed: std::sync::mpsc::Sender<()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEAD_DEADLINE)
+        .max_buf_size(MAX_HEAD)
+        .max_header_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        .title_case_headers(true);
+    let server = Arc::new(Server { states, http, profiles: Profiles::new(), epoch: Instant::now() });
+    let (closing, closing_seen) = watch::channel(false);
+    // Each connection holds a sender: the receiver hears `None` once every connection ended.
+    let (alive, mut connections) = mpsc::channel::<()>(1);
+    let accepting = tokio::spawn(accept(listener, server, closing_seen, alive));
+    // Told to stop, or the handle is gone: either way, stop.
+    let _ = stop.await;
+    accepting.abort();
+    let _ = accepting.await;
+    let _ = closing.send(true);
+    let _ = listener_closed.send(());
+    let _ = tokio::time::timeout(STOP_GRACE, connections.recv()).await;
+}
+
+/// A connection as the accepting task tracks it.
+struct Open {
+    seen: Arc<Seen>,
+    task: AbortHandle,
+}
+
+/// Accepts connections, each served by a task of its own, within [`connection_cap`].
+async fn accept(listener: TcpListener, server: Arc<Server>, closing: watch::Receiver<bool>, alive: mpsc::Sender<()>) {
+    let cap = connection_cap();
+    let mut open: Vec<Open> = Vec::with_capacity(cap);
     loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Ok(Some(end + 4));
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors: make room, and let the process's own files have them
+                // first. Any error: pause, so that one that repeats does not spin the loop.
+                if out_of_descriptors(&error) {
+                    open.retain(|connection| !connection.task.is_finished());
+                    close_longest_idle(&mut open);
+                }
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        open.retain(|connection| !connection.task.is_finished());
+        if open.len() >= cap {
+            if !close_longest_idle(&mut open) {
+                continue; // every connection is being answered: this one is refused (closed)
+            }
+            // The closed connection's task ends (and its socket closes) before the next accept,
+            // so descriptors stay within the cap.
+            tokio::task::yield_now().await;
         }
-        if buffer.len() >= MAX_HEAD {
-            let _ = respond(stream, 431, "text/plain; charset=utf-8", b"request head too large\n", false, false);
-            return Err(io::Error::other("request head too large"));
+        let seen = Arc::new(Seen::new(server.epoch));
+        let task =
+            tokio::spawn(connection(stream, Arc::clone(&server), Arc::clone(&seen), closing.clone(), alive.clone()));
+        open.push(Open { seen, task: task.abort_handle() });
+    }
+}
+
+/// Closes an idle connection, if there is one: of those that never sent a whole request, the
+/// one silent the longest; else the kept-alive one silent the longest (scrapers that keep their
+/// connection keep it through a flood of connections that send nothing). Whether one was.
+fn close_longest_idle(open: &mut Vec<Open>) -> bool {
+    let longest = open
+        .iter()
+        .enumerate()
+        .filter(|(_, connection)| !connection.seen.answering.load(Ordering::Relaxed))
+        .min_by_key(|(_, connection)| {
+            (connection.seen.asked.load(Ordering::Relaxed), connection.seen.last.load(Ordering::Relaxed))
+        })
+        .map(|(index, _)| index);
+    match longest {
+        Some(index) => {
+            open.swap_remove(index).task.abort();
+            true
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
+        None => false,
+    }
+}
+
+/// Connections open at once: [`MAX_CONNECTIONS`], or half the process's descriptors if that is
+/// fewer, so that clients never take the descriptors the script and the host need.
+fn connection_cap() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(MAX_CONNECTIONS, |limit| usize::try_from(limit / 2).unwrap_or(usize::MAX).clamp(1, MAX_CONNECTIONS))
+}
+
+fn out_of_descriptors(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// When a connection last made progress, whether it is being answered and whether it ever sent
+/// a whole request: what the accepting task reads to choose the connection it closes at the cap.
+struct Seen {
+    epoch: Instant,
+    /// Milliseconds from `epoch` to the last byte read or written.
+    last: AtomicU64,
+    answering: AtomicBool,
+    asked: AtomicBool,
+}
+
+impl Seen {
+    fn new(epoch: Instant) -> Seen {
+        let seen =
+            Seen { epoch, last: AtomicU64::new(0), answering: AtomicBool::new(false), asked: AtomicBool::new(false) };
+        seen.now();
+        seen
+    }
+
+    fn now(&self) {
+        self.last.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Marks a connection as being answered while it lives.
+struct Answering(Arc<Seen>);
+
+impl Answering {
+    fn new(seen: Arc<Seen>) -> Answering {
+        seen.answering.store(true, Ordering::Relaxed);
+        seen.asked.store(true, Ordering::Relaxed);
+        Answering(seen)
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.now();
+        self.0.answering.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection until it closes, breaks a bound, is closed to make room, or the
+/// server stops (then an answer in flight finishes, and an idle connection closes at once).
+async fn connection(
+    stream: TcpStream,
+    server: Arc<Server>,
+    seen: Arc<Seen>,
+    closing: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(Watched { stream, seen: Arc::clone(&seen), stalled: None });
+    let service = hyper::service::service_fn(|request| {
+        let (server, answering) = (Arc::clone(&server), Answering::new(Arc::clone(&seen)));
+        async move {
+            let response = server.answer(request).await;
+            drop(answering);
+            Ok::<_, Infallible>(response)
         }
-        // Short waits, so that a stopping server leaves a connection waiting for its next
-        // request at once.
-        stream.set_read_timeout(Some(left.min(STOP_POLL)))?;
-        let room = (MAX_HEAD - buffer.len()).min(chunk.len());
-        match stream.read(&mut chunk[..room]) {
-            Ok(0) if buffer.is_empty() => return Ok(None),
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
-            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                if stop.load(Ordering::SeqCst) {
-                    return Ok(None);
+    });
+    let mut connection = pin!(server.http.serve_connection(io, service));
+    let mut closing = closing;
+    let mut stopping = pin!(closing.wait_for(|closing| *closing));
+    let mut told = false;
+    let _ = poll_fn(|cx| {
+        if !told && stopping.as_mut().poll(cx).is_ready() {
+            connection.as_mut().graceful_shutdown();
+            told = true;
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await;
+}
+
+/// A connection's socket, noting progress in [`Seen`] and failing a write that makes none for
+/// [`WRITE_STALL`] (hyper has no write timeout).
+struct Watched {
+    stream: TcpStream,
+    seen: Arc<Seen>,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Watched {
+    /// What a write that could not proceed answers: wait, or fail once stalled too long.
+    fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn wrote(&mut self, result: Poll<io::Result<usize>>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        match result {
+            Poll::Ready(result) => {
+                self.stalled = None;
+                if matches!(result, Ok(written) if written > 0) {
+                    self.seen.now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.stall(cx),
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.seen.now();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.wrote(result, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.wrote(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+impl Server {
+    /// The answer to `request`.
+    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let arrived = Instant::now();
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        match request.uri().path() {
+            "/metrics" => {
+                let openmetrics =
+                    request.headers().get_all(ACCEPT).iter().any(|value| {
+                        String::from_utf8_lossy(value.as_bytes()).contains("application/openmetrics-text")
+                    });
+                let (content_type, text) = match openmetrics {
+                    true => (OPENMETRICS_TEXT, self.states.to_openmetrics()),
+                    false => (PROMETHEUS_TEXT, self.states.to_prometheus()),
+                };
+                whole(StatusCode::OK, content_type, text)
+            }
+            "/debug/pprof/heap" => {
+                let selector = match selector(request.uri().query().unwrap_or("")) {
+                    Ok(selector) => selector,
+                    Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+                };
+                match self.profiles.encoded(&self.states, selector, arrived).await {
+                    Ok(profile) => {
+                        let mut response = whole(StatusCode::OK, "application/octet-stream", profile);
+                        let attachment = HeaderValue::from_static("attachment; filename=\"heap\"");
+                        response.headers_mut().insert(CONTENT_DISPOSITION, attachment);
+                        response
+                    }
+                    Err((status, why)) => whole(status, PLAIN_TEXT, why),
                 }
             }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
+            _ => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
         }
     }
 }
 
-/// The request in `head`, or the status and reason to refuse it with.
-fn parse(head: &[u8]) -> Result<Request, (u16, &'static str)> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Request::new(&mut headers);
-    match parsed.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Err(httparse::Error::TooManyHeaders) => return Err((431, "too many headers\n")),
-        _ => return Err((400, "bad request\n")),
-    }
-    let headers: Vec<(&str, String)> =
-        parsed.headers.iter().map(|h| (h.name, String::from_utf8_lossy(h.value).into_owned())).collect();
-    let header = |name: &'static str| {
-        headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
-    };
-    let connection = header("Connection").collect::<Vec<_>>().join(",").to_ascii_lowercase();
-    let version = parsed.version.unwrap_or(0);
-    let keep_alive = match version {
-        1 => !connection.contains("close"),
-        _ => connection.contains("keep-alive"),
-    };
-    let method = parsed.method.unwrap_or("");
-    if method != "GET" && method != "HEAD" {
-        return Err((405, "only GET and HEAD\n"));
-    }
-    // A body on a GET is not read: answer, then close.
-    let has_body = header("Content-Length").any(|v| v.trim() != "0") || header("Transfer-Encoding").next().is_some();
-    // An absolute-form target (`GET http://host/metrics`), as proxies send it: its path.
-    let target = parsed.path.unwrap_or("/");
-    let target = match target.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |slash| &rest[slash..]),
-        None => target,
-    };
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Ok(Request {
-        head_only: method == "HEAD",
-        path: path.to_owned(),
-        query: query.to_owned(),
-        openmetrics: header("Accept").any(|v| v.contains("application/openmetrics-text")),
-        keep_alive: keep_alive && !has_body,
-    })
+/// An answer sent whole, with its length (for HEAD, hyper sends the head alone).
+fn whole(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
-/// The status, content type and body answering `request`.
-fn route(request: &Request, states: &WatchedStates) -> (u16, &'static str, Vec<u8>) {
-    match request.path.as_str() {
-        "/metrics" if request.openmetrics => (200, OPENMETRICS_TEXT, states.to_openmetrics().into_bytes()),
-        "/metrics" => (200, PROMETHEUS_TEXT, states.to_prometheus().into_bytes()),
-        "/debug/pprof/heap" => match heap_profile(states, &request.query) {
-            Ok(body) => (200, "application/octet-stream", body),
-            Err(why) => (400, "text/plain; charset=utf-8", why.into_bytes()),
-        },
-        _ => (404, "text/plain; charset=utf-8", b"404 page not found\n".to_vec()),
-    }
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    whole(status, PLAIN_TEXT, text)
 }
 
-/// Writes a whole answer in one write.
-fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-    head_only: bool,
-    keep_alive: bool,
-) -> io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Request Header Fields Too Large",
-    };
-    let mut answer = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {}\r\n",
-        body.len(),
-        if keep_alive { "keep-alive" } else { "close" }
-    );
-    if status == 405 {
-        answer.push_str("Allow: GET, HEAD\r\n");
-    }
-    if content_type == "application/octet-stream" {
-        answer.push_str("Content-Disposition: attachment; filename=\"heap\"\r\n");
-    }
-    answer.push_str("\r\n");
-    let mut bytes = answer.into_bytes();
-    if !head_only {
-        bytes.extend_from_slice(body);
-    }
-    stream.write_all(&bytes)?;
-    stream.flush()
-}
-
-/// The gzipped pprof profile `/debug/pprof/heap?query` asks for, or why it is refused. Go's
-/// parameters read as Go reads them: `debug` and `seconds` as integers, empty or absent meaning
-/// 0.
-fn heap_profile(states: &WatchedStates, query: &str) -> Result<Vec<u8>, String> {
-    let mut selector = Vec::new();
+/// The states `/debug/pprof/heap?query` selects, sorted (the same selection is the same
+/// profile), or why the query is refused. Go's parameters read as Go reads them: `debug` and
+/// `seconds` as integers, empty or absent meaning 0.
+fn selector(query: &str) -> Result<Labels, &'static str> {
+    let mut selector = Labels::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let (key, value) = (decode(key), decode(value));
         let number = || value.trim().parse::<i64>().ok().or(value.trim().is_empty().then_some(0));
         match key.as_str() {
-            "debug" => match number() {
-                Some(0) => {}
-                _ => return Err("only debug=0 (pprof's format) is served\n".into()),
-            },
-            "seconds" => match number() {
-                Some(0) => {}
-                _ => return Err("delta profiles (seconds=N) are not served\n".into()),
-            },
-            "gc" => {}
+            "debug" if number() != Some(0) => return Err("only debug=0 (pprof's format) is served\n"),
+            "seconds" if number() != Some(0) => return Err("delta profiles (seconds=N) are not served\n"),
+            "debug" | "seconds" | "gc" => {}
             _ => selector.push((key, value)),
         }
     }
-    let selector: Vec<(&str, &str)> = selector.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut body = Vec::new();
-    states.heap_profile(&selector).write_pprof(&mut body).map_err(|error| format!("{error}\n"))?;
-    Ok(body)
+    selector.sort();
+    selector.dedup();
+    Ok(selector)
+}
+
+/// Heap profiles being encoded and sent: one encoding at a time, and at most
+/// [`PROFILE_ANSWERS`] encoded profiles alive.
+struct Profiles {
+    last: Mutex<Option<Encoded>>,
+    answers: Arc<Semaphore>,
+}
+
+/// The last profile encoded.
+struct Encoded {
+    selector: Labels,
+    finished: Instant,
+    body: Bytes,
+}
+
+/// An encoded profile and its slot, which returns when the last copy of the answer is dropped
+/// (sent, or its connection gone).
+struct Answer {
+    gzipped: Vec<u8>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Answer {
+    fn as_ref(&self) -> &[u8] {
+        &self.gzipped
+    }
+}
+
+impl Profiles {
+    fn new() -> Profiles {
+        Profiles { last: Mutex::new(None), answers: Arc::new(Semaphore::new(PROFILE_ANSWERS)) }
+    }
+
+    /// The gzipped profile of the states `selector` selects, made after `arrived` or finished
+    /// after it (then it was being encoded when the request arrived); or the status and reason
+    /// it cannot be.
+    async fn encoded(
+        &self,
+        states: &Arc<WatchedStates>,
+        selector: Labels,
+        arrived: Instant,
+    ) -> Result<Bytes, (StatusCode, String)> {
+        fn failed<E>(_: E) -> (StatusCode, String) {
+            (StatusCode::INTERNAL_SERVER_ERROR, "the encoding failed\n".into())
+        }
+        let mut last = self.last.lock().await;
+        if let Some(encoded) = last.as_ref().filter(|last| last.selector == selector && last.finished >= arrived) {
+            return Ok(encoded.body.clone());
+        }
+        // Its slot returns once its clients have it.
+        *last = None;
+        let slot = Arc::clone(&self.answers).acquire_owned().await.map_err(failed)?;
+        let states = Arc::clone(states);
+        let chosen = selector.clone();
+        let gzipped = tokio::task::spawn_blocking(move || {
+            let selector: Vec<(&str, &str)> = chosen.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut gzipped = Vec::new();
+            states.heap_profile(&selector).write_pprof(&mut gzipped).map(|()| gzipped)
+        });
+        let gzipped =
+            gzipped.await.map_err(failed)?.map_err(|error| (StatusCode::BAD_REQUEST, format!("{error}\n")))?;
+        let body = Bytes::from_owner(Answer { gzipped, _slot: slot });
+        *last = Some(Encoded { selector, finished: Instant::now(), body: body.clone() });
+        Ok(body)
+    }
 }
 
 /// A query component with `%XX` and `+` decoded (invalid escapes kept as they are).
@@ -409,16 +649,14 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_read_as_http_says() {
-        let request = parse(b"GET http://host:1/metrics?x=1 HTTP/1.1\r\nHost: h\r\n\r\n").ok().unwrap();
-        assert_eq!((request.path.as_str(), request.query.as_str(), request.keep_alive), ("/metrics", "x=1", true));
-        let request = parse(b"HEAD /metrics HTTP/1.0\r\n\r\n").ok().unwrap();
-        assert!(request.head_only && !request.keep_alive);
-        let request = parse(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").ok().unwrap();
-        assert!(!request.keep_alive);
-        let request = parse(b"GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\n").ok().unwrap();
-        assert!(!request.keep_alive, "a body is not read: the connection closes");
-        assert_eq!(parse(b"POST /metrics HTTP/1.1\r\n\r\n").err(), Some((405, "only GET and HEAD\n")));
-        assert_eq!(parse(b"GARBAGE\r\n\r\n").err().map(|e| e.0), Some(400));
+    fn profile_queries_are_read_as_gos_handler_reads_them() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            selector("state=b&gc=1&debug=0&seconds=&state=a&state=a"),
+            Ok(vec![pair("state", "a"), pair("state", "b")])
+        );
+        assert_eq!(selector("debug=1"), Err("only debug=0 (pprof's format) is served\n"));
+        assert_eq!(selector("seconds=5"), Err("delta profiles (seconds=N) are not served\n"));
+        assert_eq!(selector(""), Ok(vec![]));
     }
 }

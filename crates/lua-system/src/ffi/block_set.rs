@@ -127,6 +127,17 @@ impl BlockSet {
         Ok(())
     }
 
+    /// Whether `address` is in the set.
+    #[cfg_attr(not(feature = "jemalloc"), allow(dead_code))] // the arena's
+    #[inline]
+    pub(crate) fn contains(&mut self, address: usize) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        let (key, word, bit) = locate(address);
+        self.leaf(key).is_some_and(|leaf| leaf.words[word] & bit != 0)
+    }
+
     /// Removes `address`; false if it was not in the set.
     #[inline]
     pub(crate) fn remove(&mut self, address: usize) -> bool {

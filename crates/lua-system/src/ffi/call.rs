@@ -179,6 +179,13 @@ impl<'a, R: Record> Call<'a, R> {
         unsafe { ffi::lua_gettop(self.l) }
     }
 
+    /// Gives the calling state an arena of its own, so that its memory limit bounds its
+    /// resident pages (`states::contain`).
+    pub(crate) fn contain(&self) {
+        // SAFETY: `l` runs this call, between two allocations; the record is its state's.
+        unsafe { states::contain(self.l, self.record) }
+    }
+
     /// Whether argument `n` (1-based) is absent or nil: [`Call::arg`]'s `Absent | Nil`, with one
     /// type query. Never raises.
     pub(crate) fn lacks(&self, n: c_int) -> bool {
@@ -237,6 +244,8 @@ unsafe extern "C-unwind" fn trampoline<M: Module>(l: *mut lua_State) -> c_int {
         let index = if is_integer != 0 { usize::try_from(index).unwrap_or(usize::MAX) } else { usize::MAX };
         (index, states::record::<M::Record>(l))
     };
+    // A record whose owner let go of the state (`foreign::give_back_to`) is gone for scripts.
+    let record = record.filter(|record| !record.chain().is_some_and(super::lua_alloc::Chain::handed_over));
     let Some(record) = record else {
         let message = M::failed(index, "the module's record of this state is gone (the state is closing)");
         // SAFETY: `l` is the running state; a C function has room for LUA_MINSTACK values.

@@ -192,6 +192,18 @@ pub(crate) fn take_over<R: Record + Send>(lua: &Lua, make: impl FnOnce(Chain, u6
 /// [`give_back`] for a state reached through mlua; also unpublishes the record.
 pub(crate) fn give_back_to<R: Record + Send>(lua: &Lua, record: &R) -> mlua::Result<()> {
     states::unpublish::<R>(lua);
+    #[cfg(feature = "jemalloc")]
+    if record.arena().is_some()
+        && let Some(chain) = record.chain()
+    {
+        // Blocks of the state's arena cannot go to mlua's allocator: the module's stays, with a
+        // reference of its own to the record, until the state's last block (mlua closes the
+        // state when its last handle goes).
+        // SAFETY: `record` lives in an `Arc` (the owner's), alive now.
+        unsafe { std::sync::Arc::increment_strong_count(record as *const R) };
+        chain.hand_over();
+        return Ok(());
+    }
     // SAFETY: on the locked state, outside any allocation; mlua's call needs a little memory,
     // so the limit is lifted for it.
     record.heap().over_limit(|| unsafe { states::with_raw_state(lua, |l| give_back(l, record)) })

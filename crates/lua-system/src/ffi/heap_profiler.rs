@@ -2,10 +2,10 @@
 //! from `package.loaded`, installing the sampling allocator), and knowing which coroutine runs.
 //! Reading the stack of a sampled allocation is `stack_walk.rs`'s.
 //!
-//! * Which coroutine runs: the profiler puts `coroutine.resume` and `coroutine.wrap` behind
-//!   functions that record the coroutine they resume for as long as it runs (errors and
-//!   results pass through unchanged). A coroutine resumed by C code (`lua_resume`) is not
-//!   seen: its allocations go to the thread that resumed it.
+//! * Which coroutine runs: `running.rs` puts `coroutine.resume` and `coroutine.wrap` behind
+//!   functions that record the coroutine they resume for as long as it runs. A coroutine
+//!   resumed by C code (`lua_resume`) is not seen: its allocations go to the thread that
+//!   resumed it.
 //! * LuaJIT: the JIT compiler is turned off while the profiler runs (compiled traces have no
 //!   Lua stack to read), as for the CPU budget.
 
@@ -46,9 +46,10 @@ pub(crate) unsafe fn set_rate<R: Record>(l: *mut lua_State, record: &R, rate: u6
     // runs outside it reads the registry by integer key or sets the allocator (no raise).
     unsafe {
         if rate > 0 && !sampler.started() {
-            let main = super::thread::main_thread(l);
-            if main.is_null() {
-                return Err(NotStarted::NotMainThread);
+            match super::running::track(l, record) {
+                Ok(()) => {}
+                Err(super::running::NotTracked::NotMainThread) => return Err(NotStarted::NotMainThread),
+                Err(super::running::NotTracked::Failed) => return Err(NotStarted::Failed),
             }
             let mut start = Start { names: HashMap::new() };
             let data = &mut start as *mut Start;
@@ -56,7 +57,7 @@ pub(crate) unsafe fn set_rate<R: Record>(l: *mut lua_State, record: &R, rate: u6
                 ffi::lua_settop(l, -2);
                 return Err(NotStarted::Failed);
             }
-            sampler.start(main as usize, start.names);
+            sampler.start(start.names);
             let mut ud = std::ptr::null_mut();
             ffi::lua_getallocf(l, &mut ud);
             ffi::lua_setallocf(l, super::lua_alloc::function_for(record, record.heap().watching_peaks()), ud);
@@ -75,7 +76,7 @@ pub(crate) fn set_rate_of<R: Record>(lua: &mlua::Lua, record: &R, rate: u64) -> 
     unsafe { super::states::with_raw_state(lua, |l| set_rate(l, record, rate)) }
 }
 
-/// The start-up's Lua side, run protected: names the functions, wraps the coroutine functions.
+/// The start-up's Lua side, run protected: names the functions.
 /// Argument 1 is the armed [`Start`]; anything else does nothing.
 unsafe extern "C-unwind" fn start_up<R: Record>(l: *mut lua_State) -> c_int {
     // SAFETY: a helper run by `protected::call`; the only Rust value alive across a raising
@@ -85,22 +86,8 @@ unsafe extern "C-unwind" fn start_up<R: Record>(l: *mut lua_State) -> c_int {
             return super::protected::NO_RESULTS;
         };
         qualified_names(l, &mut (*start).names);
-        track_coroutines::<R>(l);
     }
     super::protected::NO_RESULTS
-}
-
-/// Pushes `package.loaded` (the registry's `_LOADED`, read raw: no metamethod runs).
-///
-/// # Safety
-/// `l` is running with a free stack slot, under a protected call (the key's string may need
-/// memory).
-unsafe fn push_loaded(l: *mut lua_State) {
-    // SAFETY: per the contract.
-    unsafe {
-        ffi::lua_pushstring(l, c"_LOADED".as_ptr());
-        ffi::lua_rawget(l, ffi::LUA_REGISTRYINDEX);
-    }
 }
 
 /// The qualified names of the functions in `package.loaded`'s tables, by identity, into
@@ -114,7 +101,7 @@ unsafe fn qualified_names(l: *mut lua_State, names: &mut HashMap<usize, String>)
     // conversion in place).
     unsafe {
         let top = ffi::lua_gettop(l);
-        push_loaded(l);
+        super::running::push_loaded(l);
         if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
             ffi::lua_pushnil(l);
             while ffi::lua_next(l, -2) != 0 {
@@ -138,134 +125,5 @@ unsafe fn qualified_names(l: *mut lua_State, names: &mut HashMap<usize, String>)
             }
         }
         ffi::lua_settop(l, top);
-    }
-}
-
-/// Puts `coroutine.resume` and `coroutine.wrap` behind the profiler's own (upvalue 1: the
-/// function replaced, a library function any script can call).
-unsafe fn track_coroutines<R: Record>(l: *mut lua_State) {
-    // SAFETY: under the start-up's protected call (the strings and closures made here may need
-    // memory); tables are read and set raw (no metamethod runs); the stack is restored.
-    unsafe {
-        let top = ffi::lua_gettop(l);
-        push_loaded(l);
-        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-            ffi::lua_pushstring(l, c"coroutine".as_ptr());
-            ffi::lua_rawget(l, -2);
-        }
-        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-            for (name, wrapper) in
-                [(c"resume", resume::<R> as ffi::lua_CFunction), (c"wrap", wrap::<R> as ffi::lua_CFunction)]
-            {
-                ffi::lua_pushstring(l, name.as_ptr());
-                ffi::lua_pushvalue(l, -1);
-                ffi::lua_rawget(l, -3);
-                if ffi::lua_type(l, -1) == ffi::LUA_TFUNCTION {
-                    ffi::lua_pushcclosure(l, wrapper, 1);
-                    ffi::lua_rawset(l, -3);
-                } else {
-                    ffi::lua_settop(l, -3);
-                }
-            }
-        }
-        ffi::lua_settop(l, top);
-    }
-}
-
-/// Calls the value at `function` (an upvalue index) with the frame's values as arguments, with
-/// `co` (the thread at `co_index`) recorded as the running coroutine meanwhile; returns the
-/// call's status, with its results (or error) from index 2 on. A copy of `co` stays in this
-/// frame's slot 1 until the call returns: neither the callee nor a script that replaced the
-/// wrapper's upvalues can let it be collected while it is recorded. One rotation puts both
-/// below the arguments, and the results are returned from above it (no removal): a resume is
-/// the profiler's hottest wrapper.
-unsafe fn run_as<R: Record>(l: *mut lua_State, co: *mut lua_State, co_index: c_int, function: c_int) -> c_int {
-    // SAFETY: `lua_pcall` catches every error, so the running thread is always restored before
-    // anything raises past this frame, which owns nothing to drop. A C function has
-    // LUA_MINSTACK free slots.
-    unsafe {
-        let arguments = ffi::lua_gettop(l);
-        ffi::lua_pushvalue(l, co_index);
-        ffi::lua_pushvalue(l, function);
-        ffi::lua_rotate(l, 1, 2); // [co, f, args...]
-        let sampler = super::states::record::<R>(l).map(|record| record.heap_sampler());
-        let previous = sampler.map(|sampler| sampler.enter(co as usize));
-        let status = ffi::lua_pcall(l, arguments, ffi::LUA_MULTRET, 0);
-        if let (Some(sampler), Some(previous)) = (sampler, previous) {
-            sampler.leave(previous);
-        }
-        status
-    }
-}
-
-/// `coroutine.resume`, recording the coroutine it runs.
-unsafe extern "C-unwind" fn resume<R: Record>(l: *mut lua_State) -> c_int {
-    // SAFETY: a C function called by Lua; upvalue 1 is the library's `coroutine.resume`.
-    unsafe {
-        let co = ffi::lua_tothread(l, 1);
-        if co.is_null() {
-            // The library's own wording: 5.4 and 5.5 check for a thread, 5.3 expects a
-            // thread, 5.1, 5.2 and LuaJIT a coroutine.
-            #[cfg(any(feature = "lua54", feature = "lua55"))]
-            ffi::luaL_checktype(l, 1, ffi::LUA_TTHREAD);
-            let expected = if cfg!(feature = "lua53") { c"thread expected" } else { c"coroutine expected" };
-            return ffi::luaL_argerror(l, 1, expected.as_ptr());
-        }
-        if run_as::<R>(l, co, 1, ffi::lua_upvalueindex(1)) != ffi::LUA_OK {
-            ffi::lua_error(l);
-        }
-        ffi::lua_gettop(l) - 1
-    }
-}
-
-/// `coroutine.wrap`: the library's function, behind one that records the coroutine it runs.
-unsafe extern "C-unwind" fn wrap<R: Record>(l: *mut lua_State) -> c_int {
-    // SAFETY: a C function called by Lua; upvalue 1 is the library's `coroutine.wrap`, whose
-    // result is a C closure holding its coroutine as upvalue 1.
-    unsafe {
-        super::coroutines::call_original(l);
-        if ffi::lua_getupvalue(l, -1, 1).is_null() {
-            return 1;
-        }
-        if ffi::lua_type(l, -1) != ffi::LUA_TTHREAD {
-            ffi::lua_settop(l, -2);
-            return 1;
-        }
-        ffi::lua_pushcclosure(l, wrapped::<R>, 2);
-        1
-    }
-}
-
-/// A function made by `coroutine.wrap` (upvalue 1: the library's; 2: its coroutine).
-unsafe extern "C-unwind" fn wrapped<R: Record>(l: *mut lua_State) -> c_int {
-    // SAFETY: a C function called by Lua with the upvalues `wrap` gave it (a script may have
-    // replaced them with `debug.setupvalue`: then it calls what it put there, and a coroutine
-    // that is not one is not recorded).
-    unsafe {
-        let co = ffi::lua_tothread(l, ffi::lua_upvalueindex(2));
-        let status = if co.is_null() {
-            // What the script put there, called as is (after a placeholder for slot 1).
-            ffi::lua_pushnil(l);
-            ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
-            ffi::lua_rotate(l, 1, 2);
-            ffi::lua_pcall(l, ffi::lua_gettop(l) - 2, ffi::LUA_MULTRET, 0)
-        } else {
-            run_as::<R>(l, co, ffi::lua_upvalueindex(2), ffi::lua_upvalueindex(1))
-        };
-        if status != ffi::LUA_OK {
-            // The library's function added the position of its caller, this C function (none):
-            // add the caller's, as it would have (not to a memory error's message).
-            #[cfg(any(feature = "lua51", feature = "lua52"))]
-            let is_text = ffi::lua_isstring(l, -1) != 0;
-            #[cfg(not(any(feature = "lua51", feature = "lua52")))]
-            let is_text = ffi::lua_type(l, -1) == ffi::LUA_TSTRING;
-            if is_text && status != ffi::LUA_ERRMEM {
-                ffi::luaL_where(l, 1);
-                ffi::lua_insert(l, -2);
-                ffi::lua_concat(l, 2);
-            }
-            ffi::lua_error(l);
-        }
-        ffi::lua_gettop(l) - 1 // the results, above slot 1
     }
 }

@@ -50,8 +50,9 @@ pub(crate) struct InternalsCache {
     /// 0 (the default): not checked yet; 1: checked and usable; 2: not usable.
     checked: AtomicU8,
     global: AtomicUsize,
-    /// Whether a cycle has ended since the module was loaded (so Lua 5.4's live estimate,
-    /// which `lua_newstate` leaves unset until the first cycle's atomic phase, holds a value).
+    /// Whether a cycle has ended since the module was loaded (so the live estimate, which
+    /// `lua_newstate` leaves unset until the first cycle's atomic phase in 5.1, 5.4 and LuaJIT,
+    /// holds a value).
     cycle_ended: AtomicBool,
 }
 
@@ -147,8 +148,8 @@ unsafe fn check(l: *mut lua_State) -> Check {
 #[derive(Clone, Copy)]
 pub(crate) struct Internals {
     g: *mut u8,
-    /// See [`InternalsCache`]'s field (read for Lua 5.4 only).
-    #[cfg_attr(not(feature = "lua54"), allow(dead_code))]
+    /// See [`InternalsCache`]'s field (read for Lua 5.1, 5.4 and LuaJIT).
+    #[cfg_attr(not(any(feature = "lua51", feature = "lua54", feature = "luajit")), allow(dead_code))]
     cycle_ended: bool,
 }
 
@@ -263,7 +264,18 @@ impl Internals {
 
     /// The threshold Lua computes for `pause` (in percent) when a cycle ends.
     pub(crate) fn threshold_for(&self, pause: i64) -> u64 {
-        (self.read::<usize>(layout::ESTIMATE) as u64 / 100).saturating_mul(pause.max(0) as u64)
+        (self.estimate() / 100).saturating_mul(pause.max(0) as u64)
+    }
+
+    /// Lua's live estimate, set by each cycle's atomic phase: `lua_newstate` never sets it, so
+    /// before the module has seen a cycle end, outside the states that follow the atomic phase,
+    /// the heap stands for it.
+    fn estimate(&self) -> u64 {
+        const AFTER_ATOMIC: std::ops::RangeInclusive<u8> = 2..=4; // GCSsweepstring ..= GCSfinalize
+        if !self.cycle_ended && !AFTER_ATOMIC.contains(&self.read::<u8>(layout::GCSTATE)) {
+            return self.total_bytes();
+        }
+        self.read::<usize>(layout::ESTIMATE) as u64
     }
 
     /// # Safety
@@ -676,7 +688,18 @@ impl Internals {
 
     /// The threshold LuaJIT computes for `pause` (in percent) when a cycle ends.
     pub(crate) fn threshold_for(&self, pause: i64) -> u64 {
-        (self.read::<u64>(layout::ESTIMATE) / 100).saturating_mul(pause.max(0) as u64)
+        (self.estimate() / 100).saturating_mul(pause.max(0) as u64)
+    }
+
+    /// LuaJIT's live estimate, set by each cycle's atomic phase and 0 before the first: before
+    /// the module has seen a cycle end, outside the states that follow the atomic phase, the
+    /// heap stands for it.
+    fn estimate(&self) -> u64 {
+        const AFTER_ATOMIC: std::ops::RangeInclusive<u8> = 3..=5; // GCSsweepstring ..= GCSfinalize
+        if !self.cycle_ended && !AFTER_ATOMIC.contains(&self.read::<u8>(layout::GCSTATE)) {
+            return self.total_bytes();
+        }
+        self.read::<u64>(layout::ESTIMATE)
     }
 
     /// # Safety

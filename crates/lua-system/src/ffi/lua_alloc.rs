@@ -36,6 +36,7 @@ use super::block_set::BlockSet;
 use super::coroutines::ThreadBlocks;
 use crate::accounts::heap::Heap;
 use crate::accounts::heap_sampler::HeapSampler;
+use crate::accounts::running::RunningThread;
 
 const ALIGN: usize = ffi::SYS_MIN_ALIGN;
 
@@ -190,6 +191,10 @@ pub(crate) struct Chain {
     /// Whether the interposed allocator frees the record after the state's last block (records
     /// of states the module was loaded into), rather than its owner (a `SystemLua`).
     freed_with_state: bool,
+    /// Whether the owner has let go of a state whose allocator could not be given back (it had
+    /// blocks in an arena of its own): the contained allocator then frees the record after the
+    /// state's last block, and the module's functions answer that the record is gone.
+    handed_over: std::sync::atomic::AtomicBool,
 }
 
 /// The set of tracked blocks, touched only by the state's allocator.
@@ -204,7 +209,25 @@ impl Chain {
     /// The chain to the allocator `alloc` with its data `ud`; `freed_with_state` if the record
     /// holding the chain is leaked, to be freed after the state's last block.
     pub(crate) fn new(alloc: ffi::lua_Alloc, ud: *mut c_void, freed_with_state: bool) -> Chain {
-        Chain { alloc, ud: ud as usize, tracked: Tracked(UnsafeCell::new(BlockSet::default())), freed_with_state }
+        Chain {
+            alloc,
+            ud: ud as usize,
+            tracked: Tracked(UnsafeCell::new(BlockSet::default())),
+            freed_with_state,
+            handed_over: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Records that the owner let go of the state (see the field).
+    #[cfg_attr(not(feature = "jemalloc"), allow(dead_code))] // only arenas need it
+    pub(crate) fn hand_over(&self) {
+        self.handed_over.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the owner let go of the state.
+    #[inline]
+    pub(crate) fn handed_over(&self) -> bool {
+        self.handed_over.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The state's own allocator and its data.
@@ -401,6 +424,155 @@ unsafe fn interposed_with<R: Record>(ud: *mut c_void, block: *mut c_void, osize:
     resized
 }
 
+/// The allocator of a state with a memory limit and an arena of its own (feature `jemalloc`,
+/// `arena.rs`): new blocks come from the arena, and the limit counts the arena's resident pages
+/// as well as the live bytes; blocks allocated before the arena (by the module's own allocator
+/// or a chain) are freed where they came from, and moved into the arena when they are resized.
+/// `PEAKS` and `PROFILE` as for [`exact`].
+#[cfg(feature = "jemalloc")]
+pub(crate) unsafe extern "C" fn contained<R: Record, const PEAKS: bool, const PROFILE: bool>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: forwarded under the same contract.
+    unsafe {
+        if PROFILE {
+            profiled::<R>(ud, block, osize, nsize, contained_with::<R, PEAKS>)
+        } else {
+            contained_with::<R, PEAKS>(ud, block, osize, nsize)
+        }
+    }
+}
+
+#[cfg(feature = "jemalloc")]
+#[inline(always)]
+unsafe fn contained_with<R: Record, const PEAKS: bool>(
+    ud: *mut c_void,
+    block: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
+    // SAFETY: `ud` is the record installed with this function, alive while it is installed.
+    let record = unsafe { &*(ud as *const R) };
+    let (heap, threads) = (record.heap(), record.thread_blocks());
+    let Some(arena) = record.arena() else {
+        return ptr::null_mut(); // unreachable: this function is installed with an arena
+    };
+    // Whether the state may grow by `growth` bytes: its live bytes and its arena's resident
+    // pages under the limit, after a purge if need be.
+    let admits = |growth: usize| {
+        heap.admits_resident(growth, arena.resident_bytes()) || {
+            arena.purge();
+            heap.admits_resident(growth, arena.resident_bytes())
+        }
+    };
+
+    if nsize == 0 {
+        if !block.is_null() {
+            heap.record_free(osize);
+            // SAFETY: this is the state's allocator; the block is the arena's or the previous
+            // allocator's.
+            unsafe {
+                threads.forget(block as usize, osize);
+                if !arena.free(block, osize) {
+                    free_elsewhere(record, block, osize);
+                }
+            }
+            if heap.live_bytes() == 0 && record.chain().is_some_and(Chain::handed_over) {
+                // That was the main state, freed last by `lua_close`, of a state its owner let
+                // go of: the reference `foreign::give_back_to` left to this allocator goes.
+                // SAFETY: that reference, made with `Arc::increment_strong_count`; nothing
+                // calls this allocator again.
+                drop(unsafe { std::sync::Arc::from_raw(ud as *const R) });
+            }
+        }
+        return ptr::null_mut();
+    }
+
+    if block.is_null() {
+        if !admits(nsize) {
+            return ptr::null_mut();
+        }
+        // SAFETY: this is the state's allocator; `nsize` is non-zero.
+        let new = unsafe { arena.alloc(nsize) };
+        if new.is_null() {
+            return new;
+        }
+        // The state's first block is its main thread (a state contained from birth).
+        let coroutine = is_thread_tag(osize) && heap.figures().mallocs > 0;
+        // SAFETY: this is the state's allocator.
+        if coroutine && !unsafe { threads.remember(new as usize, nsize) } {
+            // SAFETY: allocated just above.
+            unsafe { arena.free(new, nsize) };
+            return ptr::null_mut();
+        }
+        heap.record_new(nsize);
+        if PEAKS {
+            heap.note_peak();
+        }
+        return new;
+    }
+
+    if nsize > osize && !admits(nsize - osize) {
+        return ptr::null_mut();
+    }
+    // SAFETY: this is the state's allocator; `block` was allocated or last resized to `osize`,
+    // by the arena or before it.
+    let resized = unsafe {
+        if arena.holds(block) {
+            arena.realloc(block, osize, nsize)
+        } else {
+            // Moved into the arena: copied, then freed where it came from.
+            let moved = arena.alloc(nsize);
+            if !moved.is_null() {
+                ptr::copy_nonoverlapping(block.cast::<u8>(), moved.cast::<u8>(), osize.min(nsize));
+                free_elsewhere(record, block, osize);
+            }
+            moved
+        }
+    };
+    if resized.is_null() {
+        if nsize <= osize {
+            // Lua assumes a shrink cannot fail and would keep using the old size.
+            handle_alloc_error(Layout::from_size_align(nsize, ALIGN).unwrap_or(Layout::new::<u8>()));
+        }
+        return resized;
+    }
+    if resized != block && threads.may_hold(osize) {
+        // A coroutine's block moved (Lua does not resize thread blocks; kept exact anyway).
+        // SAFETY: this is the state's allocator.
+        unsafe {
+            threads.forget(block as usize, osize);
+            threads.remember(resized as usize, nsize);
+        }
+    }
+    heap.record_resize(osize, nsize);
+    if PEAKS && nsize > osize {
+        heap.note_peak();
+    }
+    resized
+}
+
+/// Frees a block of a contained state that its arena does not hold: the module's own
+/// allocator's (a state the module made) or its chain's.
+///
+/// # Safety
+/// From the state's allocator; `block` was allocated or last resized to `size` before the
+/// arena.
+#[cfg(feature = "jemalloc")]
+#[cold]
+unsafe fn free_elsewhere<R: Record>(record: &R, block: *mut c_void, size: usize) {
+    match record.chain() {
+        Some(chain) => {
+            chain.next(block, size, 0);
+        }
+        // SAFETY: the module's own allocator made it with this size and alignment.
+        None => unsafe { dealloc(block.cast(), Layout::from_size_align_unchecked(size, ALIGN)) },
+    }
+}
+
 /// The accounting `lua_Alloc` functions, which [`profiled`] wraps.
 type Inner = unsafe fn(*mut c_void, *mut c_void, usize, usize) -> *mut c_void;
 
@@ -434,7 +606,13 @@ unsafe fn profiled<R: Record>(
         !draws && !old_may_be_sampled
     };
     // SAFETY: forwarded under the same contract.
-    unsafe { if common { inner(ud, block, osize, nsize) } else { sampled(sampler, ud, block, osize, nsize, inner) } }
+    unsafe {
+        if common {
+            inner(ud, block, osize, nsize)
+        } else {
+            sampled(sampler, (*(ud as *const R)).running_thread(), ud, block, osize, nsize, inner)
+        }
+    }
 }
 
 /// [`profiled`]'s rare case: a block that may have been sampled is freed or moved, or the
@@ -443,6 +621,7 @@ unsafe fn profiled<R: Record>(
 #[inline(never)]
 unsafe fn sampled(
     sampler: &HeapSampler,
+    running: &RunningThread,
     ud: *mut c_void,
     block: *mut c_void,
     osize: usize,
@@ -458,7 +637,7 @@ unsafe fn sampled(
     // been sampled: `take` counted its bytes already, and `is_due` tells.
     let stack = sampler.is_due().then(|| {
         // SAFETY: the state's allocator, before the block is made or moved.
-        unsafe { super::stack_walk::capture(sampler) }
+        unsafe { super::stack_walk::capture(sampler, running) }
     });
     // SAFETY: forwarded under the same contract.
     let result = unsafe { inner(ud, block, osize, nsize) };
@@ -481,6 +660,9 @@ unsafe fn sampled(
 /// Whose blocks an allocator function serves.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Serves {
+    /// Its arena's, with those allocated before it ([`contained`]).
+    #[cfg(feature = "jemalloc")]
+    Contained,
     /// Its own ([`exact`]).
     Own,
     /// The state's own allocator's, every one counted ([`chained`]).
@@ -505,7 +687,7 @@ struct Functions<R>(std::marker::PhantomData<R>);
 
 impl<R: Record> Functions<R> {
     #[rustfmt::skip]
-    const ALL: [(Variant, ffi::lua_Alloc); 10] = [
+    const ALL: &'static [(Variant, ffi::lua_Alloc)] = &[
         (Variant { serves: Serves::Own, peaks: false, profile: false }, exact::<R, false, false>),
         (Variant { serves: Serves::Own, peaks: true, profile: false }, exact::<R, true, false>),
         (Variant { serves: Serves::Own, peaks: false, profile: true }, exact::<R, false, true>),
@@ -516,6 +698,14 @@ impl<R: Record> Functions<R> {
         (Variant { serves: Serves::Chained, peaks: true, profile: true }, chained::<R, true, true>),
         (Variant { serves: Serves::Interposed, peaks: false, profile: false }, interposed::<R, false>),
         (Variant { serves: Serves::Interposed, peaks: false, profile: true }, interposed::<R, true>),
+        #[cfg(feature = "jemalloc")]
+        (Variant { serves: Serves::Contained, peaks: false, profile: false }, contained::<R, false, false>),
+        #[cfg(feature = "jemalloc")]
+        (Variant { serves: Serves::Contained, peaks: true, profile: false }, contained::<R, true, false>),
+        #[cfg(feature = "jemalloc")]
+        (Variant { serves: Serves::Contained, peaks: false, profile: true }, contained::<R, false, true>),
+        #[cfg(feature = "jemalloc")]
+        (Variant { serves: Serves::Contained, peaks: true, profile: true }, contained::<R, true, true>),
     ];
 }
 
@@ -539,6 +729,8 @@ fn in_the_table<R: Record>(f: ffi::lua_Alloc) -> bool {
 /// stays, so that frees of sampled blocks are seen).
 pub(crate) fn function_for<R: Record>(record: &R, watching_peaks: bool) -> ffi::lua_Alloc {
     let serves = match (record.chain(), record.tracks_blocks()) {
+        #[cfg(feature = "jemalloc")]
+        _ if record.arena().is_some() && !record.tracks_blocks() => Serves::Contained,
         (None, _) => Serves::Own,
         (Some(_), false) => Serves::Chained,
         (Some(_), true) => Serves::Interposed,

@@ -10,12 +10,17 @@
 //! * [`foreign`]: loading the module into states made elsewhere (interpreters, mlua, C hosts).
 //! * [`heap_profiler`]: starting the heap profiler in a state, the running coroutine.
 //! * [`stack_walk`]: the Lua stack of a sampled allocation, read inside the allocator.
+//! * [`running`]: which thread of a state runs (`coroutine.resume` and `wrap` behind the
+//!   module's).
 //! * [`stand_in`]: functions standing in for another (`collectgarbage` under permissions,
 //!   `os.exit` with a host's last step), Rust code around the call.
 //! * [`thread`]: a state's main thread; LuaJIT's compiler turned off.
 //! * [`loader`]: `require("system")`: building the module table and putting it in place.
 //! * [`block_set`]: the blocks an interposed state's allocator has seen (an address bitmap).
-//! * [`budget_hook`]: the count hook that enforces a state's CPU budget.
+//! * `arena`: a limited state's own jemalloc arena, which bounds what it keeps resident
+//!   (feature `jemalloc`).
+//! * [`budget_hook`]: what enforces a state's CPU budget: a timer, and the hook it sets.
+//! * [`cpu_timer`]: a timer on a thread's CPU time, which interrupts it with a signal.
 //! * [`sentinel`]: the object every collection cycle finalizes once (cycle counting).
 //! * [`collector`]: `lua_gc`, and the requests each Lua version takes for its settings.
 //! * [`internals`]: the collector's own figures in Lua's global state, checked before use.
@@ -48,11 +53,14 @@
 //! trust their argument, and a call hook catches them).
 
 pub(crate) mod allocator_stats;
+#[cfg(feature = "jemalloc")]
+pub(crate) mod arena;
 pub(crate) mod block_set;
 pub(crate) mod budget_hook;
 pub(crate) mod call;
 pub(crate) mod collector;
 pub(crate) mod coroutines;
+pub(crate) mod cpu_timer;
 pub(crate) mod foreign;
 pub(crate) mod fork;
 pub(crate) mod heap_profiler;
@@ -62,6 +70,7 @@ pub(crate) mod lua_alloc;
 pub(crate) mod panic;
 pub(crate) mod params;
 pub(crate) mod protected;
+pub(crate) mod running;
 pub(crate) mod sentinel;
 pub(crate) mod stack_walk;
 pub(crate) mod stand_in;
@@ -98,6 +107,18 @@ pub(crate) trait Record: Sync + Sized + 'static {
     /// The addresses of the state's live coroutine blocks.
     fn thread_blocks(&self) -> &coroutines::ThreadBlocks;
 
+    /// Where the state's own arena is kept, made once it has a memory limit (feature
+    /// `jemalloc`).
+    #[cfg(feature = "jemalloc")]
+    fn arena_slot(&self) -> &arena::ArenaSlot;
+
+    /// The state's own arena, if it has one.
+    #[cfg(feature = "jemalloc")]
+    #[inline(always)]
+    fn arena(&self) -> Option<&arena::Arena> {
+        self.arena_slot().get()
+    }
+
     /// The module was loaded into the state (`require`); called on every load.
     fn loaded(&self, collector: &Collector);
 
@@ -107,6 +128,12 @@ pub(crate) trait Record: Sync + Sized + 'static {
     /// The state's CPU budget (charged by [`budget_hook`]).
     fn cpu_budget(&self) -> &crate::accounts::cpu_budget::CpuBudget;
 
+    /// The timer of the state's CPU budget.
+    fn budget_timer(&self) -> &budget_hook::BudgetTimer;
+
     /// The state's heap profiler records (written by the sampling allocator).
     fn heap_sampler(&self) -> &crate::accounts::heap_sampler::HeapSampler;
+
+    /// Which of the state's threads runs (once something tracks it).
+    fn running_thread(&self) -> &crate::accounts::running::RunningThread;
 }

@@ -20,6 +20,7 @@ use std::ffi::CStr;
 use mlua::ffi::{self, lua_State};
 
 use crate::accounts::heap_sampler::{HeapSampler, MAX_DEPTH};
+use crate::accounts::running::RunningThread;
 use crate::heap_profile::Frame;
 
 /// Records a sampled allocation: reads the stack of the thread it is attributed to.
@@ -28,8 +29,8 @@ use crate::heap_profile::Frame;
 /// Called by the state's allocator, before the block is moved or made (the stack is walked
 /// while the old one is still valid).
 #[cold]
-pub(crate) unsafe fn capture(sampler: &HeapSampler) -> Vec<Frame> {
-    let thread = sampler.running() as *mut lua_State;
+pub(crate) unsafe fn capture(sampler: &HeapSampler, running: &RunningThread) -> Vec<Frame> {
+    let thread = running.running() as *mut lua_State;
     if thread.is_null() {
         return Vec::new();
     }

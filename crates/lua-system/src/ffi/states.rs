@@ -180,6 +180,40 @@ pub(crate) unsafe fn with_raw_state<T>(lua: &Lua, f: impl FnOnce(*mut lua_State)
     result.ok_or_else(|| mlua::Error::runtime("lua-system: the state could not be reached"))
 }
 
+/// Gives `record`'s state an arena of its own, where its blocks are allocated from now on, and
+/// switches its allocator function to the one that uses it (`arena.rs`): from then on its
+/// memory limit bounds the pages it keeps resident. Nothing for states the module was loaded
+/// into (their blocks are their interpreter's allocator's), nor without feature `jemalloc`.
+///
+/// # Safety
+/// `l` is a thread of `record`'s state, on the thread running it, between two allocations.
+pub(crate) unsafe fn contain<R: Record>(l: *mut lua_State, record: &R) {
+    // LuaJIT states mlua made keep mlua's allocator: LuaJIT frees its main state through the
+    // allocator it was made with, which must then be mlua's.
+    let mlua_made_luajit = cfg!(feature = "luajit") && record.chain().is_some();
+    #[cfg(feature = "jemalloc")]
+    if !record.tracks_blocks()
+        && !mlua_made_luajit
+        && record.arena().is_none()
+        && record.arena_slot().get_or_make().is_some()
+    {
+        let mut ud = std::ptr::null_mut();
+        // SAFETY: per the contract; the new function serves every block the old one did, with
+        // the same record as its data.
+        unsafe {
+            ffi::lua_getallocf(l, &mut ud);
+            ffi::lua_setallocf(l, function_for(record, record.heap().watching_peaks()), ud);
+        }
+    }
+    let _ = (l, record, mlua_made_luajit);
+}
+
+/// [`contain`] for a state reached through mlua.
+pub(crate) fn contain_state<R: Record + Send>(lua: &Lua, record: &R) -> mlua::Result<()> {
+    // SAFETY: on the locked state, under a protected call, outside any allocation.
+    record.heap().over_limit(|| unsafe { with_raw_state(lua, |l| contain(l, record)) })
+}
+
 /// `lua_newstate`; Lua 5.5 also takes a hash seed, made as `luaL_newstate` makes it.
 unsafe fn new_state(f: ffi::lua_Alloc, ud: *mut c_void) -> *mut lua_State {
     // SAFETY: `f` follows the lua_Alloc contract; `ud` per `AccountedState::new`.

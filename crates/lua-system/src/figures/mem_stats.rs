@@ -13,7 +13,7 @@ use crate::ffi::Collector;
 use crate::ffi::call::TableWriter;
 use crate::ffi::collector::{Busy, effective_percent, next_cycle_at};
 use crate::process::memory::{self, HeapMemory, ProcessMemory};
-use crate::state::cycles::NextGcSource;
+use crate::state::cycles::{NextGcSource, STOPPED_NEXT_GC};
 use crate::state::{Accounting, StateRecord};
 use crate::text::{Text, text};
 
@@ -89,7 +89,8 @@ pub struct MemStats {
     /// When the last cycle ended, in nanoseconds since the Unix epoch; 0 before the first (Go's
     /// `LastGC`).
     pub last_gc: u64,
-    /// The heap size at which the next cycle starts (Go's `NextGC`); `i64::MAX` while the
+    /// The heap size at which the next cycle starts (Go's `NextGC`); `i64::MAX` (2^53 on Lua 5.1,
+    /// 5.2 and LuaJIT, whose numbers are doubles) while the
     /// collector is stopped. Lua's own threshold, read in its internals, where they are usable
     /// ([`NextGcSource::Threshold`]): while Lua waits for the next cycle, the threshold it will
     /// start it at; while a cycle runs, the one it computes from its live estimate and the
@@ -145,7 +146,7 @@ pub(crate) static FIELDS: &[Field] = &[
     field(c"mspan_in_use", "process", "the allocator's own metadata", |s| heap(s, |h| h.mspan_in_use)),
     field(c"mspan_sys", "process", "the allocator's own metadata", |s| heap(s, |h| h.mspan_sys)),
     field(c"num_gc", "state", "completed collection cycles", |s| Ok(saturate(s.num_gc))),
-    field(c"next_gc", "state", "heap size at which the next cycle starts (`math.maxinteger` while stopped)", |s| Ok(saturate(s.next_gc))),
+    field(c"next_gc", "state", "heap size at which the next cycle starts (`math.maxinteger` while stopped; 2^53 on 5.1, 5.2, LuaJIT)", |s| Ok(saturate(s.next_gc))),
     field(c"mallocs", "state", "blocks allocated", |s| Ok(saturate(s.mallocs))),
     field(c"frees", "state", "blocks freed", |s| Ok(saturate(s.frees))),
     field(c"last_gc", "state", "end of the last cycle, nanoseconds since the Unix epoch; 0 before the first", |s| Ok(saturate(s.last_gc))),
@@ -200,7 +201,7 @@ impl MemStats {
         let effective = cycles.cached_effective_percent();
         let stopped = effective < 0;
         let (next_gc, next_gc_source) = match cycles.next_gc_seen() {
-            _ if stopped => (i64::MAX as u64, NextGcSource::Stopped),
+            _ if stopped => (STOPPED_NEXT_GC, NextGcSource::Stopped),
             Some(next_gc) => (next_gc, NextGcSource::Threshold),
             None => (next_cycle_at(record.heap().live_bytes(), effective), NextGcSource::Estimate),
         };

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use crate::figures::mem_stats::MemStats;
 use crate::process::max_procs;
+use crate::state::cycles::STOPPED_NEXT_GC;
 use crate::text::Text;
 
 /// Whose figure a metric is.
@@ -45,7 +46,7 @@ pub(crate) static FAMILIES: &[Family] = &[
     Family { name: "lua_heap_frees_total", kind: "counter", help: "Heap blocks the Lua state has freed.", scope: Scope::State, read: |s| Some(s.frees as f64), reported_by: STATS },
     Family { name: "lua_gc_cycles_total", kind: "counter", help: "Completed collection cycles of the Lua state.", scope: Scope::State, read: |s| Some(s.num_gc as f64), reported_by: STATS },
     Family { name: "lua_gc_last_cycle_timestamp_seconds", kind: "gauge", help: "When the last collection cycle ended, in seconds since the Unix epoch.", scope: Scope::State, read: |s| (s.last_gc > 0).then(|| s.last_gc as f64 / 1e9), reported_by: STATS },
-    Family { name: "lua_gc_next_bytes", kind: "gauge", help: "Heap size at which the next collection cycle starts.", scope: Scope::State, read: |s| (s.next_gc < i64::MAX as u64).then_some(s.next_gc as f64), reported_by: STATS },
+    Family { name: "lua_gc_next_bytes", kind: "gauge", help: "Heap size at which the next collection cycle starts.", scope: Scope::State, read: |s| (s.next_gc < STOPPED_NEXT_GC).then_some(s.next_gc as f64), reported_by: STATS },
     Family { name: "lua_gc_percent", kind: "gauge", help: "The collector's GC percent (Go's GOGC); -1 when stopped.", scope: Scope::State, read: |s| s.gc_percent.ok().map(|p| p as f64), reported_by: &["mem_stats", "get_gc_percent"] },
     Family { name: "lua_max_procs", kind: "gauge", help: "Process-wide limit on CPUs executing Lua at once.", scope: Scope::Process, read: |_| Some(max_procs::max_procs() as f64), reported_by: &["go_max_procs"] },
     Family { name: "lua_process_cpus", kind: "gauge", help: "Logical CPUs usable by the process at start.", scope: Scope::Process, read: |_| Some(max_procs::num_cpu() as f64), reported_by: &["num_cpu"] },
@@ -70,7 +71,8 @@ fn heap(stats: &MemStats, pick: fn(&crate::process::memory::HeapMemory) -> u64) 
 
 /// A state's and its process's figures, one value per metric family (docs/watching-memory.md
 /// lists them); `None` where the figure is unavailable or hidden by permissions. Serializes as a map
-/// from metric name to value, with `accounting` first.
+/// from metric name to value, with `accounting` first; whole values (counts, bytes, the GC
+/// percent) as integers, the rest (the last cycle's timestamp) as floats.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Metrics {
     accounting: &'static str,
@@ -94,9 +96,23 @@ impl serde::Serialize for Metrics {
         let mut map = serializer.serialize_map(Some(N + 1))?;
         map.serialize_entry("accounting", self.accounting)?;
         for (family, value) in FAMILIES.iter().zip(&self.values) {
-            map.serialize_entry(family.name, value)?;
+            map.serialize_entry(family.name, &value.map(JsonNumber))?;
         }
         map.end()
+    }
+}
+
+/// A figure as JSON: counts and bytes as integers (`365`, not `365.0`), fractions as floats.
+struct JsonNumber(f64);
+
+impl serde::Serialize for JsonNumber {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Integers a double holds exactly (below 2^53).
+        if self.0.fract() == 0.0 && self.0.abs() < 9_007_199_254_740_992.0 {
+            serializer.serialize_i64(self.0 as i64)
+        } else {
+            serializer.serialize_f64(self.0)
+        }
     }
 }
 

@@ -10,7 +10,15 @@
 use crate::ffi::Call;
 use crate::functions::answer::{Failure, Reply};
 use crate::functions::args;
-use crate::state::StateRecord;
+use crate::state::{Accounting, StateRecord};
+use crate::text::text;
+
+/// Why a state of a stock LuaJIT (`system.so`) gets no limit: LuaJIT's own path for an
+/// allocation its allocator refuses is not safe there (Debian's LuaJIT 2.1.0-beta3 crashes in a
+/// `pcall` loop that fills memory at a limit, with any allocator that refuses, `-joff` too). The
+/// runner's vendored LuaJIT, whose states the module makes, survives it (`tests/hostile`).
+pub(crate) const LUAJIT_INTERPOSED: &str =
+    "not available in a stock LuaJIT (its failure path at a refused allocation crashes): use the lua-system runner";
 
 fn as_lua(limit: Option<usize>) -> i64 {
     limit.map_or(-1, |bytes| bytes.min(i64::MAX as usize) as i64)
@@ -30,6 +38,12 @@ pub(crate) fn set_memory_limit(call: &Call<'_, StateRecord>) -> Result<Reply, Fa
         }
         value => Some(value as usize),
     };
+    if cfg!(feature = "luajit") && limit.is_some() && call.record().accounting() == Accounting::Interposed {
+        return Err(Failure::Failed(text!("{}", LUAJIT_INTERPOSED)));
+    }
+    if limit.is_some() {
+        call.contain();
+    }
     Ok(Reply::Integer(as_lua(call.record().heap().set_memory_limit(limit))))
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod args;
 mod gc;
 mod identity;
 mod limit;
+pub(crate) use limit::LUAJIT_INTERPOSED;
 mod memory;
 mod metrics;
 pub(crate) mod permissions;

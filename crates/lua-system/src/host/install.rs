@@ -64,6 +64,16 @@ pub fn memory_limit(lua: &Lua) -> mlua::Result<Option<usize>> {
 /// which `pcall` can catch; freeing memory makes room again. A limit below the bytes in use is
 /// accepted and stops growth.
 pub fn set_memory_limit(lua: &Lua, limit: Option<usize>) -> mlua::Result<Option<usize>> {
+    let record = states::published::<StateRecord>(lua)?;
+    if cfg!(feature = "luajit") && limit.is_some() && record.accounting() == crate::state::Accounting::Interposed {
+        return Err(mlua::Error::runtime(format!(
+            "lua-system: set_memory_limit: {}",
+            crate::functions::LUAJIT_INTERPOSED
+        )));
+    }
+    if limit.is_some() {
+        states::contain_state(lua, &*record)?;
+    }
     states::with_record(lua, |record: &StateRecord, _| record.heap().set_memory_limit(limit))
 }
 

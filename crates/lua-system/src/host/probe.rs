@@ -80,7 +80,9 @@ impl Cycle {
     /// the heap the cycle started from (`heap_before`, with the blocks at its end: the count
     /// at its start is not kept), dated when the forced collection began, or at the end for an
     /// automatic cycle (whose start, spread over steps, is not dated); `num_gc` is one less.
-    /// Neither carries the resident memory (not read at cycle ends).
+    /// Both carry the target the cycle set (`next_gc`): the one in force before it is not
+    /// kept, and a chart of the target in force takes it from the sample before the start (the
+    /// runner's does). Neither carries the resident memory (not read at cycle ends).
     pub fn samples(&self) -> [Sample; 2] {
         let end = Sample {
             seconds: self.at.as_secs_f64(),

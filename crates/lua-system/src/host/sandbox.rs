@@ -52,26 +52,31 @@ pub fn sandbox(lua: &Lua) -> mlua::Result<()> {
 }
 
 /// Sets the state's CPU budget (`None`: none) and returns the previous one. The budget counts
-/// the CPU time the state's Lua code uses on the threads that run it (not the time other
-/// threads use meanwhile), checked every 10,000 instructions, from the first check after this
-/// call: the thread's CPU time between two checks is charged whole, so a host that does its
-/// own work between two runs sets the budget again before each run. Once it is spent, the
+/// the CPU time of the thread that calls this (the one that runs the state's Lua code), from
+/// this call on, and not the time other threads use meanwhile: a timer on that thread's CPU
+/// clock interrupts the running code when the budget is spent (within the kernel's timer
+/// resolution, a few milliseconds, plus one C call), and until then costs nothing. The host's
+/// own work on the thread counts too, so a host that does its own work between two runs sets
+/// the budget again before each run. A state moved to another thread is charged when its first
+/// thread's budget is due. Once it is spent, the
 /// running code gets the error "CPU limit exceeded: ...", and so does every instruction after
 /// it (a `pcall` cannot swallow it): the host's call fails with it, unless the code caught it
 /// in its very last call (`return pcall(f)`, a tail call, leaves no instruction to fail): a host
 /// that must know asks [`cpu_limit_exceeded`] after each call. Set the budget again (or `None`)
 /// before running more code in the state.
 ///
-/// Covered: the thread running now (the main thread, from the host) and the coroutines created
-/// after this call. Not interrupted: one call of a C function (a pattern match, `string.rep`),
+/// Covered: the main thread and the coroutine running when the budget is spent, as the
+/// module's `coroutine.resume` and `coroutine.wrap` record it (a coroutine resumed by a C
+/// module is stopped when it yields back), and the coroutines created after that. The timer
+/// signals the thread with `SIGRTMIN + 6`; a handler the host had installed for that signal
+/// still gets the signals that are not the module's. Not interrupted: one call of a C function (a pattern match, `string.rep`),
 /// whose time is charged when it returns; code Lua runs with hooks off: finalizers (`__gc`),
 /// and the message handler of an `xpcall` handling the budget's own error ([`sandbox`] closes
 /// both). LuaJIT runs no hooks in compiled code: its compiler
 /// is turned off while a budget is set.
 pub fn set_cpu_limit(lua: &Lua, limit: Option<Duration>) -> mlua::Result<Option<Duration>> {
     let message = limit.map(exceeded_message);
-    budget_hook::set::<StateRecord>(lua, message.as_deref())?;
-    states::with_record(lua, |record: &StateRecord, _| record.cpu_budget().set(limit))
+    budget_hook::set::<StateRecord>(lua, message.as_deref(), limit)
 }
 
 /// The error the state's code gets once its CPU budget of `limit` is spent.

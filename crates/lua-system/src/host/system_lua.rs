@@ -157,7 +157,7 @@ impl SystemLua {
     /// it, an allocation fails and the script gets Lua's "not enough memory" error, which
     /// `pcall` can catch.
     pub fn set_memory_limit(&self, limit: usize) -> mlua::Result<usize> {
-        let previous = self.record().heap().set_memory_limit((limit != 0).then_some(limit));
+        let previous = super::install::set_memory_limit(self, (limit != 0).then_some(limit))?;
         Ok(previous.unwrap_or(0))
     }
 

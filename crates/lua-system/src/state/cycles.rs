@@ -58,6 +58,12 @@ fn optional_seconds<S: serde::Serializer>(duration: &Option<Duration>, serialize
     }
 }
 
+/// `next_gc` while the collector is stopped: no cycle is scheduled. Lua's largest integer
+/// (`math.maxinteger`) from 5.3 on; 2^53 where numbers are doubles (5.1, 5.2, LuaJIT), the
+/// largest integer they hold exactly, so the figure is an integer there too.
+pub(crate) const STOPPED_NEXT_GC: u64 =
+    if cfg!(any(feature = "lua51", feature = "lua52", feature = "luajit")) { 1 << 53 } else { i64::MAX as u64 };
+
 /// Where [`MemStats::next_gc`](crate::MemStats::next_gc) comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -231,7 +237,7 @@ impl Cycles {
     /// effective percent (-1: stopped) and the heap now; remembered for readers on other threads.
     pub(crate) fn next_gc(&self, collector: &Collector, effective: i64, live_bytes: u64) -> (u64, NextGcSource) {
         let (next_gc, source) = match (effective, collector.next_threshold()) {
-            (effective, _) if effective < 0 => (i64::MAX as u64, NextGcSource::Stopped),
+            (effective, _) if effective < 0 => (STOPPED_NEXT_GC, NextGcSource::Stopped),
             (_, Some(threshold)) => (threshold, NextGcSource::Threshold),
             (effective, None) => {
                 let estimate = self.estimated_next_gc();

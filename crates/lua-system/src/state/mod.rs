@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use crate::accounts::cpu_budget::CpuBudget;
 use crate::accounts::heap::Heap;
 use crate::accounts::heap_sampler::HeapSampler;
+use crate::accounts::running::RunningThread;
 use crate::ffi::Collector;
 use crate::ffi::coroutines::ThreadBlocks;
 use crate::ffi::internals::InternalsCache;
@@ -68,6 +69,9 @@ pub(crate) struct StateRecord {
     sentinel: SentinelState,
     /// The addresses of live coroutine blocks (`ffi/coroutines.rs`).
     thread_blocks: ThreadBlocks,
+    /// The state's own jemalloc arena, once it has a memory limit (`ffi/arena.rs`).
+    #[cfg(feature = "jemalloc")]
+    arena: crate::ffi::arena::ArenaSlot,
     /// What scripts may do, one bit per function of the registry (`functions/permissions.rs`
     /// makes them): may read, may change.
     permissions: [AtomicU64; 2],
@@ -76,8 +80,12 @@ pub(crate) struct StateRecord {
     visible_families: AtomicU32,
     /// How much CPU time its Lua code may use (`set_cpu_limit`).
     cpu_budget: CpuBudget,
+    /// The timer that tells the budget is due (`ffi/budget_hook.rs`).
+    budget_timer: crate::ffi::budget_hook::BudgetTimer,
     /// The heap profiler's samples (`accounts/heap_sampler.rs`).
     heap_sampler: HeapSampler,
+    /// Which of its threads runs (`accounts/running.rs`).
+    running_thread: RunningThread,
 }
 
 impl StateRecord {
@@ -110,11 +118,15 @@ impl StateRecord {
             internals: InternalsCache::default(),
             sentinel: SentinelState::default(),
             thread_blocks: ThreadBlocks::default(),
+            #[cfg(feature = "jemalloc")]
+            arena: Default::default(),
             // Everything, until a host sets permissions.
             permissions: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
             visible_families: AtomicU32::new(u32::MAX),
             cpu_budget: CpuBudget::default(),
+            budget_timer: Default::default(),
             heap_sampler: HeapSampler::new(),
+            running_thread: RunningThread::default(),
         }
     }
 
@@ -215,6 +227,11 @@ impl crate::ffi::Record for StateRecord {
         &self.thread_blocks
     }
 
+    #[cfg(feature = "jemalloc")]
+    fn arena_slot(&self) -> &crate::ffi::arena::ArenaSlot {
+        &self.arena
+    }
+
     fn loaded(&self, collector: &Collector) {
         StateRecord::loaded(self, collector);
     }
@@ -227,7 +244,15 @@ impl crate::ffi::Record for StateRecord {
         StateRecord::cpu_budget(self)
     }
 
+    fn budget_timer(&self) -> &crate::ffi::budget_hook::BudgetTimer {
+        &self.budget_timer
+    }
+
     fn heap_sampler(&self) -> &HeapSampler {
         StateRecord::heap_sampler(self)
+    }
+
+    fn running_thread(&self) -> &RunningThread {
+        &self.running_thread
     }
 }
