@@ -33,8 +33,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lua_system::mlua::{self, Function, Lua, MultiValue, Value};
-use lua_system::{Cycle, Probe, Sample, SampleEvent, SystemLua};
+use lua_system::heap_profile::HeapProfile;
+use lua_system::mlua::{self, Lua};
+use lua_system::{Cycle, MemStats, Probe, Sample, SampleEvent, SystemLua};
 
 use crate::options::Options;
 
@@ -111,12 +112,14 @@ impl Watch {
         })))
     }
 
-    /// Wraps `collectgarbage` (forced cycles) when cycles are watched, starts the heap profiler
-    /// and the server if asked, and wraps `os.exit` (the outputs are written and the server
-    /// stopped first) when there is anything to write or stop.
+    /// Puts `collectgarbage` behind the module's stand-in (forced cycles, the setting read at
+    /// once) when cycles are watched, starts the heap profiler and the server if asked, and has
+    /// `os.exit` write the outputs and stop the server first when there is anything to write or
+    /// stop. Both are the library's C functions, whose upvalues are checked: a script reaching
+    /// them through `debug` gets an error, not the runner's memory.
     pub fn install(self: &Arc<Self>, lua: &Lua) -> mlua::Result<()> {
         if self.trace || self.profile.is_some() {
-            mark_forced_collections(lua)?;
+            lua_system::track_collectgarbage(lua)?;
         }
         if (self.heap_profile.is_some() || self.listen.is_some()) && self.heap_profile_rate > 0 {
             lua_system::set_heap_profile_rate(lua, self.heap_profile_rate)?;
@@ -126,17 +129,11 @@ impl Watch {
             *self.server.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(server);
         }
         if self.profile.is_some() || self.stats.is_some() || self.heap_profile.is_some() || self.listen.is_some() {
-            // A sandboxed script has no `os.exit` to wrap: its outputs are written at the end.
-            let Ok(os) = lua.globals().get::<mlua::Table>("os") else { return Ok(()) };
-            let Ok(exit) = os.get::<Function>("exit") else { return Ok(()) };
+            // A sandboxed script has no `os.exit`: its outputs are written at the end.
             let watch = Arc::clone(self);
-            os.set(
-                "exit",
-                lua.create_function(move |lua, args: MultiValue| {
-                    watch.finish(lua);
-                    exit.call::<MultiValue>(args)
-                })?,
-            )?;
+            lua_system::on_exit(lua, move |exiting| {
+                watch.finish_with(|| Ok(exiting.mem_stats()), || Ok(exiting.heap_profile()));
+            })?;
         }
         Ok(())
     }
@@ -151,6 +148,16 @@ impl Watch {
 
     /// Writes the profile and the final figures, once.
     pub fn finish(&self, lua: &Lua) {
+        self.finish_with(|| lua_system::mem_stats(lua), || lua_system::heap_profile(lua));
+    }
+
+    /// [`Watch::finish`] with the state's figures and heap profile read by the caller (the
+    /// runner, or the library's `os.exit` on the thread that called it).
+    fn finish_with(
+        &self,
+        mem_stats: impl FnOnce() -> mlua::Result<MemStats>,
+        heap_profile: impl FnOnce() -> mlua::Result<HeapProfile>,
+    ) {
         if self.finished.swap(true, Ordering::Relaxed) {
             return;
         }
@@ -165,7 +172,7 @@ impl Watch {
             }
         }
         if let Some(path) = &self.heap_profile {
-            let written = lua_system::heap_profile(lua).and_then(|profile| {
+            let written = heap_profile().and_then(|profile| {
                 profile.write_to_path(path).map_err(|error| mlua::Error::runtime(error.to_string()))?;
                 Ok(profile)
             });
@@ -177,7 +184,7 @@ impl Watch {
             }
         }
         if let Some(format) = &self.stats {
-            match final_stats(lua, format) {
+            match mem_stats().and_then(|stats| final_stats(&stats, format)) {
                 Ok(stats) => {
                     let _ = std::io::stderr().write_all(stats.as_bytes());
                 }
@@ -205,35 +212,6 @@ pub fn trace_line(cycle: &Cycle) -> String {
         if cycle.forced { "forced" } else { "auto" },
         duration
     )
-}
-
-/// Makes `collectgarbage("collect")` (and `collectgarbage()`) report its cycle as forced, and
-/// lets the sampler see the collector's setting change when a script changes it directly
-/// (`collectgarbage("stop")`, `"restart"`, `"setpause"`, `"incremental"`, `"generational"`...).
-pub fn mark_forced_collections(lua: &Lua) -> mlua::Result<()> {
-    let original: Function = lua.globals().get("collectgarbage")?;
-    let wrapper = lua.create_function(move |lua, args: MultiValue| {
-        let option = match args.front() {
-            None | Some(Value::Nil) => Some(b"collect".to_vec()),
-            Some(Value::String(option)) => Some(option.as_bytes().to_vec()),
-            _ => None,
-        };
-        let forced = option.as_deref() == Some(b"collect".as_slice());
-        let reads_only = matches!(option.as_deref(), Some(b"count" | b"step" | b"isrunning" | b"collect"));
-        if forced {
-            lua_system::mark_forced_collection(lua, true)?;
-        }
-        let result = original.call::<MultiValue>(args);
-        if forced {
-            lua_system::mark_forced_collection(lua, false)?;
-        }
-        if !reads_only {
-            // The setting may have changed: read it, so that samples show the new target.
-            lua_system::refresh_gc_setting(lua)?;
-        }
-        result
-    })?;
-    lua.globals().set("collectgarbage", wrapper)
 }
 
 /// A bounded record of samples and cycles.
@@ -475,8 +453,8 @@ fn steps(samples: &[Sample]) -> Vec<(f64, f64)> {
 }
 
 /// `--stats json|prometheus`: the state's final figures.
-pub fn final_stats(lua: &Lua, format: &str) -> mlua::Result<String> {
-    let metrics = lua_system::mem_stats(lua)?.metrics();
+pub fn final_stats(stats: &MemStats, format: &str) -> mlua::Result<String> {
+    let metrics = stats.metrics();
     match format {
         "json" => serde_json::to_string_pretty(&metrics).map(|j| j + "\n").map_err(mlua::Error::external),
         "prometheus" => Ok(metrics.to_prometheus()),

@@ -81,6 +81,7 @@ pub use host::probe::{Probe, Sample, SampleEvent};
 pub use host::sandbox::{
     SANDBOX_CPU_LIMIT, SANDBOX_MEMORY_LIMIT, cpu_limit, cpu_limit_exceeded, cpu_used, sandbox, set_cpu_limit,
 };
+pub use host::stand_ins::{Exiting, on_exit, track_collectgarbage};
 pub use host::system_lua::SystemLua;
 pub use mlua;
 pub use process::max_procs::{

@@ -261,3 +261,146 @@ fn a_cpu_budget_is_the_states_own_and_can_be_lifted() {
     let other = sandboxed();
     assert!(lua_system::cpu_used(&other).unwrap() < Duration::from_millis(50));
 }
+
+/// A script's attack on a function through `debug`: every upvalue replaced with each junk value
+/// while `call` runs (in `pcall`), then put back; a userdata upvalue's `__gc` called by hand.
+/// Returns the errors the calls raised.
+const ATTACK: &str = r#"
+local f, call = ...
+local errors = {}
+local junk = { 42, -1, 1.5, "x", {}, true, type, coroutine.create(function() end) }
+for i = 1, 8 do
+  local name, value = debug.getupvalue(f, i)
+  if name == nil then break end
+  if type(value) == "userdata" then
+    local mt = debug.getmetatable(value)
+    local gc = type(mt) == "table" and rawget(mt, "__gc")
+    if type(gc) == "function" then pcall(gc, value) pcall(call) pcall(gc, value) end
+  end
+  for _, replacement in ipairs(junk) do
+    debug.setupvalue(f, i, replacement)
+    local ok, err = pcall(call)
+    if not ok then errors[#errors + 1] = tostring(err) end
+  end
+  debug.setupvalue(f, i, value)
+end
+return errors
+"#;
+
+/// Whether `debug` reaches a C function's upvalues (Lua 5.1's refuses).
+const DEBUG_REACHES_C_UPVALUES: bool = !cfg!(feature = "lua51");
+
+/// A state whose scripts have `debug`, as a host that trusts them more than the sandbox does.
+fn with_debug() -> SystemLua {
+    // SAFETY: as in `sandboxed`.
+    unsafe { SystemLua::unsafe_new().unwrap() }
+}
+
+#[test]
+fn the_collectgarbage_gate_survives_debug() {
+    let lua = with_debug();
+    lua_system::set_permissions(&lua, Permissions::profile(Profile::Observe)).unwrap();
+    let call = lua.load("collectgarbage('count') collectgarbage('step') collectgarbage()").into_function().unwrap();
+    let f: mlua::Function = lua.globals().get("collectgarbage").unwrap();
+    let errors: Vec<String> = lua.load(ATTACK).call((f, call)).unwrap();
+    assert_eq!(errors.iter().any(|e| e.contains("stand-in")), DEBUG_REACHES_C_UPVALUES, "{errors:?}");
+    // Nothing a script can free: the gate's upvalues are a number and Lua's function.
+    if DEBUG_REACHES_C_UPVALUES {
+        let kinds: (String, String) = eval(
+            &lua,
+            "local _, a = debug.getupvalue(collectgarbage, 1) local _, b = debug.getupvalue(collectgarbage, 2) \
+             return type(a), type(b)",
+        );
+        assert_eq!(kinds, ("number".into(), "function".into()));
+    }
+    // Put back, it gates as before.
+    let (r, e): (Option<i64>, String) = eval(&lua, "return collectgarbage('stop')");
+    assert_eq!((r, e.as_str()), (None, "permission denied: collectgarbage(\"stop\")"));
+    // Lua's own argument errors read as Lua's: the function's name and the script's line.
+    let bad: String = eval(&lua, "local ok, e = pcall(function() collectgarbage('bogus') end) return e");
+    assert!(bad.contains(":1: bad argument #1 to 'collectgarbage' (invalid option 'bogus')"), "{bad}");
+}
+
+#[test]
+fn the_cpu_budget_survives_debug_given_back_to_a_sandbox() {
+    let lua = with_debug();
+    let debug: mlua::Table = lua.globals().get("debug").unwrap();
+    lua_system::sandbox(&lua).unwrap();
+    lua.globals().set("debug", debug).unwrap();
+    // sandbox.lua's xpcall holds the budget's check: a C function without upvalues.
+    let spent: mlua::Function = eval(
+        &lua,
+        "for i = 1, 8 do local n, v = debug.getupvalue(xpcall, i) \
+           if n == nil then break end \
+           if type(v) == 'function' and debug.getupvalue(v, 1) == nil and v ~= xpcall and pcall(v, 42) then return v end \
+         end",
+    );
+    let before: Option<String> = spent.call(("junk", 42)).unwrap();
+    assert_eq!(before, None, "the budget is not spent");
+    // The budget's message in the registry replaced: the check and the hook say it anyway.
+    lua.load(
+        "local r = debug.getregistry() for k, v in pairs(r) do \
+           if type(v) == 'string' and v:find('CPU limit exceeded') then r[k] = {} end end",
+    )
+    .exec()
+    .unwrap();
+    lua_system::set_cpu_limit(&lua, Some(Duration::from_millis(100))).unwrap();
+    lua.load(
+        "local r = debug.getregistry() for k, v in pairs(r) do \
+           if type(v) == 'string' and v:find('CPU limit exceeded') then r[k] = setmetatable({}, { __tostring = error }) end end",
+    )
+    .exec()
+    .unwrap();
+    let err = lua.load("while true do pcall(function() while true do end end) end").exec().unwrap_err().to_string();
+    assert!(err.contains("CPU limit exceeded"), "{err}");
+    let after: Option<String> = spent.call(()).unwrap();
+    assert_eq!(after.as_deref(), Some("CPU limit exceeded"));
+}
+
+#[test]
+fn os_exit_runs_the_hosts_hooks_and_survives_debug() {
+    let lua = with_debug();
+    // A stand-in for the process's exit (the test must go on): records the code.
+    let exits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = std::sync::Arc::clone(&exits);
+    let exit = lua.create_function(move |_, code: i64| {
+        recorded.lock().unwrap().push(code);
+        Ok(())
+    });
+    lua.globals().get::<mlua::Table>("os").unwrap().set("exit", exit.unwrap()).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook_seen = std::sync::Arc::clone(&seen);
+    lua_system::on_exit(&lua, move |exiting| {
+        let stats = exiting.mem_stats();
+        let profile = exiting.heap_profile(); // the profiler is off: an empty profile
+        hook_seen.lock().unwrap().push((stats.alloc, profile.total(lua_system::heap_profile::View::InuseSpace)));
+    })
+    .unwrap();
+    lua.load("os.exit(3) coroutine.wrap(function() os.exit(4) end)()").exec().unwrap();
+    assert_eq!(*exits.lock().unwrap(), [3, 4]);
+    assert!(seen.lock().unwrap().iter().all(|&(alloc, in_use)| alloc > 0 && in_use == 0), "{:?}", seen.lock().unwrap());
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    // Upvalue 1 is never set to the other stand-in's number here: that one would call the
+    // process's exit, had it not been replaced; here it would only record.
+    let call = lua.load("os.exit(5)").into_function().unwrap();
+    let f: mlua::Function = eval(&lua, "return os.exit");
+    let errors: Vec<String> = lua.load(ATTACK).call((f, call)).unwrap();
+    assert_eq!(errors.iter().any(|e| e.contains("stand-in")), DEBUG_REACHES_C_UPVALUES, "{errors:?}");
+    lua.load("os.exit(6)").exec().unwrap();
+    assert_eq!(exits.lock().unwrap().last(), Some(&6));
+}
+
+#[test]
+fn track_collectgarbage_reports_its_collections_forced() {
+    let lua = SystemLua::new().unwrap();
+    let forced = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&forced);
+    lua.on_gc_cycle(Some(Box::new(move |cycle| seen.lock().unwrap().push(cycle.forced)))).unwrap();
+    lua_system::track_collectgarbage(&lua).unwrap();
+    let first: mlua::Function = lua.globals().get("collectgarbage").unwrap();
+    lua_system::track_collectgarbage(&lua).unwrap(); // once: the second finds it in place
+    assert_eq!(lua.globals().get::<mlua::Function>("collectgarbage").unwrap(), first);
+    lua.load("collectgarbage() collectgarbage('collect')").exec().unwrap();
+    let forced = forced.lock().unwrap();
+    assert!(forced.len() >= 2 && forced.iter().rev().take(2).all(|&f| f), "{forced:?}");
+}

@@ -16,6 +16,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use std::ffi::c_int;
+
 use mlua::ffi::{self, lua_Debug, lua_State};
 
 use super::cpu_timer::CpuTimer;
@@ -110,11 +112,48 @@ unsafe extern "C-unwind" fn hook<R: Record>(l: *mut lua_State, _ar: *mut lua_Deb
         if !home.is_null() && home != l {
             hook_every_instruction::<R>(home);
         }
-        // The message was made when the budget was set: fetching it allocates nothing, so a
-        // script at its memory limit gets it too.
-        ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, message_key());
+        push_message(l);
         ffi::lua_error(l);
     }
+}
+
+/// Pushes the budget's error message. It was made when the budget was set: fetching it
+/// allocates nothing, so a script at its memory limit gets it too. A script with `debug` can
+/// replace it in the registry: anything but a string is replaced by a short message.
+///
+/// # Safety
+/// `l` is running, with a free slot; raises only if the message was replaced and there is no
+/// memory for the short one.
+unsafe fn push_message(l: *mut lua_State) {
+    // SAFETY: per the contract.
+    unsafe {
+        if ffi::lua_rawgetp(l, ffi::LUA_REGISTRYINDEX, message_key()) != ffi::LUA_TSTRING {
+            ffi::lua_settop(l, -2);
+            ffi::lua_pushstring(l, c"CPU limit exceeded".as_ptr());
+        }
+    }
+}
+
+/// The sandbox's `cpu_spent()` (`host/sandbox.lua`): the budget's error message once the
+/// state's budget is spent, else nil. A C function without upvalues: the budget is found through
+/// the state's allocator, as every module function finds its record.
+unsafe extern "C-unwind" fn spent<R: Record>(l: *mut lua_State) -> c_int {
+    // SAFETY: a C function called by Lua, with LUA_MINSTACK free slots; the record outlives it.
+    unsafe {
+        let budget = states::record::<R>(l).map(|record| record.cpu_budget());
+        if budget.is_some_and(|budget| budget.limit().is_some() && budget.spent()) {
+            push_message(l);
+        } else {
+            ffi::lua_pushnil(l);
+        }
+    }
+    1
+}
+
+/// [`spent`] as a function value for the host's Lua code.
+pub(crate) fn spent_function<R: Record>(lua: &mlua::Lua) -> mlua::Result<mlua::Function> {
+    // SAFETY: `spent` follows the C function protocol and reads only what it checks.
+    unsafe { lua.create_c_function(spent::<R>) }
 }
 
 /// The registry key of the error message (a light userdata: reading it allocates nothing).

@@ -20,7 +20,7 @@
 //! ([`Module::message`]). `bench/cost-gate` holds every cheap function to at most
 //! `collectgarbage("count")` in instructions per call.
 
-use std::ffi::{CStr, c_int, c_void};
+use std::ffi::{CStr, c_int};
 use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
@@ -125,6 +125,11 @@ pub(crate) struct Call<'a, R> {
 }
 
 impl<'a, R: Record> Call<'a, R> {
+    /// A call running on `l`, whose state `record` serves.
+    pub(super) fn new(l: *mut lua_State, record: &'a R) -> Call<'a, R> {
+        Call { l, record }
+    }
+
     pub(crate) fn record(&self) -> &'a R {
         self.record
     }
@@ -166,6 +171,12 @@ impl<'a, R: Record> Call<'a, R> {
     pub(crate) fn set_heap_profile_rate(&self, rate: u64) -> Result<u64, super::heap_profiler::NotStarted> {
         // SAFETY: `l` runs this call, outside any allocation; the record is its state's.
         unsafe { super::heap_profiler::set_rate(self.l, self.record, rate) }
+    }
+
+    /// How many arguments the call has.
+    pub(crate) fn count(&self) -> c_int {
+        // SAFETY: `l` runs this call; reading the top never raises.
+        unsafe { ffi::lua_gettop(self.l) }
     }
 
     /// Gives the calling state an arena of its own, so that its memory limit bounds its
@@ -333,8 +344,8 @@ static RESULT_SLOT: u8 = 0;
 static ARGUMENT_SLOT: u8 = 0;
 
 #[cfg(any(feature = "lua51", feature = "luajit"))]
-fn slot(key: &'static u8) -> *const c_void {
-    key as *const u8 as *const c_void
+fn slot(key: &'static u8) -> *const std::ffi::c_void {
+    key as *const u8 as *const std::ffi::c_void
 }
 
 /// Makes the registry slots of protected pushes (Lua 5.1 and LuaJIT; nothing elsewhere).
@@ -356,20 +367,20 @@ pub(crate) unsafe fn prepare_slots(l: *mut lua_State) {
 /// Pushes the item under a protected call. On failure the error object is pushed instead and
 /// false is returned.
 unsafe fn protected_push<V: Value>(l: *mut lua_State, item: &Item<V>) -> bool {
-    let data = item as *const Item<V> as *mut c_void;
+    let data = item as *const Item<V> as *mut Item<V>;
     let refill = matches!(item, Item::Value(value) if value.refills_argument());
     // SAFETY: `push_item` reads the item only during this call; slots are made at load time.
     unsafe {
         #[cfg(not(any(feature = "lua51", feature = "luajit")))]
         {
             ffi::lua_pushcfunction(l, push_item::<V>);
-            ffi::lua_pushlightuserdata(l, data);
+            ffi::lua_pushlightuserdata(l, data.cast());
             if refill {
                 ffi::lua_pushvalue(l, 1);
             }
             let previous = protected::arm(data);
             let status = ffi::lua_pcall(l, 1 + refill as c_int, 1, 0);
-            protected::arm(previous);
+            protected::restore(previous);
             status == ffi::LUA_OK
         }
         #[cfg(any(feature = "lua51", feature = "luajit"))]

@@ -194,7 +194,7 @@ impl Collector {
         // SAFETY: `f` reads and writes the request only during this call; on failure the error
         // object is read and popped, so the stack is as it was.
         unsafe {
-            match protected::call(self.l, f, (&mut request as *mut Request).cast()) {
+            match protected::call(self.l, f, &mut request as *mut Request) {
                 Ok(()) if request.done => Ok(()),
                 Ok(()) => Err(CollectError::Busy),
                 Err(()) => {

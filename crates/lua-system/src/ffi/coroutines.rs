@@ -284,7 +284,7 @@ pub(crate) unsafe fn learn_thread_offset(l: *mut lua_State, threads: &ThreadBloc
     }
     let mut thread: *mut lua_State = std::ptr::null_mut();
     // SAFETY: `new_thread` writes the new thread into `thread`, armed for this call.
-    let made = unsafe { protected::call(l, new_thread, (&mut thread as *mut *mut lua_State).cast()) };
+    let made = unsafe { protected::call(l, new_thread, &mut thread as *mut *mut lua_State) };
     if made.is_err() {
         // SAFETY: the error object is on top.
         unsafe { ffi::lua_settop(l, -2) };

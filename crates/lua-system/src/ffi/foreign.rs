@@ -50,7 +50,7 @@ pub(crate) unsafe fn attach<R: Record>(l: *mut lua_State, make: impl FnOnce(Chai
         let held = Arc::into_raw(Arc::clone(&record));
         ffi::lua_setallocf(l, function_for(&*record, false), held as *mut c_void);
         #[cfg(feature = "luajit")]
-        if protected::call(l, make_close_detector::<R>, &DETECTOR_KEY as *const u8 as *mut c_void).is_err() {
+        if protected::call(l, make_close_detector::<R>, &DETECTOR_KEY as *const u8 as *mut u8).is_err() {
             // Without a detector the arena would leak at close: give the allocator back now.
             ffi::lua_settop(l, -2);
             ffi::lua_setallocf(l, original, ud);
@@ -114,7 +114,11 @@ unsafe extern "C-unwind" fn make_close_detector<R: Record>(l: *mut lua_State) ->
 }
 
 /// The close detector's finalizer: gives LuaJIT its own allocator back and frees the record.
-/// Argument 1 must be the detector itself (the userdata the registry holds under its key).
+/// Argument 1 must be the detector itself (the userdata the registry holds under its key). A
+/// script with `debug` can call it with the detector before the state closes: the state then
+/// has its own allocator back early, the module's functions answer that their record is gone,
+/// and the call at close finds no record (nothing is freed twice). Telling that call from
+/// `lua_close`'s by the stack does not work: LuaJIT runs the finalizers at close above a frame.
 #[cfg(feature = "luajit")]
 unsafe extern "C-unwind" fn closing<R: Record>(l: *mut lua_State) -> c_int {
     // SAFETY: reads argument 1 and the registry, restoring the stack; the record is freed only

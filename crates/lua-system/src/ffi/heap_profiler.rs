@@ -10,7 +10,7 @@
 //!   Lua stack to read), as for the CPU budget.
 
 use std::collections::HashMap;
-use std::ffi::{c_int, c_void};
+use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
@@ -52,7 +52,7 @@ pub(crate) unsafe fn set_rate<R: Record>(l: *mut lua_State, record: &R, rate: u6
                 Err(super::running::NotTracked::Failed) => return Err(NotStarted::Failed),
             }
             let mut start = Start { names: HashMap::new() };
-            let data = (&mut start as *mut Start).cast::<c_void>();
+            let data = &mut start as *mut Start;
             if super::protected::call(l, start_up::<R>, data).is_err() {
                 ffi::lua_settop(l, -2);
                 return Err(NotStarted::Failed);

@@ -41,7 +41,7 @@ pub(crate) fn install<M: Module>(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
     // SAFETY: on the locked state; `register` runs protected and checks the armed data; the
     // error object of a failure is read as text and popped.
     let failure = unsafe {
-        states::with_raw_state(lua, |l| match protected::call(l, register::<M>, l.cast()) {
+        states::with_raw_state(lua, |l| match protected::call(l, register::<M>, l) {
             Ok(()) => None,
             Err(()) => {
                 let message = message_on_top(l);

@@ -12,6 +12,8 @@
 //! * [`stack_walk`]: the Lua stack of a sampled allocation, read inside the allocator.
 //! * [`running`]: which thread of a state runs (`coroutine.resume` and `wrap` behind the
 //!   module's).
+//! * [`stand_in`]: functions standing in for another (`collectgarbage` under permissions,
+//!   `os.exit` with a host's last step), Rust code around the call.
 //! * [`thread`]: a state's main thread; LuaJIT's compiler turned off.
 //! * [`loader`]: `require("system")`: building the module table and putting it in place.
 //! * [`block_set`]: the blocks an interposed state's allocator has seen (an address bitmap).
@@ -40,9 +42,15 @@
 //! to drop, so every Lua call that can raise runs either under a protected call or at a point
 //! where the Rust frames in between hold only `Copy` data.
 //!
-//! Every C function the module hands to Lua (module functions, loaders, finalizers, helpers run
-//! under `lua_pcall`) has no upvalue holding a pointer or a C function, and checks what it reads:
-//! a script that gets hold of one through `debug` can call it with anything, and nothing breaks.
+//! Every C function the module hands to Lua (module functions, stand-ins, loaders, finalizers,
+//! helpers run under `lua_pcall`) has no upvalue holding a pointer, and checks what it reads: its
+//! upvalues (a number, a value it only calls as any function is called), its arguments (helpers:
+//! the data armed for them, of their type), the registry entries it relies on (a script can
+//! replace any of them). A script that gets hold of one through `debug`, or changes its upvalues,
+//! can call it with anything, and nothing breaks. No Rust closure of mlua's is handed to Lua
+//! (mlua's trampoline trusts its upvalue, a userdata whose `__gc` a script can call), and nothing
+//! the module runs while a script runs calls into mlua (its helpers, pushed for `lua_pcall`,
+//! trust their argument, and a call hook catches them).
 
 pub(crate) mod allocator_stats;
 #[cfg(feature = "jemalloc")]
@@ -65,6 +73,7 @@ pub(crate) mod protected;
 pub(crate) mod running;
 pub(crate) mod sentinel;
 pub(crate) mod stack_walk;
+pub(crate) mod stand_in;
 pub(crate) mod states;
 pub(crate) mod thread;
 

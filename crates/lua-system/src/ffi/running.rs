@@ -38,7 +38,7 @@ pub(crate) unsafe fn track<R: Record>(l: *mut lua_State, record: &R) -> Result<(
         if main.is_null() {
             return Err(NotTracked::NotMainThread);
         }
-        if super::protected::call(l, wrap_armed::<R>, l.cast()).is_err() {
+        if super::protected::call(l, wrap_armed::<R>, l).is_err() {
             ffi::lua_settop(l, -2);
             return Err(NotTracked::Failed);
         }

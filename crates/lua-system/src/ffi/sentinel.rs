@@ -37,7 +37,7 @@
 //! after an allocation failure runs none) is counted when they run, and two cycles ending before
 //! then count as one; cycles run by `lua_close` are not reported.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering::Relaxed};
 
@@ -80,7 +80,7 @@ pub(crate) unsafe fn arm<R: Record>(l: *mut lua_State, record: &R) {
     sentinel.current.store(0, Relaxed);
     let made = record.heap().over_limit(|| {
         // SAFETY: per the contract; `make::<R>` checks the armed data.
-        unsafe { protected::call(l, make::<R>, sentinel as *const SentinelState as *mut c_void) }
+        unsafe { protected::call(l, make::<R>, sentinel as *const SentinelState as *mut SentinelState) }
     });
     if made.is_err() {
         // SAFETY: the error object is on top.

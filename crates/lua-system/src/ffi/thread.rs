@@ -29,28 +29,36 @@ pub(crate) unsafe fn jit_off(l: *mut lua_State) {
 }
 
 /// The state's main thread, which lives as long as the state (null where it cannot be found
-/// without allocating: Lua 5.1 and LuaJIT called from a coroutine; LuaJIT's hook is the
-/// state's anyway).
+/// without allocating: Lua 5.1 and LuaJIT called from a coroutine, LuaJIT's hook being the
+/// state's anyway; or where a script replaced the registry's entry and the call comes from a
+/// coroutine).
 ///
 /// # Safety
 /// `l` is a running thread with a free stack slot.
 pub(crate) unsafe fn main_thread(l: *mut lua_State) -> *mut lua_State {
-    // SAFETY: reading the registry by integer key and pushing the running thread allocate
-    // nothing; the stack is restored.
+    // SAFETY: pushing a thread and reading the registry by integer key allocate nothing; every
+    // thread has room for one more value; the stacks are restored.
     unsafe {
+        let is_main = |thread: *mut lua_State| {
+            let main = ffi::lua_pushthread(thread) == 1;
+            ffi::lua_settop(thread, -2);
+            main
+        };
+        if is_main(l) {
+            return l;
+        }
         #[cfg(not(any(feature = "lua51", feature = "luajit")))]
         {
+            // A script with `debug` can put any thread there (a coroutine that dies later):
+            // only the main thread says it is one.
             ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, ffi::LUA_RIDX_MAINTHREAD);
             let main = ffi::lua_tothread(l, -1);
             ffi::lua_settop(l, -2);
-            main
+            if !main.is_null() && is_main(main) {
+                return main;
+            }
         }
-        #[cfg(any(feature = "lua51", feature = "luajit"))]
-        {
-            let is_main = ffi::lua_pushthread(l) == 1;
-            ffi::lua_settop(l, -2);
-            if is_main { l } else { std::ptr::null_mut() }
-        }
+        std::ptr::null_mut()
     }
 }
 

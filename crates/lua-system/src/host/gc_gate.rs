@@ -1,12 +1,13 @@
-//! `collectgarbage` under the module's permissions: where a state's permissions deny `gc` or
-//! `set_gc_percent`, Lua's own way to the collector is denied the same changes
-//! ([`set_permissions`](crate::set_permissions) puts the gate in place).
+//! What the module's stand-in for `collectgarbage` (`stand_ins.rs`) does around the call: under
+//! the module's permissions where they deny `gc` or `set_gc_percent`
+//! ([`set_permissions`](crate::set_permissions) puts it in place), and watched where a host asks
+//! ([`track_collectgarbage`](crate::track_collectgarbage)): its collections are reported forced,
+//! and a change of the collector's setting is read at once.
 
-use mlua::{Function, IntoLuaMulti, Lua, MultiValue, Value};
-
-use crate::ffi::states;
+use crate::ffi::call::{Arg, Call};
 use crate::functions::permissions::Permissions;
 use crate::state::StateRecord;
+use crate::text::Text;
 
 /// What `collectgarbage(option)` does, as the module's permissions see it: the function whose
 /// change it amounts to, or `None` for reading.
@@ -24,40 +25,55 @@ fn collectgarbage_needs(option: &[u8], argument_count: usize) -> Option<&'static
     }
 }
 
-const GATED_KEY: &str = "lua-system: collectgarbage gated";
-
-/// Puts `collectgarbage` under the module's permissions, once: reading options stay allowed; a
-/// collection (`collect`, `step`) needs `gc`, every setting (`stop`, `restart`, `setpause`,
-/// `incremental`, `generational`, `param` with a value, ...) needs `set_gc_percent`. A denied
-/// call answers `nil, "permission denied: collectgarbage(\"stop\")"` and changes nothing.
-/// Called whenever permissions deny either change; states whose scripts may do everything keep
-/// Lua's own function.
-pub(crate) fn gate_collectgarbage(lua: &Lua) -> mlua::Result<()> {
-    if lua.named_registry_value::<bool>(GATED_KEY).unwrap_or(false) {
-        return Ok(());
-    }
-    let Value::Function(original) = lua.globals().raw_get::<Value>("collectgarbage")? else { return Ok(()) };
-    let gate = lua.create_function(move |lua, args: MultiValue| gated_call(lua, &original, args))?;
-    lua.globals().raw_set("collectgarbage", gate)?;
-    lua.set_named_registry_value(GATED_KEY, true)
+/// Whether `option` leaves the collector's setting as it was.
+fn keeps_setting(option: &[u8], argument_count: usize) -> bool {
+    matches!(option, b"count" | b"step" | b"isrunning" | b"collect") || (option == b"param" && argument_count < 3)
 }
 
-fn gated_call(lua: &Lua, original: &Function, args: MultiValue) -> mlua::Result<MultiValue> {
-    let option = match args.front() {
-        None | Some(Value::Nil) => b"collect".to_vec(),
+/// What [`before`] hands to [`after`].
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Token {
+    /// A collection marked forced.
+    forced: bool,
+    /// The collector's setting to read again.
+    refresh: bool,
+}
+
+/// Before a call: the option (a missing or nil one is `"collect"`), refused if the state's
+/// permissions deny what it does; a collection is marked forced.
+pub(super) fn before(call: &Call<'_, StateRecord>) -> Result<Token, Text> {
+    let option = match call.arg(1) {
+        Arg::Absent | Arg::Nil => b"collect".as_slice(),
         // Lua compares options as C strings: up to the first NUL ("stop\0" is "stop").
-        Some(Value::String(s)) => s.as_bytes().split(|&b| b == 0).next().unwrap_or_default().to_vec(),
-        // Lua reports the bad option itself.
-        Some(_) => return original.call(args),
+        _ if let Some(option) = call.string(1) => option.split(|&b| b == 0).next().unwrap_or_default(),
+        // Lua reports a bad option itself.
+        _ => return Ok(Token::default()),
     };
-    if let Some(function) = collectgarbage_needs(&option, args.len())
-        && !states::with_record(lua, |record: &StateRecord, _| Permissions::from_bits(record.permission_bits()))?
-            .allows_change(function)
+    let count = usize::try_from(call.count()).unwrap_or(0);
+    let record = call.record();
+    if let Some(function) = collectgarbage_needs(option, count)
+        && !Permissions::from_bits(record.permission_bits()).allows_change(function)
     {
-        let message = format!("permission denied: collectgarbage(\"{}\")", String::from_utf8_lossy(&option));
-        return (Value::Nil, message).into_lua_multi(lua);
+        let option = String::from_utf8_lossy(option);
+        return Err(Text::format(format_args!("permission denied: collectgarbage(\"{option}\")")));
     }
-    original.call(args)
+    let forced = option == b"collect";
+    if forced {
+        record.cycles().mark_forced(true);
+    }
+    Ok(Token { forced, refresh: !keeps_setting(option, count) })
+}
+
+/// After a call: the forced collection is over; a changed setting is read.
+pub(super) fn after(call: &Call<'_, StateRecord>, token: Token) {
+    let record = call.record();
+    if token.forced {
+        record.cycles().mark_forced(false);
+    }
+    if token.refresh {
+        // Busy (a finalizer changed it mid-cycle): the next read through the module sees it.
+        let _ = record.cycles().refresh_setting(&call.collector(), record.heap().live_bytes());
+    }
 }
 
 #[cfg(test)]
@@ -74,7 +90,11 @@ mod tests {
         assert_eq!(collectgarbage_needs(b"step", 2), Some("gc"));
         for option in ["stop", "restart", "setpause", "setstepmul", "incremental", "generational"] {
             assert_eq!(collectgarbage_needs(option.as_bytes(), 1), Some("set_gc_percent"), "{option}");
+            assert!(!keeps_setting(option.as_bytes(), 1), "{option}");
         }
         assert_eq!(collectgarbage_needs(b"bogus", 1), None, "Lua's own error");
+        for option in ["count", "step", "isrunning", "collect"] {
+            assert!(keeps_setting(option.as_bytes(), 1), "{option}");
+        }
     }
 }

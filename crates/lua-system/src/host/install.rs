@@ -101,7 +101,7 @@ pub fn set_permissions(lua: &Lua, permissions: Permissions) -> mlua::Result<()> 
     let (bits, visible_families) = (permissions.to_bits(), permissions.visible_families());
     states::with_record(lua, |record: &StateRecord, _| record.set_permission_bits(bits, visible_families))?;
     if !permissions.allows_change("gc") || !permissions.allows_change("set_gc_percent") {
-        super::gc_gate::gate_collectgarbage(lua)?;
+        super::stand_ins::track_collectgarbage(lua)?;
     }
     Ok(())
 }

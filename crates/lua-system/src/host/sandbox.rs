@@ -45,7 +45,9 @@ pub fn sandbox(lua: &Lua) -> mlua::Result<()> {
     if cpu_limit(lua)?.is_none() {
         set_cpu_limit(lua, Some(SANDBOX_CPU_LIMIT))?;
     }
-    let cpu_spent = lua.create_function(|lua, ()| cpu_limit_exceeded(lua))?;
+    // A C function, not a Rust closure: what a script could reach of it through `debug` is
+    // checked (`ffi/budget_hook.rs`).
+    let cpu_spent = budget_hook::spent_function::<StateRecord>(lua)?;
     lua.load(include_str!("sandbox.lua")).set_name("=lua-system sandbox").call(cpu_spent)
 }
 
