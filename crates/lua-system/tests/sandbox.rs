@@ -160,6 +160,50 @@ fn the_sandbox_has_a_memory_limit_a_script_cannot_escape() {
     assert_eq!(eval::<i64>(&lua, "return 6 * 7"), 42);
 }
 
+/// At the limit, what the sandbox's functions raise is what Lua's own raise: the string "not
+/// enough memory", never an mlua error object (a userdata a script cannot print, which the
+/// runner once reported as `(error object is not a string)`). Every global function the sandbox
+/// stands in for or wraps is called from a heap filled to the limit.
+#[test]
+fn at_the_memory_limit_every_caught_error_is_a_string() {
+    let lua = sandboxed();
+    lua_system::set_memory_limit(&lua, Some(4 << 20)).unwrap();
+    let kinds: String = eval(
+        &lua,
+        r#"
+        local calls = {
+          function() return collectgarbage() end, function() return collectgarbage("count") end,
+          function() return collectgarbage("step") end, function() return collectgarbage("bogus") end,
+          function() return pcall(error) end, function() return xpcall(error, print) end,
+          function() return load("return 1") end, function() return setmetatable({}, {}) end,
+          function() return tostring({}) end, function() return string.rep("x", 64) .. "y" end,
+        }
+        local seen = {}
+        for round = 1, 3 do
+          for i = 1, #calls do seen[#seen + 1] = false end
+        end
+        local n = 0
+        for round = 1, 3 do
+          for i = 1, #calls do
+            local t, k = {}, 0
+            pcall(function() while true do k = k + 1; t[k] = {} end end)
+            local _, e = pcall(calls[i])
+            t = nil
+            n = n + 1
+            seen[n] = type(e)
+          end
+        end
+        collectgarbage("count")
+        local odd = {}
+        for i = 1, n do if seen[i] ~= "string" and seen[i] ~= "number" and seen[i] ~= "nil"
+          and seen[i] ~= "table" and seen[i] ~= "boolean" and seen[i] ~= "function" then
+          odd[#odd + 1] = i .. ":" .. seen[i] end end
+        return table.concat(odd, " ")
+        "#,
+    );
+    assert_eq!(kinds, "", "calls whose error at the limit was not a string");
+}
+
 /// Runs `code` in a state with a CPU budget of 0.3 s; returns the error and the CPU time used.
 fn run_to_the_budget(code: &str) -> (String, Duration) {
     let lua = sandboxed();
