@@ -10,6 +10,8 @@ T.version = _VERSION:match("%d+%.%d+")
 T.luajit = type(jit) == "table"
 T.accounting = require("system").mem_stats().accounting
 T.exact = T.accounting == "exact"
+-- system.so in a stock interpreter (scripts/test-interpreters says so), not the runner.
+T.stock = os.getenv("LUA_SYSTEM_TEST_STOCK") == "1"
 
 -- Portability across Lua 5.1 to 5.5 and LuaJIT.
 T.pack = table.pack or function(...) return { n = select("#", ...), ... } end

@@ -246,14 +246,21 @@ impl Profile {
             counted = counted.max(sample.num_gc);
             !stale
         });
-        // A cycle's start sample carries the target the cycle set at its end (`Cycle::samples`);
-        // until that end, the target in force is the one before. Drawn as it is, a forced
-        // collection's target would drop at its start and come back while it runs.
+        // A cycle's start sample carries the target the cycle set at its end (`Cycle::samples`),
+        // and a sample taken while the cycle runs the target its end will set from Lua's live
+        // estimate of the moment (docs/figures.md, `next_gc_source`), which changes as it marks
+        // (Lua 5.5 counts the bytes marked so far). Until the cycle's end, the target in force is
+        // the one before: drawn as read, a forced collection's target would drop or jump at its
+        // start and come back at its end.
         let mut in_force = None;
+        let mut collecting = false;
         for sample in &mut timeline {
-            if sample.event == SampleEvent::CycleStart
-                && let Some(before) = in_force
-            {
+            match sample.event {
+                SampleEvent::CycleStart => collecting = true,
+                SampleEvent::CycleEnd => collecting = false,
+                SampleEvent::Interval => {}
+            }
+            if collecting && let Some(before) = in_force {
                 sample.next_gc = before;
             }
             in_force = Some(sample.next_gc);

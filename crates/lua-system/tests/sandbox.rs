@@ -167,41 +167,43 @@ fn the_sandbox_has_a_memory_limit_a_script_cannot_escape() {
 #[test]
 fn at_the_memory_limit_every_caught_error_is_a_string() {
     let lua = sandboxed();
-    lua_system::set_memory_limit(&lua, Some(4 << 20)).unwrap();
-    let kinds: String = eval(
-        &lua,
-        r#"
-        local calls = {
-          function() return collectgarbage() end, function() return collectgarbage("count") end,
-          function() return collectgarbage("step") end, function() return collectgarbage("bogus") end,
-          function() return pcall(error) end, function() return xpcall(error, print) end,
-          function() return load("return 1") end, function() return setmetatable({}, {}) end,
-          function() return tostring({}) end, function() return string.rep("x", 64) .. "y" end,
+    let calls = [
+        "collectgarbage()",
+        "collectgarbage('count')",
+        "collectgarbage('step')",
+        "collectgarbage('bogus')",
+        "pcall(error)",
+        "xpcall(error, print)",
+        "load('return 1')",
+        "setmetatable({}, {})",
+        "tostring({})",
+        "string.rep('x', 64) .. 'y'",
+    ];
+    let mut odd = Vec::new();
+    for call in calls {
+        for _ in 0..3 {
+            // The call's function and the results' holder are made before the heap is full.
+            let code = format!(
+                "local f = function() return {call} end local t, k = {{}}, 0 \
+                 pcall(function() while true do k = k + 1; t[k] = {{}} end end) \
+                 local _, e = pcall(f) t = nil return type(e)"
+            );
+            let limit = lua_system::set_memory_limit(&lua, Some(4 << 20)).unwrap();
+            let kind: mlua::Result<String> = lua.load(&code).eval();
+            // Lua 5.1 does not collect by itself at a refused allocation: the host does, with
+            // the limit lifted (mlua's call needs memory).
+            lua_system::set_memory_limit(&lua, limit).unwrap();
+            lua.gc_collect().unwrap();
+            match &kind {
+                Ok(kind) if ["string", "number", "nil", "table", "boolean", "function"].contains(&kind.as_str()) => {}
+                // Lua 5.1 makes the string "not enough memory" when `pcall` returns it, which
+                // may itself fail, past the `pcall`: Lua's own error reaches the host.
+                Err(mlua::Error::MemoryError(_)) if cfg!(any(feature = "lua51", feature = "luajit")) => {}
+                other => odd.push(format!("{call}: {other:?}")),
+            }
         }
-        local seen = {}
-        for round = 1, 3 do
-          for i = 1, #calls do seen[#seen + 1] = false end
-        end
-        local n = 0
-        for round = 1, 3 do
-          for i = 1, #calls do
-            local t, k = {}, 0
-            pcall(function() while true do k = k + 1; t[k] = {} end end)
-            local _, e = pcall(calls[i])
-            t = nil
-            n = n + 1
-            seen[n] = type(e)
-          end
-        end
-        collectgarbage("count")
-        local odd = {}
-        for i = 1, n do if seen[i] ~= "string" and seen[i] ~= "number" and seen[i] ~= "nil"
-          and seen[i] ~= "table" and seen[i] ~= "boolean" and seen[i] ~= "function" then
-          odd[#odd + 1] = i .. ":" .. seen[i] end end
-        return table.concat(odd, " ")
-        "#,
-    );
-    assert_eq!(kinds, "", "calls whose error at the limit was not a string");
+    }
+    assert!(odd.is_empty(), "calls whose error at the limit was not a string: {odd:#?}");
 }
 
 /// Runs `code` in a state with a CPU budget of 0.3 s; returns the error and the CPU time used.

@@ -20,6 +20,11 @@ use crate::text::text;
 pub(crate) const LUAJIT_INTERPOSED: &str =
     "not available in a stock LuaJIT (its failure path at a refused allocation crashes): use the lua-system runner";
 
+/// Whether the LuaJIT this build runs on is a stock one: `system.so` in an interpreter, or a
+/// host linking the system's LuaJIT. mlua's vendored LuaJIT is the runner's, which survives the
+/// hostile corpus at its limit, in states the module makes and in states it interposes on.
+pub(crate) const STOCK_LUAJIT: bool = cfg!(all(feature = "luajit", not(feature = "vendored")));
+
 fn as_lua(limit: Option<usize>) -> i64 {
     limit.map_or(-1, |bytes| bytes.min(i64::MAX as usize) as i64)
 }
@@ -38,7 +43,7 @@ pub(crate) fn set_memory_limit(call: &Call<'_, StateRecord>) -> Result<Reply, Fa
         }
         value => Some(value as usize),
     };
-    if cfg!(feature = "luajit") && limit.is_some() && call.record().accounting() == Accounting::Interposed {
+    if STOCK_LUAJIT && limit.is_some() && call.record().accounting() == Accounting::Interposed {
         return Err(Failure::Failed(text!("{}", LUAJIT_INTERPOSED)));
     }
     if limit.is_some() {

@@ -9,7 +9,7 @@ pub(crate) mod args;
 mod gc;
 mod identity;
 mod limit;
-pub(crate) use limit::LUAJIT_INTERPOSED;
+pub(crate) use limit::{LUAJIT_INTERPOSED, STOCK_LUAJIT};
 mod memory;
 mod metrics;
 pub(crate) mod permissions;

@@ -65,7 +65,8 @@ pub fn memory_limit(lua: &Lua) -> mlua::Result<Option<usize>> {
 /// accepted and stops growth.
 pub fn set_memory_limit(lua: &Lua, limit: Option<usize>) -> mlua::Result<Option<usize>> {
     let record = states::published::<StateRecord>(lua)?;
-    if cfg!(feature = "luajit") && limit.is_some() && record.accounting() == crate::state::Accounting::Interposed {
+    if crate::functions::STOCK_LUAJIT && limit.is_some() && record.accounting() == crate::state::Accounting::Interposed
+    {
         return Err(mlua::Error::runtime(format!(
             "lua-system: set_memory_limit: {}",
             crate::functions::LUAJIT_INTERPOSED
