@@ -32,6 +32,7 @@ int main(void) {
   SHOW("REGISTRY", offsetof(global_State, registrytv));
   SHOW("STATE_PAUSE", GCSpause);
   SHOW("STATES", GCSfinalize + 1);
+  SHOW("CFUNCTION_F", offsetof(GCfuncC, f));
 #elif LUA_VERSION_NUM == 501
   SHOW("THREAD_GLOBAL", offsetof(lua_State, l_G));
   SHOW("FREALLOC", offsetof(global_State, frealloc));
@@ -44,6 +45,7 @@ int main(void) {
   SHOW("REGISTRY", offsetof(global_State, l_registry));
   SHOW("STATE_PAUSE", GCSpause);
   SHOW("STATES", GCSfinalize + 1);
+  SHOW("CFUNCTION_F", offsetof(CClosure, f));
 #elif LUA_VERSION_NUM <= 504
   SHOW("THREAD_GLOBAL", offsetof(lua_State, l_G));
   SHOW("FREALLOC", offsetof(global_State, frealloc));

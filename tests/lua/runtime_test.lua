@@ -1,4 +1,6 @@
 -- num_goroutines, go_max_procs, num_cpu.
+-- Saved before the module is loaded, as libraries save them: what they make counts too.
+local saved_create, saved_wrap = coroutine.create, coroutine.wrap
 local T = require("testing")
 local system = require("system")
 
@@ -41,6 +43,28 @@ T.test("1000 suspended coroutines add 1000; once collected they no longer count"
   end
   T.eq(system.num_goroutines(), base + 1000)
   cos = nil
+  system.gc()
+  T.eq(system.num_goroutines(), base)
+end)
+
+T.test("coroutines made by functions saved before the module was loaded count", function()
+  system.gc()
+  local base = system.num_goroutines()
+  local cos, wrapped = {}, {}
+  for i = 1, 8 do
+    cos[i] = saved_create(function() coroutine.yield() end)
+    coroutine.resume(cos[i])
+    wrapped[i] = saved_wrap(function() coroutine.yield() end)
+    wrapped[i]()
+  end
+  T.eq(system.num_goroutines(), base + 16)
+  -- The saved functions are still Lua's: same errors, same results.
+  local ok, err = pcall(saved_create, 42)
+  T.eq(ok, false)
+  T.check(tostring(err):find("bad argument #1", 1, true), tostring(err))
+  T.eq(type(saved_wrap(function() return 7 end)), "function")
+  T.eq(saved_wrap(function() return 7 end)(), 7)
+  cos, wrapped = nil, nil
   system.gc()
   T.eq(system.num_goroutines(), base)
 end)

@@ -25,9 +25,6 @@ use crate::address_hash::AddressTable;
 /// Registry field holding the weak table of recorded coroutines (5.1, LuaJIT).
 const REGISTRY_KEY: &CStr = c"lua-system coroutines";
 
-/// Registry field holding the wrapped `coroutine.create`, to recognise it.
-const WRAPPER_KEY: &CStr = c"lua-system coroutine.create";
-
 /// Whether a new block's `osize` tags threads (Lua 5.2 and later).
 pub(crate) const ALLOCATOR_SEES_THREADS: bool = cfg!(not(any(feature = "lua51", feature = "luajit")));
 
@@ -309,8 +306,17 @@ unsafe extern "C-unwind" fn new_thread(l: *mut lua_State) -> c_int {
     protected::NO_RESULTS
 }
 
-/// Wraps `coroutine.create` and `coroutine.wrap` if they are not wrapped yet (the coroutine
-/// library may be opened after the module, so this runs on every load of the module).
+/// Makes `coroutine.create` and `coroutine.wrap` record the coroutines they make, if they do not
+/// yet (the coroutine library may be opened after the module, so this runs on every load of
+/// the module).
+///
+/// Each is patched in place where it can be: the C function inside the library's function
+/// object is replaced by one that calls it and records its coroutine, so a script or library
+/// that saved the function before loading the module (`local create = coroutine.create`, as
+/// libraries do) records its coroutines too. Where the global is not a C function whose
+/// object holds the C function where Lua's headers put it (checked against
+/// `lua_tocfunction`), or was another C function in another state of this process, the global
+/// is replaced by a wrapper instead, which saved copies bypass.
 ///
 /// # Safety
 /// `l` is running, protected (this allocates), with room for four values.
@@ -323,21 +329,122 @@ pub(crate) unsafe fn track(l: *mut lua_State) {
         let top = ffi::lua_gettop(l);
         ffi::lua_getglobal(l, c"coroutine".as_ptr());
         if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-            // Already wrapped if `coroutine.create` is the wrapper recorded in the registry.
-            ffi::lua_getfield(l, -1, c"create".as_ptr());
-            ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, WRAPPER_KEY.as_ptr());
-            let wrapped = ffi::lua_rawequal(l, -1, -2) != 0;
+            registry_table(l);
             ffi::lua_settop(l, top + 1);
-            if !wrapped {
-                registry_table(l);
-                ffi::lua_settop(l, top + 1);
-                wrap_field(l, c"create", create_and_record);
-                wrap_field(l, c"wrap", wrap_and_record);
-                ffi::lua_getfield(l, top + 1, c"create".as_ptr());
-                ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, WRAPPER_KEY.as_ptr());
-            }
+            record_from(l, c"create", &patch::CREATE, create_and_record);
+            record_from(l, c"wrap", &patch::WRAP, wrap_and_record);
         }
         ffi::lua_settop(l, top);
+    }
+}
+
+/// With the coroutine table on top: makes `coroutine[name]` record its coroutines, patched in
+/// place or else wrapped (see [`track`]); nothing if it does already.
+unsafe fn record_from(l: *mut lua_State, name: &CStr, patched: &patch::Patched, wrapper: ffi::lua_CFunction) {
+    // SAFETY: pushes one value, popped before returning.
+    unsafe {
+        ffi::lua_getfield(l, -1, name.as_ptr());
+        let current = ffi::lua_tocfunction(l, -1);
+        let done = current.is_some_and(|f| f as usize == patched.function as usize || f as usize == wrapper as usize);
+        let done = done || patch::apply(l, patched);
+        ffi::lua_settop(l, -2);
+        if !done {
+            wrap_field(l, name, wrapper);
+        }
+    }
+}
+
+/// Patching the library's C functions in place (Lua 5.1 and LuaJIT; later versions count
+/// coroutines in the allocator).
+mod patch {
+    use std::ffi::c_int;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    use mlua::ffi::{self, lua_State};
+
+    /// A C function to put inside a library function's object, and the one it replaced (the
+    /// same in every state of the process: the library's code; 0 until the first patch).
+    pub(super) struct Patched {
+        pub(super) function: ffi::lua_CFunction,
+        original: AtomicUsize,
+    }
+
+    pub(super) static CREATE: Patched = Patched { function: create, original: AtomicUsize::new(0) };
+    pub(super) static WRAP: Patched = Patched { function: wrap, original: AtomicUsize::new(0) };
+
+    /// Never called: Lua 5.2 and later need no patch.
+    #[cfg(not(any(feature = "lua51", feature = "luajit")))]
+    pub(super) unsafe fn apply(_: *mut lua_State, _: &Patched) -> bool {
+        false
+    }
+
+    /// With a function on top: puts `patched.function` in its object if it is a C function
+    /// without upvalues whose object holds it where Lua's headers say, and the same C function
+    /// that every earlier patch in this process replaced. Returns whether it did.
+    ///
+    /// # Safety
+    /// `l` is running; the value on top is alive (it is on the stack).
+    #[cfg(any(feature = "lua51", feature = "luajit"))]
+    pub(super) unsafe fn apply(l: *mut lua_State, patched: &Patched) -> bool {
+        // SAFETY: reading the value on top; the object is alive while it is on the stack.
+        unsafe {
+            let Some(original) = ffi::lua_tocfunction(l, -1) else { return false };
+            // Upvalues would belong to the closure, not to the C function: a C function that
+            // uses them is not the library's (5.1 and LuaJIT register theirs without any).
+            if !ffi::lua_getupvalue(l, -1, 1).is_null() {
+                ffi::lua_settop(l, -2);
+                return false;
+            }
+            let agreed = patched.original.compare_exchange(0, original as usize, Relaxed, Relaxed);
+            if agreed.is_err_and(|first| first != original as usize) {
+                return false;
+            }
+            let object = ffi::lua_topointer(l, -1) as *mut u8;
+            let slot = object.add(super::super::internals::C_FUNCTION_OFFSET) as *mut usize;
+            if object.is_null() || slot.read() != original as usize {
+                return false;
+            }
+            // SAFETY: the slot holds the object's C function (it equals what
+            // `lua_tocfunction` read from it); the replacement has the same signature, and
+            // the collector does not look at it.
+            slot.write(patched.function as usize);
+            ffi::lua_tocfunction(l, -1).is_some_and(|f| f as usize == patched.function as usize)
+        }
+    }
+
+    /// The C function a patch replaced.
+    fn original(patched: &Patched) -> Option<ffi::lua_CFunction> {
+        let address = patched.original.load(Relaxed);
+        // SAFETY: a nonzero value was stored from a `lua_CFunction` by `apply`.
+        (address != 0).then(|| unsafe { std::mem::transmute::<usize, ffi::lua_CFunction>(address) })
+    }
+
+    /// `coroutine.create`, patched: the library's, then the coroutine recorded.
+    unsafe extern "C-unwind" fn create(l: *mut lua_State) -> c_int {
+        // SAFETY: called by Lua as the library's function was, in the same frame: the
+        // library's runs as if called directly (its errors name the script's call).
+        unsafe {
+            let Some(library) = original(&CREATE) else { return 0 };
+            let results = library(l);
+            if results == 1 {
+                super::record(l, -1);
+            }
+            results
+        }
+    }
+
+    /// `coroutine.wrap`, patched: the library's, then the coroutine (the function's upvalue 1)
+    /// recorded.
+    unsafe extern "C-unwind" fn wrap(l: *mut lua_State) -> c_int {
+        // SAFETY: as `create`.
+        unsafe {
+            let Some(library) = original(&WRAP) else { return 0 };
+            let results = library(l);
+            if results == 1 {
+                super::record_upvalue(l);
+            }
+            results
+        }
     }
 }
 
@@ -416,13 +523,21 @@ unsafe extern "C-unwind" fn wrap_and_record(l: *mut lua_State) -> c_int {
     // SAFETY: a wrapper made by `wrap_field`.
     unsafe {
         call_original(l);
+        record_upvalue(l);
+    }
+    1
+}
+
+/// With the function `coroutine.wrap` made on top: records its coroutine (its upvalue 1).
+unsafe fn record_upvalue(l: *mut lua_State) {
+    // SAFETY: may raise (a Lua function's caller); the stack top is restored.
+    unsafe {
         let function = ffi::lua_gettop(l);
         if ffi::lua_type(l, function) == ffi::LUA_TFUNCTION && !ffi::lua_getupvalue(l, function, 1).is_null() {
             record(l, -1);
         }
         ffi::lua_settop(l, function);
     }
-    1
 }
 
 /// Coroutines recorded by the wrappers that are still alive. Never raises (`lua_next` on a

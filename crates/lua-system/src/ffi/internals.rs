@@ -210,6 +210,11 @@ impl Internals {
     }
 }
 
+/// Where a C function object holds its C function (Lua 5.1's `CClosure`, LuaJIT's `GCfuncC`):
+/// the object `lua_topointer` gives, this many bytes in (`coroutines.rs` patches it).
+#[cfg(any(feature = "lua51", feature = "luajit"))]
+pub(crate) const C_FUNCTION_OFFSET: usize = layout::CFUNCTION_F;
+
 /// Lua 5.1: an absolute threshold; the estimate is kept in `estimate`.
 #[cfg(feature = "lua51")]
 mod layout {
@@ -225,6 +230,8 @@ mod layout {
         REGISTRY: usize = 160,
         STATE_PAUSE: u8 = 0,
         STATES: u8 = 5,
+        // A C function object (`CClosure`): where its C function is.
+        CFUNCTION_F: usize = 32,
     }
 }
 
@@ -655,6 +662,8 @@ mod layout {
         REGISTRY: usize = 272,
         STATE_PAUSE: u8 = 0,
         STATES: u8 = 6,
+        // A C function object (`GCfuncC`): where its C function is.
+        CFUNCTION_F: usize = 40,
     }
     /// The low 47 bits of a GC64 tagged value hold the object's address.
     pub(super) const ADDRESS_MASK: usize = (1 << 47) - 1;
