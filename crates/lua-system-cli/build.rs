@@ -11,6 +11,8 @@
 //!   kept for errors (c/finalizer_room.c says why), linked in with `--wrap`. It is compiled
 //!   against the private headers of the release mlua builds (the lua-src package of Cargo.lock,
 //!   in cargo's registry); without them the runner is built without it, with a warning.
+//! * Lua 5.2 to 5.5: every emergency collection is reported to the module (c/emergency.c says
+//!   why), linked in with `--wrap`.
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -18,6 +20,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=c/version.c");
     println!("cargo::rustc-check-cfg=cfg(lua_version_line)");
+    println!("cargo::rustc-check-cfg=cfg(emergency_wrapped)");
     if let Some(include) = std::env::var_os("DEP_LUA_INCLUDE") {
         cc::Build::new().file("c/version.c").include(include).warnings(true).compile("lua_system_version");
         println!("cargo:rustc-cfg=lua_version_line");
@@ -31,6 +34,25 @@ fn main() {
     writeln!(file, "{{ lua_*; luaL_*; luaopen_*; luaJIT_*; }};").expect("dynamic list");
     println!("cargo:rustc-link-arg-bins=-Wl,--dynamic-list={}", list.display());
     wrap_finalizer_room(&out);
+    wrap_emergency_collection(&out);
+}
+
+/// Compiles c/emergency.c and links it in front of Lua's `luaC_fullgc` (Lua 5.2 to 5.5,
+/// vendored: linked statically, so the wrap reaches Lua's own calls).
+fn wrap_emergency_collection(out: &std::path::Path) {
+    println!("cargo:rerun-if-changed=c/emergency.c");
+    let has_emergencies = ["LUA52", "LUA53", "LUA54", "LUA55"]
+        .iter()
+        .any(|version| std::env::var_os(format!("CARGO_FEATURE_{version}")).is_some());
+    if !has_emergencies || std::env::var_os("CARGO_FEATURE_VENDORED").is_none() {
+        return;
+    }
+    let objects = cc::Build::new().file("c/emergency.c").warnings(true).out_dir(out).compile_intermediates();
+    for object in objects {
+        println!("cargo:rustc-link-arg-bins={}", object.display());
+    }
+    println!("cargo:rustc-link-arg-bins=-Wl,--wrap=luaC_fullgc");
+    println!("cargo:rustc-cfg=emergency_wrapped");
 }
 
 /// Compiles c/finalizer_room.c and links it in front of Lua's `luaD_checkminstack` (Lua 5.4 and

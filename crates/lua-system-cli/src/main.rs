@@ -18,10 +18,12 @@
 
 // The runner's unsafe code, each site with its SAFETY note: the Lua C API as lua.c uses it, the
 // C functions guarding a script's last words at its memory limit, the loader that shares the
-// name `system`, and the kernel's CPU limit with its signal handler; and `main`, the entry
-// point C calls.
+// name `system`, the kernel's CPU limit with its signal handler, and the emergency collections
+// C reports; and `main`, the entry point C calls.
 #[allow(unsafe_code)]
 mod cpu_backstop;
+#[allow(unsafe_code)]
+mod emergency;
 #[allow(unsafe_code)]
 mod last_words;
 mod listen;

@@ -195,7 +195,13 @@ fn go_tool_pprof_reads_the_live_heap_profile_with_the_readmes_command() {
     assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));
     // The live set (40,000 records, ~4 MiB) is where build_records made it.
     let row = text.lines().find(|l| l.ends_with(" build_records")).unwrap_or_else(|| panic!("{text}"));
-    let cum_mb: f64 = row.split_whitespace().nth(3).unwrap().trim_end_matches("MB").parse().unwrap_or(0.0);
+    // pprof picks the unit per report (kB, MB, GB): 5.1's records took 12194.98kB.
+    let cum = row.split_whitespace().nth(3).unwrap();
+    let (number, scale) = [("GB", 1024.0), ("MB", 1.0), ("kB", 1.0 / 1024.0), ("B", 1.0 / (1024.0 * 1024.0))]
+        .iter()
+        .find_map(|(unit, scale)| cum.strip_suffix(unit).map(|n| (n, *scale)))
+        .unwrap_or_else(|| panic!("a size: {row}"));
+    let cum_mb = number.parse::<f64>().unwrap_or_else(|_| panic!("a size: {row}")) * scale;
     assert!(cum_mb > 2.0, "build_records holds the live set: {row}");
     interrupt(&runner);
 }

@@ -105,6 +105,22 @@ pub unsafe extern "C-unwind" fn luaopen_system(l: *mut mlua::ffi::lua_State) -> 
     unsafe { ffi::foreign::open::<functions::Module>(l, state::StateRecord::interposed) }
 }
 
+/// Reports an emergency collection of `l`'s state that has just ended: for a host that links
+/// Lua 5.2 to 5.5 statically with `luaC_fullgc` wrapped (`-Wl,--wrap=luaC_fullgc`), calling this
+/// after the real one when its `isemergency` is true, as the runner does
+/// (crates/lua-system-cli/c/emergency.c). Lua runs such a collection when an allocation is
+/// refused, and runs no finalizers in it, so the module's cycle sentinel cannot see it: without
+/// this, `num_gc` counts it only with the next cycle, as one (docs/figures.md).
+///
+/// # Safety
+/// `l` is a running thread of a live state, on the thread running it, right after Lua's
+/// emergency collection returned; nothing else of Lua runs meanwhile.
+#[allow(unsafe_code)] // called from C with Lua's own pointer; its body is ffi's
+pub unsafe fn emergency_collection_ended(l: *mut mlua::ffi::lua_State) {
+    // SAFETY: per the contract.
+    unsafe { ffi::sentinel::emergency_collection_ended::<state::StateRecord>(l) }
+}
+
 /// jemalloc, for a host that wants `mem_stats()`'s process heap figures from it (feature
 /// `jemalloc`): install it as the global allocator, and the figures come from its statistics
 /// (docs/figures.md, "Process memory"). The library never installs it itself.

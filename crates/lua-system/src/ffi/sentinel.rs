@@ -33,9 +33,12 @@
 //! frame, the popped sentinel would stay reachable through a dead register until the function
 //! returns (for a script's main loop, never).
 //!
-//! Limits, stated in the README: a cycle whose finalizers Lua defers (an emergency collection
-//! after an allocation failure runs none) is counted when they run, and two cycles ending before
-//! then count as one; cycles run by `lua_close` are not reported.
+//! An emergency collection (Lua 5.2 to 5.5 run one when an allocation is refused, then try the
+//! allocation again) runs no finalizers: the sentinel it finds unreachable waits for the next
+//! cycle, which counts itself when it runs it. The emergency cycle itself is reported by
+//! [`emergency_collection_ended`], where the host links Lua with `luaC_fullgc` wrapped (the
+//! runner does: crates/lua-system-cli/c/emergency.c); elsewhere two cycles ending before the
+//! finalizers run count as one (docs/figures.md). Cycles run by `lua_close` are not reported.
 
 use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -193,6 +196,23 @@ unsafe fn new_userdata(l: *mut lua_State) {
         ffi::lua_newuserdatauv(l, 0, 0);
         #[cfg(not(any(feature = "lua54", feature = "lua55")))]
         ffi::lua_newuserdata(l, 0);
+    }
+}
+
+/// An emergency collection of `l`'s state (Lua's `luaC_fullgc(L, 1)`) has just completed a cycle:
+/// reported as the sentinel reports the others (it runs no finalizers, so the sentinel cannot).
+/// Nothing for a state the module is not in.
+///
+/// # Safety
+/// `l` is a thread of a live state, on the thread running it, right after Lua's emergency
+/// collection returned (no Lua call is made: the allocation Lua retries next is still pending).
+pub(crate) unsafe fn emergency_collection_ended<R: Record>(l: *mut lua_State) {
+    // SAFETY: per the contract; the record outlives the state.
+    unsafe {
+        let Some(record) = states::record::<R>(l) else { return };
+        record.internals().note_cycle_end();
+        let _ =
+            catch_unwind(AssertUnwindSafe(|| record.cycle_ended(&Collector::with_internals(l, record.internals()))));
     }
 }
 
