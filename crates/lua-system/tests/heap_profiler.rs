@@ -190,6 +190,8 @@ fn coroutines_behave_the_same_with_the_profiler() {
         add(pcall(coroutine.resume, 42))
         add(pcall(coroutine.resume))
         add(pcall(coroutine.wrap, 42))
+        add(pcall(coroutine.create, 42))
+        add(select("#", pcall(coroutine.wrap, print))) -- 5.1 wants a Lua function: 2 values either way
         local done = coroutine.create(function() end)
         coroutine.resume(done)
         add(coroutine.resume(done))

@@ -495,11 +495,15 @@ unsafe fn record(l: *mut lua_State, index: c_int) {
 }
 
 /// Calls the original function (upvalue 1) with the function argument, leaving its result on
-/// top. The argument is checked here first, so an error names the script's function, as the
-/// original's own check would.
+/// top. The argument is checked here first, as the original checks it (Lua 5.1 wants a Lua
+/// function), so an error names the script's function, as the original's own check would.
 pub(crate) unsafe fn call_original(l: *mut lua_State) {
     // SAFETY: errors raised propagate as the original's own.
     unsafe {
+        #[cfg(feature = "lua51")]
+        if ffi::lua_type(l, 1) != ffi::LUA_TFUNCTION || ffi::lua_iscfunction(l, 1) != 0 {
+            ffi::luaL_argerror(l, 1, c"Lua function expected".as_ptr());
+        }
         ffi::luaL_checktype(l, 1, ffi::LUA_TFUNCTION);
         ffi::lua_settop(l, 1);
         ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
