@@ -8,13 +8,8 @@ use lua_system::mlua::ffi::lua_State;
 /// # Safety
 /// Called by C with a thread of the running state, as `lua_system::emergency_collection_ended`
 /// requires (which catches its own panics: none crosses into C).
-#[cfg(emergency_wrapped)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lua_system_cli_emergency_collection(l: *mut lua_State) {
     // SAFETY: per the contract, right after the collection, before Lua retries its allocation.
     unsafe { lua_system::emergency_collection_ended(l) }
 }
-
-#[cfg(not(emergency_wrapped))]
-#[allow(dead_code)]
-fn unused(_: *mut lua_State) {}

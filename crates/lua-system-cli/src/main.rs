@@ -22,6 +22,7 @@
 // C reports; and `main`, the entry point C calls.
 #[allow(unsafe_code)]
 mod cpu_backstop;
+#[cfg(emergency_wrapped)]
 #[allow(unsafe_code)]
 mod emergency;
 #[allow(unsafe_code)]

@@ -489,7 +489,7 @@ fn with_threads_of_its_own_the_runner_keeps_closed_standard_streams_on_dev_null(
         let out = Command::new("bash")
             .args(["-c", "exec \"$0\" \"$@\" <&-", env!("CARGO_BIN_EXE_lua-system")])
             .args(options)
-            .args(["-e", "print(io.read('l'))"])
+            .args(["-e", "print(io.read('*l'))"])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));

@@ -509,6 +509,11 @@ fn last_words_survive_the_memory_limit() {
         if cfg!(any(feature = "lua51", feature = "lua52", feature = "luajit")) && code == Some(1) {
             continue;
         }
+        // Lua 5.3 allocates a call frame for `f()` at the limit, which its emergency collection
+        // may or may not make room for (its hash seed is random): SECURITY.md says so.
+        if cfg!(feature = "lua53") && name == "traceback.lua" {
+            continue;
+        }
         let script = temp_script(name, &format!("{before}{FILL}{at_limit}"));
         for stats in [&[][..], &["--stats", "json"][..]] {
             let mut args = vec!["--memory-limit", "8M"];

@@ -16,10 +16,19 @@ fn project_with_system_lua(name: &str, source: &str) -> PathBuf {
 }
 
 /// Whether Debian's luasystem (package `lua-system`) is installed for Lua 5.4.
+/// Whether Debian's luasystem is installed for the runner's Lua (its package ships 5.1 to 5.4;
+/// LuaJIT reads 5.1's).
 fn luasystem_installed() -> bool {
-    let found = std::path::Path::new("/usr/share/lua/5.4/system/init.lua").exists();
+    let version = match () {
+        _ if cfg!(feature = "lua55") => "5.5",
+        _ if cfg!(feature = "lua53") => "5.3",
+        _ if cfg!(feature = "lua52") => "5.2",
+        _ if cfg!(any(feature = "lua51", feature = "luajit")) => "5.1",
+        _ => "5.4",
+    };
+    let found = std::path::Path::new(&format!("/usr/share/lua/{version}/system/init.lua")).exists();
     if !found {
-        eprintln!("skipped: luasystem is not installed (apt-get install lua-system)");
+        eprintln!("skipped: luasystem is not installed for Lua {version} (apt-get install lua-system)");
     }
     found
 }

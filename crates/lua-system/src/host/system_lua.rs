@@ -105,9 +105,15 @@ impl SystemLua {
             .ok_or_else(|| mlua::Error::MemoryError("lua-system: cannot create a Lua state".into()))?;
         states::publish(state.lua(), Arc::clone(state.record()));
         let system = SystemLua { owner: Owner::Module(state) };
+        // As lua.c, the collector waits while the state is built: its first cycle is then the
+        // host's work's, and a host that watches cycles from here sees every one `num_gc`
+        // counts (Lua 5.2 otherwise ended one while the module loaded, in runs its hash seed
+        // made large enough).
+        system.gc_stop();
         // Every library, C modules included: the caller accepted that.
         system.load_std_libs(libs)?;
         loader::install::<Module>(&system)?;
+        system.gc_restart();
         Ok(system)
     }
 
