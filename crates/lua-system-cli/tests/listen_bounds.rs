@@ -297,6 +297,7 @@ fn fresh_scrapers_are_answered_while_idle_dripping_and_greedy_clients_hold_on() 
 /// A script whose heap profile fills the profiler's store (SECURITY.md: at most 32 MiB of
 /// stacks): two thousand distinct stacks sixty frames deep, with long names. It waits on stdin.
 const FILL_THE_PROFILE: &str = r#"
+local load = loadstring or load -- 5.1's load takes a function
 local long = string.rep("x", 240)
 local deep = load(([[
   local t = {}
