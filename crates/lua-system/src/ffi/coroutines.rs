@@ -318,9 +318,12 @@ unsafe extern "C-unwind" fn new_thread(l: *mut lua_State) -> c_int {
 /// `lua_tocfunction`), or was another C function in another state of this process, the global
 /// is replaced by a wrapper instead, which saved copies bypass.
 ///
+/// `layout_checked`: this Lua's global state matched the layout of the headers the module was
+/// built with (`internals.rs`), the sign that its function objects do too; otherwise wrappers.
+///
 /// # Safety
 /// `l` is running, protected (this allocates), with room for four values.
-pub(crate) unsafe fn track(l: *mut lua_State) {
+pub(crate) unsafe fn track(l: *mut lua_State, layout_checked: bool) {
     if ALLOCATOR_SEES_THREADS {
         return;
     }
@@ -331,8 +334,8 @@ pub(crate) unsafe fn track(l: *mut lua_State) {
         if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
             registry_table(l);
             ffi::lua_settop(l, top + 1);
-            record_from(l, c"create", &patch::CREATE, create_and_record);
-            record_from(l, c"wrap", &patch::WRAP, wrap_and_record);
+            record_from(l, c"create", &patch::CREATE, create_and_record, layout_checked);
+            record_from(l, c"wrap", &patch::WRAP, wrap_and_record, layout_checked);
         }
         ffi::lua_settop(l, top);
     }
@@ -340,13 +343,19 @@ pub(crate) unsafe fn track(l: *mut lua_State) {
 
 /// With the coroutine table on top: makes `coroutine[name]` record its coroutines, patched in
 /// place or else wrapped (see [`track`]); nothing if it does already.
-unsafe fn record_from(l: *mut lua_State, name: &CStr, patched: &patch::Patched, wrapper: ffi::lua_CFunction) {
+unsafe fn record_from(
+    l: *mut lua_State,
+    name: &CStr,
+    patched: &patch::Patched,
+    wrapper: ffi::lua_CFunction,
+    patchable: bool,
+) {
     // SAFETY: pushes one value, popped before returning.
     unsafe {
         ffi::lua_getfield(l, -1, name.as_ptr());
         let current = ffi::lua_tocfunction(l, -1);
         let done = current.is_some_and(|f| f as usize == patched.function as usize || f as usize == wrapper as usize);
-        let done = done || patch::apply(l, patched);
+        let done = done || (patchable && patch::apply(l, patched));
         ffi::lua_settop(l, -2);
         if !done {
             wrap_field(l, name, wrapper);
