@@ -114,6 +114,8 @@ impl SystemLua {
         system.load_std_libs(libs)?;
         loader::install::<Module>(&system)?;
         system.gc_restart();
+        // The module read the setting while the collector waited: read it again.
+        super::install::refresh_gc_setting(&system)?;
         Ok(system)
     }
 
