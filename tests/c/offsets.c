@@ -62,6 +62,7 @@ int main(void) {
 #if LUA_VERSION_NUM == 504
   SHOW("GENMINORMUL", offsetof(global_State, genminormul));
   SHOW("GENMAJORMUL", offsetof(global_State, genmajormul));
+  SHOW("GCSTOPEM", offsetof(global_State, gcstopem));
   SHOW("GCSTP", offsetof(global_State, gcstp));
   SHOW("KIND_GENERATIONAL", KGC_GEN);
 #else
@@ -83,6 +84,7 @@ int main(void) {
   SHOW("PARAMS", offsetof(global_State, gcparams));
   SHOW("GCSTATE", offsetof(global_State, gcstate));
   SHOW("GCKIND", offsetof(global_State, gckind));
+  SHOW("GCSTOPEM", offsetof(global_State, gcstopem));
   SHOW("GCSTP", offsetof(global_State, gcstp));
   SHOW("STATE_PAUSE", GCSpause);
   SHOW("STATES", GCSpause + 1);

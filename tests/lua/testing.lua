@@ -12,6 +12,8 @@ T.accounting = require("system").mem_stats().accounting
 T.exact = T.accounting == "exact"
 -- system.so in a stock interpreter (scripts/test-interpreters says so), not the runner.
 T.stock = os.getenv("LUA_SYSTEM_TEST_STOCK") == "1"
+-- Whether the module reads the collector's internals in this state (docs/figures.md).
+T.internals = require("system").mem_stats().next_gc_source == "threshold"
 
 -- Portability across Lua 5.1 to 5.5 and LuaJIT.
 T.pack = table.pack or function(...) return { n = select("#", ...), ... } end

@@ -71,6 +71,13 @@ impl InternalsCache {
         self.cycle_ended.store(true, Relaxed);
     }
 
+    /// The global state, if it was checked and is usable (no check is made: for the allocator,
+    /// which has no thread to check through).
+    pub(crate) fn checked(&self) -> Option<Internals> {
+        (self.checked.load(Relaxed) == USABLE)
+            .then(|| Internals { g: self.global.load(Relaxed) as *mut u8, cycle_ended: self.cycle_ended.load(Relaxed) })
+    }
+
     /// The checked global state of `l`'s state, checking it the first time (which needs Lua to
     /// answer `lua_gc(LUA_GCCOUNT)`: not while Lua 5.4 and 5.5 run finalizers; then the check
     /// waits for a later call).
@@ -306,6 +313,11 @@ impl Internals {
         self.read::<usize>(layout::THRESHOLD) == usize::MAX - 2
     }
 
+    /// Lua 5.1 and LuaJIT never collect in an emergency: a refused allocation raises.
+    pub(crate) fn collects_after_refusal(&self) -> bool {
+        false
+    }
+
     /// The stored setting the GC percent maps to: the pause.
     pub(crate) fn setting(&self) -> Setting {
         Setting::Pause(self.pause())
@@ -380,6 +392,7 @@ mod layout {
         GCSTATE: usize = 101,
         GCKIND: usize = 102,
         GENMINORMUL: usize = 104,
+        GCSTOPEM: usize = 103,
         GENMAJORMUL: usize = 105,
         GCSTP: usize = 106,
         PAUSE: usize = 108,
@@ -470,6 +483,18 @@ impl Internals {
         return self.read::<u8>(layout::GCRUNNING) == 0;
     }
 
+    /// Whether Lua, refused an allocation now, collects in an emergency and asks again: 5.2 while
+    /// the collector runs (`gcrunning`), 5.3 always (the state is built), 5.4 unless `gcstopem`
+    /// (a stack being resized, the collector at work).
+    pub(crate) fn collects_after_refusal(&self) -> bool {
+        #[cfg(feature = "lua52")]
+        return self.read::<u8>(layout::GCRUNNING) != 0;
+        #[cfg(feature = "lua53")]
+        return true;
+        #[cfg(feature = "lua54")]
+        return self.read::<u8>(layout::GCSTOPEM) == 0;
+    }
+
     /// The stored setting the GC percent maps to: the pause in incremental mode; in
     /// generational mode 5.4's major multiplier (in percent), 5.2's major increment.
     pub(crate) fn setting(&self) -> Setting {
@@ -541,6 +566,7 @@ mod layout {
         PARAMS: usize = 100,
         GCSTATE: usize = 107,
         GCKIND: usize = 108,
+        GCSTOPEM: usize = 109,
         GCSTP: usize = 110,
         STATE_PAUSE: u8 = 8,
         STATES: u8 = 9,
@@ -608,6 +634,12 @@ impl Internals {
     /// Whether `lua_gc(LUA_GCSTOP)` stopped the collector (the user bit of `gcstp`).
     pub(crate) fn stopped_by_user(&self) -> bool {
         self.read::<u8>(layout::GCSTP) & 1 != 0
+    }
+
+    /// Whether Lua, refused an allocation now, collects in an emergency and asks again: unless
+    /// `gcstopem` (a stack being resized, the collector at work).
+    pub(crate) fn collects_after_refusal(&self) -> bool {
+        self.read::<u8>(layout::GCSTOPEM) == 0
     }
 
     /// The stored setting the GC percent maps to: the pause in incremental mode, the
@@ -725,6 +757,11 @@ impl Internals {
     /// `lua_gc(LUA_GCSTOP)` sets the threshold out of reach (`LJ_MAX_MEM`, 2^47 with GC64).
     pub(crate) fn stopped_by_user(&self) -> bool {
         self.read::<u64>(layout::THRESHOLD) == 1 << 47
+    }
+
+    /// Lua 5.1 and LuaJIT never collect in an emergency: a refused allocation raises.
+    pub(crate) fn collects_after_refusal(&self) -> bool {
+        false
     }
 
     pub(crate) fn setting(&self) -> Setting {

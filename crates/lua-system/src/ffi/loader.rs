@@ -28,6 +28,7 @@ pub(crate) unsafe extern "C-unwind" fn loader<M: Module>(l: *mut lua_State) -> c
             sentinel::arm(l, record);
         }
         record.loaded(&super::Collector::with_internals(l, record.internals()));
+        record.emergencies().set_main(super::thread::main_thread(l));
         // The library's functions are patched in place only where this Lua's layout was
         // checked against the headers the module was built with (internals usable).
         coroutines::track(l, record.internals().get(l).is_some());

@@ -31,9 +31,9 @@ use std::ptr;
 
 use mlua::ffi;
 
-use super::Record;
 use super::block_set::BlockSet;
 use super::coroutines::ThreadBlocks;
+use super::{Record, emergency};
 use crate::accounts::heap::Heap;
 use crate::accounts::heap_sampler::HeapSampler;
 use crate::accounts::running::RunningThread;
@@ -57,11 +57,13 @@ pub(crate) unsafe extern "C" fn exact<R: Record, const PEAKS: bool, const PROFIL
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
     unsafe {
-        if PROFILE {
-            profiled::<R>(ud, block, osize, nsize, exact_with::<R, PEAKS>)
-        } else {
-            exact_with::<R, PEAKS>(ud, block, osize, nsize)
-        }
+        emergency::watch::<R>(ud, block, osize, nsize, || {
+            if PROFILE {
+                profiled::<R>(ud, block, osize, nsize, exact_with::<R, PEAKS>)
+            } else {
+                exact_with::<R, PEAKS>(ud, block, osize, nsize)
+            }
+        })
     }
 }
 
@@ -261,11 +263,13 @@ pub(crate) unsafe extern "C" fn chained<R: Record, const PEAKS: bool, const PROF
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
     unsafe {
-        if PROFILE {
-            profiled::<R>(ud, block, osize, nsize, chained_with::<R, PEAKS>)
-        } else {
-            chained_with::<R, PEAKS>(ud, block, osize, nsize)
-        }
+        emergency::watch::<R>(ud, block, osize, nsize, || {
+            if PROFILE {
+                profiled::<R>(ud, block, osize, nsize, chained_with::<R, PEAKS>)
+            } else {
+                chained_with::<R, PEAKS>(ud, block, osize, nsize)
+            }
+        })
     }
 }
 
@@ -337,11 +341,13 @@ pub(crate) unsafe extern "C" fn interposed<R: Record, const PROFILE: bool>(
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
     unsafe {
-        if PROFILE {
-            profiled::<R>(ud, block, osize, nsize, interposed_with::<R>)
-        } else {
-            interposed_with::<R>(ud, block, osize, nsize)
-        }
+        emergency::watch::<R>(ud, block, osize, nsize, || {
+            if PROFILE {
+                profiled::<R>(ud, block, osize, nsize, interposed_with::<R>)
+            } else {
+                interposed_with::<R>(ud, block, osize, nsize)
+            }
+        })
     }
 }
 
@@ -438,11 +444,13 @@ pub(crate) unsafe extern "C" fn contained<R: Record, const PEAKS: bool, const PR
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
     unsafe {
-        if PROFILE {
-            profiled::<R>(ud, block, osize, nsize, contained_with::<R, PEAKS>)
-        } else {
-            contained_with::<R, PEAKS>(ud, block, osize, nsize)
-        }
+        emergency::watch::<R>(ud, block, osize, nsize, || {
+            if PROFILE {
+                profiled::<R>(ud, block, osize, nsize, contained_with::<R, PEAKS>)
+            } else {
+                contained_with::<R, PEAKS>(ud, block, osize, nsize)
+            }
+        })
     }
 }
 

@@ -22,6 +22,8 @@
 //! * [`budget_hook`]: what enforces a state's CPU budget: a timer, and the hook it sets.
 //! * [`cpu_timer`]: a timer on a thread's CPU time, which interrupts it with a signal.
 //! * [`sentinel`]: the object every collection cycle finalizes once (cycle counting).
+//! * [`emergency`]: the emergency collections (no finalizers run in them) a refused allocation
+//!   leads to, seen by the allocator when Lua asks again.
 //! * [`collector`]: `lua_gc`, and the requests each Lua version takes for its settings.
 //! * [`internals`]: the collector's own figures in Lua's global state, checked before use.
 //! * [`params`]: how each Lua version stores the collector's parameters.
@@ -61,6 +63,7 @@ pub(crate) mod call;
 pub(crate) mod collector;
 pub(crate) mod coroutines;
 pub(crate) mod cpu_timer;
+pub(crate) mod emergency;
 pub(crate) mod foreign;
 pub(crate) mod fork;
 pub(crate) mod heap_profiler;
@@ -136,4 +139,7 @@ pub(crate) trait Record: Sync + Sized + 'static {
 
     /// Which of the state's threads runs (once something tracks it).
     fn running_thread(&self) -> &crate::accounts::running::RunningThread;
+
+    /// The state's watch for emergency collections (`emergency.rs`).
+    fn emergencies(&self) -> &emergency::Emergencies;
 }

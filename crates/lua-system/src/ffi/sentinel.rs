@@ -36,9 +36,10 @@
 //! An emergency collection (Lua 5.2 to 5.5 run one when an allocation is refused, then try the
 //! allocation again) runs no finalizers: the sentinel it finds unreachable waits for the next
 //! cycle, which counts itself when it runs it. The emergency cycle itself is reported by
-//! [`emergency_collection_ended`], where the host links Lua with `luaC_fullgc` wrapped (the
-//! runner does: crates/lua-system-cli/c/emergency.c); elsewhere two cycles ending before the
-//! finalizers run count as one (docs/figures.md). Cycles run by `lua_close` are not reported.
+//! [`emergency_collection_ended`]: called by a host that links Lua with `luaC_fullgc` wrapped
+//! (the runner: crates/lua-system-cli/c/emergency.c), and by the state's allocator when Lua asks
+//! again for what it was refused (`emergency.rs`: where the collector's internals are usable),
+//! whichever comes first. Cycles run by `lua_close` are not reported.
 
 use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -210,6 +211,7 @@ pub(crate) unsafe fn emergency_collection_ended<R: Record>(l: *mut lua_State) {
     // SAFETY: per the contract; the record outlives the state.
     unsafe {
         let Some(record) = states::record::<R>(l) else { return };
+        record.emergencies().note_reported();
         record.internals().note_cycle_end();
         let _ =
             catch_unwind(AssertUnwindSafe(|| record.cycle_ended(&Collector::with_internals(l, record.internals()))));

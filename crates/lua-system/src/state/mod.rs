@@ -86,6 +86,8 @@ pub(crate) struct StateRecord {
     heap_sampler: HeapSampler,
     /// Which of its threads runs (`accounts/running.rs`).
     running_thread: RunningThread,
+    /// Its emergency collections, seen from the allocator (`ffi/emergency.rs`).
+    emergencies: crate::ffi::emergency::Emergencies,
 }
 
 impl StateRecord {
@@ -127,6 +129,7 @@ impl StateRecord {
             budget_timer: Default::default(),
             heap_sampler: HeapSampler::new(),
             running_thread: RunningThread::default(),
+            emergencies: Default::default(),
         }
     }
 
@@ -254,5 +257,9 @@ impl crate::ffi::Record for StateRecord {
 
     fn running_thread(&self) -> &RunningThread {
         &self.running_thread
+    }
+
+    fn emergencies(&self) -> &crate::ffi::emergency::Emergencies {
+        &self.emergencies
     }
 }
