@@ -143,8 +143,9 @@ impl SystemLua {
         Probe::new(self.record())
     }
 
-    /// Calls `hook` for every completed collection cycle, from the finalizer that marks its end:
-    /// the hook must not call into Lua. Replaces any previous hook; `None` removes it.
+    /// Calls `hook` for every completed collection cycle, from the finalizer that marks its end
+    /// (an emergency collection, which runs no finalizers: from the state's allocator, as Lua
+    /// asks again for what it was refused): the hook must not call into Lua. Replaces any previous hook; `None` removes it.
     ///
     /// While a hook is installed, the state also tracks its heap's peak between cycles (the
     /// cycle's `heap_before`); without one, its allocator does no such bookkeeping.
