@@ -19,11 +19,12 @@
 //! Lua 5.1 and LuaJIT have no emergency collections: nothing here runs for them.
 
 use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use mlua::ffi::lua_State;
 
-use super::{Record, sentinel};
+use super::{Collector, Record};
 
 /// Whether this Lua collects in an emergency.
 const EMERGENCY_COLLECTIONS: bool =
@@ -78,16 +79,30 @@ impl Emergencies {
     /// # Safety
     /// Called by the state's allocator, on the thread running the state.
     #[cold]
-    unsafe fn retried<R: Record>(&self, block: *mut c_void, osize: usize, nsize: usize) -> bool {
+    unsafe fn retried<R: Record>(&self, record: &R, block: *mut c_void, osize: usize, nsize: usize) -> bool {
         let pending = self.nsize.swap(0, Relaxed);
         let again = pending == nsize && self.block.load(Relaxed) == block as usize && self.osize.load(Relaxed) == osize;
         if again && self.reported.load(Relaxed) == self.reported_before.load(Relaxed) {
             // SAFETY: the main thread lives as long as the state; Lua is between its emergency
             // collection and the allocation it retries, where the host's wrapper reports too.
-            unsafe { sentinel::emergency_collection_ended::<R>(self.main.load(Relaxed) as *mut lua_State) };
+            unsafe { report(record, self.main.load(Relaxed) as *mut lua_State) };
         }
         again
     }
+}
+
+/// Reports an emergency collection of `record`'s state, through `l`, as the sentinel reports
+/// the other cycles.
+///
+/// # Safety
+/// `l` is a thread of the state `record` accounts, on the thread running it, right after Lua's
+/// emergency collection returned (no Lua call is made).
+pub(crate) unsafe fn report<R: Record>(record: &R, l: *mut lua_State) {
+    record.emergencies().note_reported();
+    record.internals().note_cycle_end();
+    // SAFETY: per the contract.
+    let collector = unsafe { Collector::with_internals(l, record.internals()) };
+    let _ = catch_unwind(AssertUnwindSafe(|| record.cycle_ended(&collector)));
 }
 
 /// Serves a request with `serve`, watching for the emergency collections it leads to.
@@ -111,7 +126,7 @@ pub(crate) unsafe fn watch<R: Record>(
     let record = unsafe { &*(ud as *const R) };
     let emergencies = record.emergencies();
     // SAFETY: per the contract.
-    let retry = emergencies.nsize.load(Relaxed) != 0 && unsafe { emergencies.retried::<R>(block, osize, nsize) };
+    let retry = emergencies.nsize.load(Relaxed) != 0 && unsafe { emergencies.retried(record, block, osize, nsize) };
     let new = serve();
     if new.is_null() && !retry {
         emergencies.refused(record, block, osize, nsize);

@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering::Relaxed};
 
 use mlua::ffi::{self, lua_State};
 
-use super::{Collector, Record, protected, states};
+use super::{Collector, Record, emergency, protected, states};
 
 /// One state's sentinel: the one waiting for the next cycle, and where its metatable is kept.
 ///
@@ -211,10 +211,7 @@ pub(crate) unsafe fn emergency_collection_ended<R: Record>(l: *mut lua_State) {
     // SAFETY: per the contract; the record outlives the state.
     unsafe {
         let Some(record) = states::record::<R>(l) else { return };
-        record.emergencies().note_reported();
-        record.internals().note_cycle_end();
-        let _ =
-            catch_unwind(AssertUnwindSafe(|| record.cycle_ended(&Collector::with_internals(l, record.internals()))));
+        emergency::report(record, l);
     }
 }
 
