@@ -57,13 +57,11 @@ pub(crate) unsafe extern "C" fn exact<R: Record, const PEAKS: bool, const PROFIL
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
     unsafe {
-        emergency::watch::<R>(ud, block, osize, nsize, || {
-            if PROFILE {
-                profiled::<R>(ud, block, osize, nsize, exact_with::<R, PEAKS>)
-            } else {
-                exact_with::<R, PEAKS>(ud, block, osize, nsize)
-            }
-        })
+        if PROFILE {
+            profiled::<R>(ud, block, osize, nsize, exact_with::<R, PEAKS>)
+        } else {
+            exact_with::<R, PEAKS>(ud, block, osize, nsize)
+        }
     }
 }
 
@@ -98,15 +96,18 @@ unsafe fn exact_with<R: Record, const PEAKS: bool>(
 
     if block.is_null() {
         if is_thread_tag(osize) {
-            // SAFETY: `layout` has a non-zero size.
-            return unsafe { new_thread_block::<PEAKS>(heap, threads, layout) };
+            // SAFETY: `layout` has a non-zero size; `ud` is the record.
+            return unsafe { new_thread_block::<R, PEAKS>(heap, threads, layout, ud) };
         }
+        // SAFETY: as above; called by the state's allocator.
+        let refuse = move || unsafe { emergency::refuse::<R>(ud, block, osize, nsize) };
         // SAFETY: as above.
-        return unsafe { new_block::<PEAKS>(heap, layout, |_| true) };
+        return unsafe { new_block::<PEAKS>(heap, layout, |_| true, refuse) };
     }
 
     if nsize > osize && !heap.admits(nsize - osize) {
-        return ptr::null_mut();
+        // SAFETY: called by the state's allocator.
+        return unsafe { emergency::refuse::<R>(ud, block, osize, nsize) };
     }
     // SAFETY: `block` was allocated here with size `osize` (see `dealloc` above); `nsize` is
     // non-zero and forms a valid layout.
@@ -131,9 +132,14 @@ unsafe fn exact_with<R: Record, const PEAKS: bool>(
 /// # Safety
 /// `layout` has a non-zero size.
 #[inline(always)]
-unsafe fn new_block<const PEAKS: bool>(heap: &Heap, layout: Layout, keep: impl FnOnce(*mut u8) -> bool) -> *mut c_void {
+unsafe fn new_block<const PEAKS: bool>(
+    heap: &Heap,
+    layout: Layout,
+    keep: impl FnOnce(*mut u8) -> bool,
+    refuse: impl FnOnce() -> *mut c_void,
+) -> *mut c_void {
     if !heap.admits(layout.size()) {
-        return ptr::null_mut();
+        return refuse();
     }
     // SAFETY: per the contract.
     let new = unsafe { alloc(layout) };
@@ -161,11 +167,25 @@ unsafe fn new_block<const PEAKS: bool>(heap: &Heap, layout: Layout, keep: impl F
 /// As [`new_block`].
 #[cold]
 #[inline(never)]
-unsafe fn new_thread_block<const PEAKS: bool>(heap: &Heap, threads: &ThreadBlocks, layout: Layout) -> *mut c_void {
+unsafe fn new_thread_block<R: Record, const PEAKS: bool>(
+    heap: &Heap,
+    threads: &ThreadBlocks,
+    layout: Layout,
+    ud: *mut c_void,
+) -> *mut c_void {
     let coroutine = heap.figures().mallocs > 0;
+    // A refusal of the request Lua made: a new block (NULL) tagged as a thread.
+    // SAFETY: `ud` is the record, and this is its allocator.
+    let refuse =
+        move || unsafe { emergency::refuse::<R>(ud, ptr::null_mut(), ffi::LUA_TTHREAD as usize, layout.size()) };
     // SAFETY: per the contract.
     unsafe {
-        new_block::<PEAKS>(heap, layout, |new| !coroutine || threads.remember_inline(new as usize, layout.size()))
+        new_block::<PEAKS>(
+            heap,
+            layout,
+            |new| !coroutine || threads.remember_inline(new as usize, layout.size()),
+            refuse,
+        )
     }
 }
 
@@ -263,13 +283,11 @@ pub(crate) unsafe extern "C" fn chained<R: Record, const PEAKS: bool, const PROF
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
     unsafe {
-        emergency::watch::<R>(ud, block, osize, nsize, || {
-            if PROFILE {
-                profiled::<R>(ud, block, osize, nsize, chained_with::<R, PEAKS>)
-            } else {
-                chained_with::<R, PEAKS>(ud, block, osize, nsize)
-            }
-        })
+        if PROFILE {
+            profiled::<R>(ud, block, osize, nsize, chained_with::<R, PEAKS>)
+        } else {
+            chained_with::<R, PEAKS>(ud, block, osize, nsize)
+        }
     }
 }
 
@@ -299,7 +317,8 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
 
     if block.is_null() {
         if !heap.admits(nsize) {
-            return ptr::null_mut();
+            // SAFETY: called by the state's allocator.
+            return unsafe { emergency::refuse::<R>(ud, block, osize, nsize) };
         }
         let new = chain.next(ptr::null_mut(), osize, nsize);
         if new.is_null() {
@@ -318,7 +337,8 @@ unsafe fn chained_with<R: Record, const PEAKS: bool>(
     }
 
     if nsize > osize && !heap.admits(nsize - osize) {
-        return ptr::null_mut();
+        // SAFETY: called by the state's allocator.
+        return unsafe { emergency::refuse::<R>(ud, block, osize, nsize) };
     }
     let resized = chain.next(block, osize, nsize);
     if !resized.is_null() {
@@ -341,13 +361,11 @@ pub(crate) unsafe extern "C" fn interposed<R: Record, const PROFILE: bool>(
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
     unsafe {
-        emergency::watch::<R>(ud, block, osize, nsize, || {
-            if PROFILE {
-                profiled::<R>(ud, block, osize, nsize, interposed_with::<R>)
-            } else {
-                interposed_with::<R>(ud, block, osize, nsize)
-            }
-        })
+        if PROFILE {
+            profiled::<R>(ud, block, osize, nsize, interposed_with::<R>)
+        } else {
+            interposed_with::<R>(ud, block, osize, nsize)
+        }
     }
 }
 
@@ -385,7 +403,8 @@ unsafe fn interposed_with<R: Record>(ud: *mut c_void, block: *mut c_void, osize:
 
     if block.is_null() {
         if !heap.admits(nsize) {
-            return ptr::null_mut();
+            // SAFETY: called by the state's allocator.
+            return unsafe { emergency::refuse::<R>(ud, block, osize, nsize) };
         }
         let new = chain.next(ptr::null_mut(), osize, nsize);
         if new.is_null() {
@@ -408,7 +427,8 @@ unsafe fn interposed_with<R: Record>(ud: *mut c_void, block: *mut c_void, osize:
     }
 
     if nsize > osize && !heap.admits(nsize - osize) {
-        return ptr::null_mut();
+        // SAFETY: called by the state's allocator.
+        return unsafe { emergency::refuse::<R>(ud, block, osize, nsize) };
     }
     let resized = chain.next(block, osize, nsize);
     if resized.is_null() {
@@ -444,13 +464,11 @@ pub(crate) unsafe extern "C" fn contained<R: Record, const PEAKS: bool, const PR
 ) -> *mut c_void {
     // SAFETY: forwarded under the same contract.
     unsafe {
-        emergency::watch::<R>(ud, block, osize, nsize, || {
-            if PROFILE {
-                profiled::<R>(ud, block, osize, nsize, contained_with::<R, PEAKS>)
-            } else {
-                contained_with::<R, PEAKS>(ud, block, osize, nsize)
-            }
-        })
+        if PROFILE {
+            profiled::<R>(ud, block, osize, nsize, contained_with::<R, PEAKS>)
+        } else {
+            contained_with::<R, PEAKS>(ud, block, osize, nsize)
+        }
     }
 }
 
@@ -501,7 +519,8 @@ unsafe fn contained_with<R: Record, const PEAKS: bool>(
 
     if block.is_null() {
         if !admits(nsize) {
-            return ptr::null_mut();
+            // SAFETY: called by the state's allocator.
+            return unsafe { emergency::refuse::<R>(ud, block, osize, nsize) };
         }
         // SAFETY: this is the state's allocator; `nsize` is non-zero.
         let new = unsafe { arena.alloc(nsize) };
@@ -524,7 +543,8 @@ unsafe fn contained_with<R: Record, const PEAKS: bool>(
     }
 
     if nsize > osize && !admits(nsize - osize) {
-        return ptr::null_mut();
+        // SAFETY: called by the state's allocator.
+        return unsafe { emergency::refuse::<R>(ud, block, osize, nsize) };
     }
     // SAFETY: this is the state's allocator; `block` was allocated or last resized to `osize`,
     // by the arena or before it.
@@ -730,6 +750,8 @@ pub(crate) fn is_ours<R: Record>(f: ffi::lua_Alloc) -> bool {
 #[inline(never)]
 fn in_the_table<R: Record>(f: ffi::lua_Alloc) -> bool {
     Functions::<R>::ALL.iter().any(|&(_, g)| ptr::fn_addr_eq(f, g))
+        // Standing in for one of those between a refused growth and Lua's next request.
+        || ptr::fn_addr_eq(f, emergency::after_refusal::<R> as ffi::lua_Alloc)
 }
 
 /// The allocator function for a record: its own blocks, or passing them on to its chain; with or
