@@ -565,3 +565,33 @@ fn the_reserve_bounds_what_error_messages_add_past_the_limit() {
     assert!(past <= 64 * 1024, "{past} bytes past the limit");
     assert!(kept > 0, "some messages were built past the limit: the reserve worked ({printed})");
 }
+
+/// The runner's jemalloc options reach jemalloc (its `malloc_conf` symbol under tikv-jemalloc's
+/// prefix; a renamed prefix would leave the symbol unread, silently): jemalloc's own statistics
+/// show the option read and the 64-byte class (a Lua 5.4 table's header) on slabs of 8 pages,
+/// 512 blocks, where its default is one page (BENCHMARKS.md, "Full collections and the
+/// allocator").
+#[cfg(feature = "jemalloc")]
+#[test]
+fn jemalloc_gives_small_classes_the_runners_slabs() {
+    let out = runner().args(["-e", ""]).env("_RJEM_MALLOC_CONF", "stats_print:true").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats = stderr(&out);
+    assert!(stats.contains("Global variable malloc_conf: \"slab_sizes:1-128:8\""), "{stats}");
+    let mut lines = stats.lines().skip_while(|line| !line.starts_with("bins:"));
+    let header: Vec<&str> = lines.next().expect("a bins table").split_whitespace().skip(1).collect();
+    let column = |name: &str| header.iter().position(|c| *c == name).unwrap_or_else(|| panic!("{name}: {header:?}"));
+    let (regs, pages) = (column("regs"), column("pgs"));
+    let row_of = |size: &str| {
+        stats
+            .lines()
+            .skip_while(|line| !line.starts_with("bins:"))
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|fields| fields.first() == Some(&size))
+            .unwrap_or_else(|| panic!("no bin of {size} bytes"))
+    };
+    let (small, larger) = (row_of("64"), row_of("160"));
+    assert_eq!((small[regs], small[pages]), ("512", "8"), "64-byte class: {small:?}");
+    // Above 128 bytes, jemalloc's own choice: 160-byte blocks fill 5 pages exactly.
+    assert_eq!(larger[pages], "5", "160-byte class: {larger:?}");
+}

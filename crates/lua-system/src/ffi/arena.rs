@@ -33,6 +33,9 @@ pub(crate) struct Arena {
     /// jemalloc's count of the arena's active pages (`experimental.arenas.<i>.pactivep`).
     active_pages: *const AtomicUsize,
     page: usize,
+    /// Bytes of one slab of every small size class ([`slab_floor`]): what any arena holds once
+    /// it has served each class, not charged to the state.
+    floor: usize,
     blocks: UnsafeCell<BlockSet>,
 }
 
@@ -65,6 +68,16 @@ fn mallctl_write<T: Copy>(name: &CStr, mut value: T) -> bool {
     status == 0
 }
 
+/// Bytes of one slab of each small size class (`arenas.bin.<i>.slab_size`), the same for every
+/// arena of the process; `None` if jemalloc does not say.
+fn slab_floor() -> Option<usize> {
+    static FLOOR: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *FLOOR.get_or_init(|| {
+        let bins: u32 = mallctl_read(c"arenas.nbins")?;
+        (0..bins).map(|bin| mallctl_read::<usize>(&control(format!("arenas.bin.{bin}.slab_size")))).sum()
+    })
+}
+
 fn control(name: String) -> std::ffi::CString {
     std::ffi::CString::new(name).expect("no NUL in a control name")
 }
@@ -80,7 +93,7 @@ impl Arena {
         let active: Option<*const AtomicUsize> =
             mallctl_read(&control(format!("experimental.arenas.{index}.pactivep")));
         let page: Option<usize> = mallctl_read(c"arenas.page");
-        let (Some(tcache), Some(active), Some(page)) = (tcache, active, page) else {
+        let (Some(tcache), Some(active), Some(page), Some(floor)) = (tcache, active, page, slab_floor()) else {
             mallctl_write(&control(format!("arena.{index}.destroy")), ());
             return None;
         };
@@ -94,6 +107,7 @@ impl Arena {
             flags: je::MALLOCX_ARENA(index as usize) | je::MALLOCX_TCACHE(tcache as usize),
             active_pages: active,
             page,
+            floor,
             blocks: UnsafeCell::new(BlockSet::default()),
         })
     }
@@ -104,6 +118,16 @@ impl Arena {
     pub(crate) fn resident_bytes(&self) -> usize {
         // SAFETY: jemalloc's counter for this arena, alive as long as the arena (`self`).
         unsafe { (*self.active_pages).load(Relaxed) * self.page }
+    }
+
+    /// The resident bytes the memory limit counts: the arena's active pages beyond one slab of
+    /// each small size class. Those first slabs are the arena's own minimum, the same for any
+    /// state whatever it keeps (a slab of 64-byte blocks is 32 KiB with the runner's options:
+    /// charging them would leave a state limited to its current heap no room to call even a
+    /// finalizer); the pages a fragmenting script keeps beyond them are charged in full.
+    #[inline(always)]
+    pub(crate) fn charged_bytes(&self) -> usize {
+        self.resident_bytes().saturating_sub(self.floor)
     }
 
     /// Gives back what the thread cache holds and every page that holds nothing.
@@ -238,5 +262,32 @@ mod tests {
         }
         arena.purge();
         assert!(arena.resident_bytes() < during / 4, "{during} -> {}", arena.resident_bytes());
+    }
+
+    /// The limit is not charged one slab of each small class: a block of every class leaves
+    /// nothing charged once the thread cache is purged, a class filled past its first slab is
+    /// charged the rest.
+    #[test]
+    fn an_arenas_first_slabs_are_not_charged() {
+        let arena = Arena::new().expect("an arena");
+        let bins: u32 = mallctl_read(c"arenas.nbins").expect("nbins");
+        let size = |bin: u32| mallctl_read::<usize>(&control(format!("arenas.bin.{bin}.size"))).expect("size");
+        // SAFETY: one thread plays the state's allocator; each block is freed with its size.
+        unsafe {
+            let one_each: Vec<_> = (0..bins).map(|bin| (arena.alloc(size(bin)), size(bin))).collect();
+            // The thread cache's fills are given back first, as the limit does before refusing.
+            arena.purge();
+            assert!(arena.resident_bytes() > 0);
+            assert_eq!(arena.charged_bytes(), 0, "resident {}", arena.resident_bytes());
+            let many: Vec<_> = (0..100_000).map(|_| arena.alloc(64)).collect();
+            assert!(arena.charged_bytes() >= 100_000 * 64 - slab_floor().unwrap(), "{}", arena.charged_bytes());
+            for block in many {
+                arena.free(block, 64);
+            }
+            for (block, size) in one_each {
+                arena.free(block, size);
+            }
+        }
+        eprintln!("floor: {} bytes", slab_floor().unwrap());
     }
 }

@@ -486,12 +486,12 @@ unsafe fn contained_with<R: Record, const PEAKS: bool>(
     let Some(arena) = record.arena() else {
         return ptr::null_mut(); // unreachable: this function is installed with an arena
     };
-    // Whether the state may grow by `growth` bytes: its live bytes and its arena's resident
-    // pages under the limit, after a purge if need be.
+    // Whether the state may grow by `growth` bytes: its live bytes and its arena's charged
+    // resident pages under the limit, after a purge if need be.
     let admits = |growth: usize| {
-        heap.admits_resident(growth, arena.resident_bytes()) || {
+        heap.admits_resident(growth, arena.charged_bytes()) || {
             arena.purge();
-            heap.admits_resident(growth, arena.resident_bytes())
+            heap.admits_resident(growth, arena.charged_bytes())
         }
     };
 
